@@ -1,0 +1,13 @@
+//! Compiles `proto/naxos.proto` with protox (no `protoc` binary needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/naxos.proto");
+    let fds = protox::compile(["proto/naxos.proto"], ["proto"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .type_attribute(".naxos.v1.Layout", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(".naxos.v1.Segment", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(".naxos.v1.Stripe", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The layout (projection): which log units hold which positions, who sequences,
+//! who stores the layout, at which epoch. The generated `proto::Layout` is the
+//! one type; this module adds the lookups and the checks.
+
+use crate::proto::{Layout, Segment, Stripe};
+use crate::{Epoch, Position};
+
+/// Where a position lives: its segment's start, the stripe count and index, and the chain.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement<'a> {
+    /// The first position of the segment.
+    pub segment_start: Position,
+    /// How many stripes the segment has.
+    pub stripe_count: u32,
+    /// The stripe holding the position.
+    pub stripe_index: u32,
+    /// The stripe's chain, head first.
+    pub chain: &'a [String],
+}
+
+/// Why a layout is not usable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The layout has no segment.
+    #[error("layout has no segment")]
+    NoSegments,
+    /// A segment has no stripe or a stripe has an empty chain.
+    #[error("segment starting at {0} has an empty stripe or no stripes")]
+    EmptyStripe(u64),
+    /// Segments do not follow each other without gaps, or only the last is open.
+    #[error("segments must be contiguous from position 0 and only the last may be open")]
+    Segments,
+    /// No sequencer or no layout server is named.
+    #[error("layout names no {0}")]
+    Missing(&'static str),
+    /// The cluster id is empty.
+    #[error("layout has an empty cluster id")]
+    NoClusterId,
+}
+
+impl Layout {
+    /// A one-segment layout: the log units are cut into `stripes` chains of
+    /// `replication` units each, in the order given.
+    pub fn initial(
+        cluster_id: &str,
+        log_units: &[String],
+        replication: usize,
+        stripes: usize,
+        sequencers: Vec<String>,
+        layout_servers: Vec<String>,
+    ) -> Layout {
+        let chains = (0..stripes)
+            .map(|s| Stripe { chain: log_units[s * replication..(s + 1) * replication].to_vec() })
+            .collect();
+        Layout {
+            cluster_id: cluster_id.to_string(),
+            epoch: 0,
+            layout_servers,
+            sequencers,
+            segments: vec![Segment { start: 0, end: None, stripes: chains }],
+        }
+    }
+
+    /// The layout's epoch.
+    pub fn epoch_id(&self) -> Epoch {
+        Epoch(self.epoch)
+    }
+
+    /// Checks the layout is well formed.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.cluster_id.is_empty() {
+            return Err(Error::NoClusterId);
+        }
+        if self.segments.is_empty() {
+            return Err(Error::NoSegments);
+        }
+        if self.sequencers.is_empty() {
+            return Err(Error::Missing("sequencer"));
+        }
+        if self.layout_servers.is_empty() {
+            return Err(Error::Missing("layout server"));
+        }
+        let mut expect = 0;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.stripes.is_empty() || seg.stripes.iter().any(|s| s.chain.is_empty()) {
+                return Err(Error::EmptyStripe(seg.start));
+            }
+            if seg.start != expect {
+                return Err(Error::Segments);
+            }
+            match seg.end {
+                Some(end) if end > seg.start => expect = end,
+                None if i + 1 == self.segments.len() => {}
+                _ => return Err(Error::Segments),
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `position` lives, or `None` if no segment covers it.
+    pub fn placement(&self, position: Position) -> Option<Placement<'_>> {
+        let p = position.0;
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.start <= p && s.end.is_none_or(|e| p < e))?;
+        let count = seg.stripes.len() as u64;
+        let index = (p - seg.start) % count;
+        Some(Placement {
+            segment_start: Position(seg.start),
+            stripe_count: count as u32,
+            stripe_index: index as u32,
+            chain: &seg.stripes[index as usize].chain,
+        })
+    }
+
+    /// Every distinct log unit address in the layout, in order of first mention.
+    pub fn log_units(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for seg in &self.segments {
+            for stripe in &seg.stripes {
+                for a in &stripe.chain {
+                    if !out.contains(a) {
+                        out.push(a.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every distinct address the layout names (layout servers, sequencers, log units).
+    pub fn all_nodes(&self) -> Vec<String> {
+        let mut out = self.layout_servers.clone();
+        for a in self.sequencers.iter().cloned().chain(self.log_units()) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn positions_stripe_round_robin_over_chains() {
+        let l = Layout::initial("c", &addrs(6), 3, 2, vec!["n0".into()], vec!["n0".into()]);
+        l.validate().unwrap();
+        let p0 = l.placement(Position(0)).unwrap();
+        let p1 = l.placement(Position(1)).unwrap();
+        let p2 = l.placement(Position(2)).unwrap();
+        assert_eq!(p0.chain, &["n0", "n1", "n2"]);
+        assert_eq!(p1.chain, &["n3", "n4", "n5"]);
+        assert_eq!(p2.stripe_index, 0);
+        assert_eq!(l.log_units().len(), 6);
+    }
+
+    #[test]
+    fn malformed_layouts_are_refused() {
+        let mut l = Layout::initial("c", &addrs(1), 1, 1, vec!["n0".into()], vec!["n0".into()]);
+        l.segments[0].start = 5;
+        assert_eq!(l.validate(), Err(Error::Segments));
+        l.segments.clear();
+        assert_eq!(l.validate(), Err(Error::NoSegments));
+    }
+}
