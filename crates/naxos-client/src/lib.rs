@@ -1,0 +1,292 @@
+//! The Naxos client library: connects to a cluster, caches its layout, and
+//! drives appends and reads over chain replication.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), naxos_client::Error> {
+//! use naxos_client::{Client, Config, Value};
+//! let client = Client::connect(Config::new(["127.0.0.1:7400"])).await?;
+//! let pos = client.append("hello".into()).await?;
+//! match client.read(pos).await? {
+//!     Value::Data(record) => assert_eq!(&record.payload[..], b"hello"),
+//!     Value::Hole => unreachable!("an acknowledged append is never a hole"),
+//! }
+//! let stream = naxos_client::StreamId::from_name("orders");
+//! client.append_to(&[stream], "order 1".into()).await?;
+//! for (position, record) in client.read_stream(stream, naxos_client::Position(0)).await? {
+//!     println!("{position}: {:?}", record.payload);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What the client owns: the layout cache (refetched on `WrongEpoch`), the
+//! chain-replication write path (head to tail; `Overwritten` at the head means
+//! a new token), read repair and hole filling, stream reads through the log
+//! units' stream index, and bounded retries that end in a clear error. It does
+//! not own any server state.
+
+pub mod admin;
+mod append;
+mod chain;
+mod read;
+mod retry;
+mod stream;
+
+use bytes::Bytes;
+pub use naxos_wire::{Epoch, Layout, Position, ServerError, StreamId};
+use naxos_wire::net::{Net, TcpNet};
+use naxos_wire::proto::{request, response, Request};
+use naxos_wire::rpc::{self, Pool};
+use naxos_wire::ErrorCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A data entry as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The bytes appended.
+    pub payload: Bytes,
+    /// The streams the entry belongs to.
+    pub streams: Vec<StreamId>,
+}
+
+/// What a position holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// An appended entry.
+    Data(Record),
+    /// A hole: the position was filled because its writer never completed.
+    Hole,
+}
+
+impl Value {
+    fn from_entry(entry: naxos_wire::Entry) -> Value {
+        if entry.kind == naxos_wire::EntryKind::Hole as i32 {
+            return Value::Hole;
+        }
+        Value::Data(Record {
+            payload: entry.payload,
+            streams: entry.streams.iter().filter_map(|s| StreamId::from_slice(s)).collect(),
+        })
+    }
+}
+
+/// What can go wrong for a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The position is below the trim mark.
+    #[error("position {0} is trimmed")]
+    Trimmed(Position),
+    /// Nothing was written at the position and it is at or above the tail.
+    #[error("position {0} is unwritten")]
+    Unwritten(Position),
+    /// `fill` found the position already written (with data or a hole).
+    #[error("position {position} is already written ({})", if *.hole { "a hole" } else { "data" })]
+    AlreadyWritten {
+        /// The position.
+        position: Position,
+        /// Whether it holds a hole (else data).
+        hole: bool,
+    },
+    /// The request is not valid (too large, bad position, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster could not serve the call within the retry budget; for an
+    /// append this means it may or may not have happened.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// A server refused the call.
+    #[error("{0}")]
+    Server(ServerError),
+}
+
+/// Client settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Addresses to fetch the layout from (any node of the cluster).
+    pub seeds: Vec<String>,
+    /// Connection settings.
+    pub rpc: rpc::Options,
+    /// How long a reader waits for a slow writer before it fills a hole below the tail (default 50 ms).
+    pub hole_fill_wait: Duration,
+    /// How many times a call is retried before it fails (default 12, about 4 s of back-off).
+    pub retries_max: u32,
+    /// The network (real TCP by default; the simulator supplies its own).
+    pub net: Arc<dyn Net>,
+}
+
+impl Config {
+    /// Defaults, with these seed addresses.
+    pub fn new<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Config {
+        Config {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            rpc: rpc::Options::default(),
+            hole_fill_wait: Duration::from_millis(50),
+            retries_max: 12,
+            net: Arc::new(TcpNet),
+        }
+    }
+}
+
+struct Inner {
+    config: Config,
+    pool: Pool,
+    layout: RwLock<Arc<Layout>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// A handle to a Naxos cluster; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn rpc_to_error(e: rpc::Error) -> Error {
+    match e {
+        rpc::Error::Server { error, .. } => match error.code {
+            ErrorCode::Trimmed => Error::Trimmed(error.position),
+            ErrorCode::Unwritten => Error::Unwritten(error.position),
+            _ => Error::Server(error),
+        },
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+impl Client {
+    /// Connects: fetches the layout from the first seed that answers.
+    pub async fn connect(config: Config) -> Result<Client, Error> {
+        if config.seeds.is_empty() {
+            return Err(Error::Invalid("no cluster address given".into()));
+        }
+        let pool = Pool::new(config.net.clone(), config.rpc.clone());
+        let layout = fetch_layout(&pool, &config.seeds).await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                layout: RwLock::new(Arc::new(layout)),
+                refresh: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The cached layout.
+    pub fn layout(&self) -> Arc<Layout> {
+        self.inner.layout.read().map(|l| l.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Refetches the layout from the layout servers and the seeds, keeping the
+    /// newest epoch seen; called when a server says `WrongEpoch`.
+    pub async fn refresh_layout(&self) -> Result<Arc<Layout>, Error> {
+        let seen = self.layout().epoch;
+        let _guard = self.inner.refresh.lock().await;
+        let current = self.layout();
+        if current.epoch > seen {
+            return Ok(current); // another task refreshed meanwhile
+        }
+        let mut addrs = current.layout_servers.clone();
+        addrs.extend(self.inner.config.seeds.iter().cloned());
+        let mut best: Option<Layout> = None;
+        for addr in &addrs {
+            if let Ok(l) = get_layout(&self.inner.pool, addr).await {
+                if l.cluster_id == current.cluster_id && best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
+                    best = Some(l);
+                }
+            }
+        }
+        let Some(best) = best else {
+            return Err(Error::Unavailable("no layout server answered".into()));
+        };
+        if best.epoch > current.epoch {
+            let new = Arc::new(best);
+            if let Ok(mut w) = self.inner.layout.write() {
+                *w = new.clone();
+            }
+            return Ok(new);
+        }
+        Ok(current)
+    }
+
+    /// Sends one request to `addr` under `layout`'s cluster id and epoch.
+    async fn call(&self, addr: &str, layout: &Layout, body: request::Body) -> Result<response::Body, rpc::Error> {
+        let req = Request { id: 0, cluster_id: layout.cluster_id.clone(), epoch: layout.epoch, body: Some(body) };
+        self.inner.pool.call(addr, req).await
+    }
+
+    /// The primary sequencer of `layout`.
+    fn sequencer(layout: &Layout) -> Result<&str, Error> {
+        layout.sequencers.first().map(String::as_str).ok_or_else(|| Error::Invalid("layout names no sequencer".into()))
+    }
+
+    /// The tail: the first position not yet handed out (CORFU's `check`).
+    pub async fn tail(&self) -> Result<Position, Error> {
+        Ok(Position(self.tails(&[]).await?.tail))
+    }
+
+    /// The tail and the last position of each of `streams` that has one.
+    pub async fn tails(&self, streams: &[StreamId]) -> Result<naxos_wire::proto::TailOk, Error> {
+        let raw: Vec<Bytes> = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        let mut retry = retry::Retry::new(self.config());
+        loop {
+            let layout = self.layout();
+            let body = request::Body::SeqTail(naxos_wire::proto::SeqTail { streams: raw.clone() });
+            match self.call(Self::sequencer(&layout)?, &layout, body).await {
+                Ok(response::Body::Tail(t)) => return Ok(t),
+                Ok(_) => return Err(Error::Invalid("sequencer answered a tail query with something else".into())),
+                Err(e) => retry.on_error(self, e, "tail").await?,
+            }
+        }
+    }
+
+    /// Discards every position below `position` on every log unit. Positions
+    /// at or above the tail cannot be trimmed.
+    pub async fn trim(&self, position: Position) -> Result<(), Error> {
+        let tail = self.tail().await?;
+        if position > tail {
+            return Err(Error::Invalid(format!("cannot trim at {position}: it is above the tail {tail}")));
+        }
+        let layout = self.layout();
+        for addr in layout.log_units() {
+            let mut retry = retry::Retry::new(self.config());
+            loop {
+                let body = request::Body::Trim(naxos_wire::proto::Trim { position: position.0 });
+                match self.call(&addr, &self.layout(), body).await {
+                    Ok(_) => break,
+                    Err(e) => retry.on_error(self, e, "trim").await?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks one node for its layout.
+async fn get_layout(pool: &Pool, addr: &str) -> Result<Layout, rpc::Error> {
+    let req = Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(request::Body::GetLayout(Default::default())) };
+    match pool.call(addr, req).await? {
+        response::Body::Layout(naxos_wire::proto::LayoutOk { layout: Some(l) }) => Ok(l),
+        _ => Err(rpc::Error::Server {
+            addr: addr.to_string(),
+            error: ServerError::new(ErrorCode::BadRequest, "answer to GetLayout holds no layout"),
+        }),
+    }
+}
+
+/// The layout from the first of `seeds` that answers.
+async fn fetch_layout(pool: &Pool, seeds: &[String]) -> Result<Layout, Error> {
+    let mut errors = Vec::new();
+    for addr in seeds {
+        match get_layout(pool, addr).await {
+            Ok(l) => return Ok(l),
+            Err(rpc::Error::Server { error, .. }) if error.code == ErrorCode::NotBootstrapped => {
+                return Err(Error::Server(error));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(Error::Unavailable(format!("no node answered: {}", errors.join("; "))))
+}

@@ -100,7 +100,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// ready into one write; returns when `rx` closes or the socket fails.
 pub async fn write_loop<M: Message, W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::Receiver<M>,
+    mut rx: mpsc::UnboundedReceiver<M>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod ids;
 pub mod layout;
 pub mod net;
+pub mod rpc;
 
 /// The generated protobuf messages of `proto/naxos.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -1,0 +1,71 @@
+//! Cluster administration: bootstrap (install the first layout on every node),
+//! node status, and seal. These talk to nodes directly, by address.
+
+use crate::Error;
+use naxos_wire::net::Net;
+use naxos_wire::proto::{request, response, Bootstrap, Request, Seal, StatusOk};
+use naxos_wire::rpc::{self, Pool};
+use naxos_wire::{Epoch, ErrorCode, Layout};
+use std::sync::Arc;
+
+/// Installs `layout` (epoch 0) on every node it names: log units first, then
+/// the layout servers and the sequencers (which then recover from the log
+/// units). Repeating the same bootstrap is harmless; a different one is refused.
+pub async fn bootstrap(net: Arc<dyn Net>, layout: &Layout) -> Result<(), Error> {
+    layout.validate().map_err(|e| Error::Invalid(format!("invalid layout: {e}")))?;
+    let pool = Pool::new(net, rpc::Options::default());
+    let mut order = layout.log_units();
+    for a in layout.all_nodes() {
+        if !order.contains(&a) {
+            order.push(a);
+        }
+    }
+    for addr in order {
+        let req = Request {
+            id: 0,
+            cluster_id: String::new(),
+            epoch: 0,
+            body: Some(request::Body::Bootstrap(Bootstrap { layout: Some(layout.clone()) })),
+        };
+        pool.call(&addr, req).await.map_err(|e| match e {
+            rpc::Error::Server { error, .. } => Error::Server(error),
+            other => Error::Unavailable(format!("bootstrapping {addr}: {other}")),
+        })?;
+    }
+    Ok(())
+}
+
+/// One node's status, or why it could not be reached.
+pub async fn status(net: Arc<dyn Net>, addr: &str) -> Result<StatusOk, Error> {
+    let pool = Pool::new(net, rpc::Options { timeout_call: std::time::Duration::from_secs(2), ..Default::default() });
+    let req = Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(request::Body::Status(Default::default())) };
+    match pool.call(addr, req).await {
+        Ok(response::Body::Status(s)) => Ok(s),
+        Ok(_) => Err(Error::Invalid(format!("{addr} answered a status query with something else"))),
+        Err(rpc::Error::Server { error, .. }) => Err(Error::Server(error)),
+        Err(e) => Err(Error::Unavailable(e.to_string())),
+    }
+}
+
+/// Seals one node at `epoch`: it refuses every older-epoch request from now on.
+/// Returns the node's log unit tail (0 if it has no log unit).
+pub async fn seal(net: Arc<dyn Net>, layout: &Layout, addr: &str, epoch: Epoch) -> Result<u64, Error> {
+    let pool = Pool::new(net, rpc::Options::default());
+    let req = Request {
+        id: 0,
+        cluster_id: layout.cluster_id.clone(),
+        epoch: layout.epoch,
+        body: Some(request::Body::Seal(Seal { epoch: epoch.0 })),
+    };
+    match pool.call(addr, req).await {
+        Ok(response::Body::Seal(s)) => Ok(s.tail),
+        Ok(_) => Err(Error::Invalid(format!("{addr} answered a seal with something else"))),
+        Err(rpc::Error::Server { error, .. }) => Err(Error::Server(error)),
+        Err(e) => Err(Error::Unavailable(e.to_string())),
+    }
+}
+
+/// Whether an error means the node is not bootstrapped yet.
+pub fn is_not_bootstrapped(e: &Error) -> bool {
+    matches!(e, Error::Server(s) if s.code == ErrorCode::NotBootstrapped)
+}

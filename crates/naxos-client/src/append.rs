@@ -1,0 +1,93 @@
+//! Appends: a token from the sequencer, then the entry through its chain.
+//! Losing the position at the head (a reader filled it first) is normal: the
+//! append takes a new token and tries again, within the retry budget.
+
+use crate::chain::HeadWrite;
+use crate::retry::Retry;
+use crate::{Client, Error};
+use bytes::Bytes;
+use naxos_wire::proto::{request, response, Entry, EntryKind, Token, TokenOk};
+use naxos_wire::{Layout, Position, StreamId};
+use std::sync::Arc;
+
+impl Client {
+    /// Appends `payload`; returns its position once every replica has it durably.
+    pub async fn append(&self, payload: Bytes) -> Result<Position, Error> {
+        self.append_to(&[], payload).await
+    }
+
+    /// Appends `payload` to the log and to each of `streams`.
+    pub async fn append_to(&self, streams: &[StreamId], payload: Bytes) -> Result<Position, Error> {
+        let raw: Vec<Bytes> = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        let mut retry = Retry::new(self.config());
+        loop {
+            let (layout, token) = self.token(1, &raw).await?;
+            let entry = Entry {
+                kind: EntryKind::Data as i32,
+                payload: payload.clone(),
+                streams: raw.clone(),
+                backpointers: token.backpointers.clone(),
+            };
+            let pos = Position(token.start);
+            if self.write_at(&layout, pos, &entry).await? {
+                return Ok(pos);
+            }
+            retry.wait(&format!("position {pos} was taken before the append reached it")).await?;
+        }
+    }
+
+    /// Appends many entries with one token request; the writes go out in
+    /// parallel. Returns the positions in the order of `payloads` (each is
+    /// contiguous with the others unless a position was lost and retaken).
+    pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Vec<Position>, Error> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = u32::try_from(payloads.len()).map_err(|_| Error::Invalid("batch too large".into()))?;
+        let (layout, token) = self.token(count, &[]).await?;
+        let writes = payloads.iter().enumerate().map(|(i, payload)| {
+            let layout = layout.clone();
+            let entry = Entry { kind: EntryKind::Data as i32, payload: payload.clone(), ..Default::default() };
+            let pos = Position(token.start + i as u64);
+            async move { self.write_at(&layout, pos, &entry).await.map(|ok| (pos, ok)) }
+        });
+        let results = futures::future::join_all(writes).await;
+        let mut out = Vec::with_capacity(payloads.len());
+        for (result, payload) in results.into_iter().zip(payloads) {
+            match result? {
+                (pos, true) => out.push(pos),
+                (_, false) => out.push(self.append(payload).await?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reserves `count` positions for `streams` under the current layout.
+    async fn token(&self, count: u32, streams: &[Bytes]) -> Result<(Arc<Layout>, TokenOk), Error> {
+        let mut retry = Retry::new(self.config());
+        loop {
+            let layout = self.layout();
+            let body = request::Body::Token(Token { count, streams: streams.to_vec() });
+            match self.call(Self::sequencer(&layout)?, &layout, body).await {
+                Ok(response::Body::Token(t)) => return Ok((layout, t)),
+                Ok(_) => return Err(Error::Invalid("sequencer answered a token request with something else".into())),
+                Err(e) => retry.on_error(self, e, "token").await?,
+            }
+        }
+    }
+
+    /// Writes `entry` through the chain of `pos`; `false` if the position was lost at the head.
+    async fn write_at(&self, layout: &Layout, pos: Position, entry: &Entry) -> Result<bool, Error> {
+        let chain = layout
+            .placement(pos)
+            .ok_or_else(|| Error::Invalid(format!("no segment of the layout holds position {pos}")))?
+            .chain;
+        match self.write_head(layout, chain, pos, entry).await? {
+            HeadWrite::Lost => Ok(false),
+            HeadWrite::Ours => {
+                self.complete_chain(layout, chain, 1, pos, entry).await?;
+                Ok(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Server configuration: the address, the data directory, the roles and every
+//! limit, each with a documented default.
+
+use naxos_storage::SyncPolicy;
+use std::path::PathBuf;
+
+/// Which roles a server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Stores entries.
+    pub logunit: bool,
+    /// Hands out positions.
+    pub sequencer: bool,
+    /// Stores the layout.
+    pub layout: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles { logunit: true, sequencer: true, layout: true };
+
+    /// Parses a comma-separated list of `logunit`, `sequencer`, `layout`.
+    pub fn parse(s: &str) -> Result<Roles, String> {
+        let mut r = Roles { logunit: false, sequencer: false, layout: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "logunit" => r.logunit = true,
+                "sequencer" => r.sequencer = true,
+                "layout" => r.layout = true,
+                other => return Err(format!("unknown role '{other}' (expected logunit, sequencer, layout)")),
+            }
+        }
+        if r.names().is_empty() {
+            return Err("at least one role is needed".into());
+        }
+        Ok(r)
+    }
+
+    /// The role names, as `Status` reports them.
+    pub fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.logunit {
+            v.push("logunit".to_string());
+        }
+        if self.sequencer {
+            v.push("sequencer".to_string());
+        }
+        if self.layout {
+            v.push("layout".to_string());
+        }
+        v
+    }
+}
+
+/// A server's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`HOST:PORT`; port 0 picks a free one).
+    pub listen: String,
+    /// Address other nodes and clients reach this one at; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Where the layout, the metadata and the log unit's segments live.
+    pub data_dir: PathBuf,
+    /// Which roles to run.
+    pub roles: Roles,
+    /// Largest entry payload accepted (default 1 MiB).
+    pub entry_bytes_max: usize,
+    /// Largest frame accepted (default 64 MiB).
+    pub frame_bytes_max: usize,
+    /// Requests in flight per connection before `Overloaded` (default 4096).
+    pub inflight_max: usize,
+    /// Most payload bytes one bulk read returns (default 16 MiB).
+    pub read_range_bytes_max: usize,
+    /// Positions per segment file (default 65536).
+    pub segment_positions: u64,
+    /// When writes are acknowledged: `Durable` (after fdatasync, the default).
+    pub sync: SyncPolicy,
+    /// Run the log unit's storage on a dedicated OS thread (true in production;
+    /// false in the simulator, which must stay on one thread).
+    pub storage_thread: bool,
+}
+
+impl Config {
+    /// A configuration with every default, all roles.
+    pub fn new(listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: listen.into(),
+            advertise: None,
+            data_dir: data_dir.into(),
+            roles: Roles::ALL,
+            entry_bytes_max: naxos_wire::DEFAULT_ENTRY_BYTES_MAX,
+            frame_bytes_max: naxos_wire::DEFAULT_FRAME_BYTES_MAX,
+            inflight_max: naxos_wire::DEFAULT_INFLIGHT_MAX,
+            read_range_bytes_max: 16 << 20,
+            segment_positions: 1 << 16,
+            sync: SyncPolicy::Durable,
+            storage_thread: true,
+        }
+    }
+}

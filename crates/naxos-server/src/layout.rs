@@ -1,0 +1,85 @@
+//! The layout a node holds, stored durably as `layout.json` in its data
+//! directory. Every node keeps the layout it was bootstrapped with (the
+//! sequencer recovers from it); nodes with the layout role serve it as the
+//! authority. Bootstrap writes epoch 0 once: a different second bootstrap is
+//! refused, the same one repeated is accepted (so a retried bootstrap is safe).
+
+use naxos_storage::meta::write_atomic;
+use naxos_wire::{ErrorCode, Layout, ServerError};
+use std::path::{Path, PathBuf};
+
+/// The layout file's name inside the data directory.
+pub const FILE: &str = "layout.json";
+
+/// A node's durable copy of the layout.
+#[derive(Debug)]
+pub struct LayoutStore {
+    dir: PathBuf,
+    layout: Option<Layout>,
+}
+
+impl LayoutStore {
+    /// Loads `dir/layout.json` if it exists.
+    pub fn open(dir: &Path) -> Result<LayoutStore, crate::Error> {
+        let path = dir.join(FILE);
+        let layout = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let l: Layout = serde_json::from_slice(&bytes)
+                    .map_err(|e| crate::Error::Config(format!("{}: not a valid layout: {e}", path.display())))?;
+                Some(l)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(crate::Error::Io { context: format!("reading {}", path.display()), source }),
+        };
+        Ok(LayoutStore { dir: dir.to_path_buf(), layout })
+    }
+
+    /// The layout, if bootstrapped.
+    pub fn get(&self) -> Option<&Layout> {
+        self.layout.as_ref()
+    }
+
+    /// Stores the first layout durably.
+    pub fn bootstrap(&mut self, layout: Layout) -> Result<(), ServerError> {
+        if let Some(current) = &self.layout {
+            if *current == layout {
+                return Ok(());
+            }
+            return Err(ServerError::new(
+                ErrorCode::AlreadyBootstrapped,
+                format!(
+                    "node is already bootstrapped (cluster {}, epoch {}); a cluster is bootstrapped once",
+                    current.cluster_id, current.epoch
+                ),
+            ));
+        }
+        if layout.epoch != 0 {
+            return Err(ServerError::new(ErrorCode::BadRequest, "the bootstrap layout has epoch 0"));
+        }
+        layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
+        write_atomic(&self.dir, FILE, &json)
+            .map_err(|e| ServerError::new(ErrorCode::Unavailable, format!("storing the layout: {e}")))?;
+        self.layout = Some(layout);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_is_durable_and_happens_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = vec!["a:1".to_string()];
+        let l = Layout::initial("c1", &a, 1, 1, a.clone(), a.clone());
+        let mut s = LayoutStore::open(dir.path()).unwrap();
+        s.bootstrap(l.clone()).unwrap();
+        s.bootstrap(l.clone()).unwrap();
+        let other = Layout::initial("c2", &a, 1, 1, a.clone(), a.clone());
+        assert_eq!(s.bootstrap(other).unwrap_err().code, ErrorCode::AlreadyBootstrapped);
+        let s2 = LayoutStore::open(dir.path()).unwrap();
+        assert_eq!(s2.get(), Some(&l));
+    }
+}

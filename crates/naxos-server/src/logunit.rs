@@ -1,0 +1,274 @@
+//! The log unit role: a state machine over a `Store` that answers writes, reads,
+//! trims, seals, tail and stream queries, and the task that owns it. The task
+//! takes every request that is waiting, applies them in order, makes the batch
+//! durable with one `sync` (group commit), and only then sends any answer, so
+//! no client ever sees a write that a crash could still take back.
+
+use crate::reply::{ok, Reply};
+use naxos_storage::{Meta, Store, StripeFilter};
+use naxos_wire::proto::{self, request, response, Entry, EntryKind, Request};
+use naxos_wire::{Epoch, ErrorCode, Position, ServerError, StreamId};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests applied in one group-commit batch.
+pub const BATCH_REQUESTS_MAX: usize = 4096;
+/// Most results one stream query returns.
+pub const STREAM_QUERY_LIMIT_MAX: usize = 65536;
+
+/// A message to the log unit task.
+pub enum Op {
+    /// A client request.
+    Request(Request, Reply),
+    /// Record the cluster id at bootstrap (refused if another is recorded).
+    SetCluster(String, oneshot::Sender<Result<(), ServerError>>),
+    /// Report the unit's tail, node id and sealed epoch.
+    Info(oneshot::Sender<Info>),
+}
+
+/// A snapshot of the log unit for `Status`.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// The store's metadata.
+    pub meta: Meta,
+    /// The store's tail.
+    pub tail: Position,
+    /// Why the unit stopped serving, if it did.
+    pub failed: Option<String>,
+}
+
+/// The log unit's protocol logic over a store.
+pub struct LogUnit {
+    store: Box<dyn Store>,
+    entry_bytes_max: usize,
+    read_range_bytes_max: usize,
+    /// Set when a sync failed: after a failed fdatasync the page cache may hold
+    /// writes that never reach the disk, so the unit stops serving rather than
+    /// answer from state it cannot vouch for.
+    failed: Option<String>,
+}
+
+fn storage_error(e: naxos_storage::Error) -> ServerError {
+    use naxos_storage::Error as E;
+    match e {
+        E::Overwritten { position, kind } => ServerError::overwritten(position, kind),
+        E::Trimmed { position, mark } => {
+            ServerError::at(ErrorCode::Trimmed, position, format!("position {position} is below the trim mark {mark}"))
+        }
+        E::Corrupted { position, reason } => ServerError::at(
+            ErrorCode::Corrupted,
+            position,
+            format!("record at position {position} failed its checksum ({reason}); read it from another replica"),
+        ),
+        E::Invalid(m) => ServerError::new(ErrorCode::BadRequest, m),
+        other => ServerError::new(ErrorCode::Unavailable, format!("log unit storage: {other}")),
+    }
+}
+
+impl LogUnit {
+    /// A log unit over `store`.
+    pub fn new(store: Box<dyn Store>, entry_bytes_max: usize, read_range_bytes_max: usize) -> LogUnit {
+        LogUnit { store, entry_bytes_max, read_range_bytes_max, failed: None }
+    }
+
+    /// The store's metadata.
+    pub fn meta(&self) -> &Meta {
+        self.store.meta()
+    }
+
+    fn sealed(&self) -> Epoch {
+        self.store.meta().sealed_epoch
+    }
+
+    /// Applies one request; returns the result and whether it wrote (and so
+    /// must wait for the batch's sync before it is answered).
+    pub fn apply(&mut self, req: &Request) -> (Result<response::Body, ServerError>, bool) {
+        if let Some(why) = &self.failed {
+            return (Err(ServerError::new(ErrorCode::Unavailable, format!("log unit failed: {why}; restart it"))), false);
+        }
+        let Some(body) = &req.body else {
+            return (Err(ServerError::new(ErrorCode::BadRequest, "request has no body")), false);
+        };
+        if let request::Body::Seal(s) = body {
+            return (self.seal(Epoch(s.epoch)), false);
+        }
+        if Epoch(req.epoch) < self.sealed() {
+            return (Err(ServerError::wrong_epoch(self.sealed(), Epoch(req.epoch))), false);
+        }
+        match body {
+            request::Body::Write(w) => (self.write(w), true),
+            request::Body::Read(r) => (self.read(Position(r.position)), false),
+            request::Body::ReadRange(r) => (self.read_range(r), false),
+            request::Body::Trim(t) => (self.trim(Position(t.position)), false),
+            request::Body::UnitTail(t) => (Ok(self.tail(t)), false),
+            request::Body::StreamQuery(q) => (self.stream_query(q), false),
+            _ => (Err(ServerError::new(ErrorCode::WrongRole, "not a log unit request")), false),
+        }
+    }
+
+    fn seal(&mut self, epoch: Epoch) -> Result<response::Body, ServerError> {
+        let current = self.sealed();
+        if epoch < current {
+            return Err(ServerError::wrong_epoch(current, epoch));
+        }
+        if epoch > current {
+            let meta = Meta { sealed_epoch: epoch, ..self.store.meta().clone() };
+            self.store.set_meta(meta).map_err(storage_error)?;
+        }
+        Ok(response::Body::Seal(proto::SealOk { tail: self.store.tail().0 }))
+    }
+
+    fn write(&mut self, w: &proto::Write) -> Result<response::Body, ServerError> {
+        let Some(entry) = &w.entry else {
+            return Err(ServerError::new(ErrorCode::BadRequest, "write without an entry"));
+        };
+        if entry.payload.len() > self.entry_bytes_max {
+            return Err(ServerError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "entry of {} bytes exceeds the limit of {} bytes (server flag --entry-bytes-max)",
+                    entry.payload.len(),
+                    self.entry_bytes_max
+                ),
+            ));
+        }
+        self.store.write(Position(w.position), entry).map_err(storage_error)?;
+        Ok(ok())
+    }
+
+    fn read(&mut self, p: Position) -> Result<response::Body, ServerError> {
+        match self.store.read(p).map_err(storage_error)? {
+            Some(entry) => Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) })),
+            None => Err(ServerError::at(ErrorCode::Unwritten, p, format!("position {p} is unwritten"))),
+        }
+    }
+
+    fn read_range(&mut self, r: &proto::ReadRange) -> Result<response::Body, ServerError> {
+        if r.to < r.from {
+            return Err(ServerError::new(ErrorCode::BadRequest, "range end is below its start"));
+        }
+        let max = (r.max_bytes as usize).clamp(1, self.read_range_bytes_max);
+        let (entries, next) =
+            self.store.read_range(Position(r.from), Position(r.to), max).map_err(storage_error)?;
+        let entries = entries
+            .into_iter()
+            .map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) })
+            .collect();
+        Ok(response::Body::ReadRange(proto::ReadRangeOk { entries, next: next.0 }))
+    }
+
+    fn trim(&mut self, p: Position) -> Result<response::Body, ServerError> {
+        self.store.trim(p).map_err(storage_error)?;
+        Ok(ok())
+    }
+
+    fn tail(&self, t: &proto::UnitTail) -> response::Body {
+        let streams = if t.all_streams {
+            self.store.streams_last()
+        } else {
+            t.streams
+                .iter()
+                .filter_map(|s| StreamId::from_slice(s))
+                .filter_map(|s| self.store.stream_last(s).map(|p| (s, p)))
+                .collect()
+        };
+        let streams = streams
+            .into_iter()
+            .map(|(s, p)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last: p.0 })
+            .collect();
+        response::Body::Tail(proto::TailOk { tail: self.store.tail().0, streams })
+    }
+
+    fn stream_query(&self, q: &proto::StreamQuery) -> Result<response::Body, ServerError> {
+        let Some(stream) = StreamId::from_slice(&q.stream) else {
+            return Err(ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes"));
+        };
+        if q.stripe_count == 0 || q.stripe_index >= q.stripe_count {
+            return Err(ServerError::new(ErrorCode::BadRequest, "stripe index must be below a non-zero stripe count"));
+        }
+        let stripe =
+            StripeFilter { segment_start: Position(q.segment_start), count: q.stripe_count, index: q.stripe_index };
+        let limit = (q.limit as usize).clamp(1, STREAM_QUERY_LIMIT_MAX);
+        let r = self
+            .store
+            .stream_query(stream, Position(q.from), Position(q.to), stripe, limit)
+            .map_err(storage_error)?;
+        Ok(response::Body::StreamQuery(proto::StreamQueryOk {
+            positions: r.positions.into_iter().map(|p| p.0).collect(),
+            unwritten: r.unwritten.into_iter().map(|p| p.0).collect(),
+            next: r.next.0,
+        }))
+    }
+
+    fn set_cluster(&mut self, cluster_id: String) -> Result<(), ServerError> {
+        let meta = self.store.meta().clone();
+        if meta.cluster_id == cluster_id {
+            return Ok(());
+        }
+        if !meta.cluster_id.is_empty() {
+            return Err(ServerError::new(
+                ErrorCode::AlreadyBootstrapped,
+                format!("log unit already belongs to cluster {}", meta.cluster_id),
+            ));
+        }
+        self.store.set_meta(Meta { cluster_id, ..meta }).map_err(storage_error)
+    }
+
+    /// Makes the batch durable; on failure the unit stops serving.
+    fn sync(&mut self) -> Result<(), ServerError> {
+        if let Err(e) = self.store.sync() {
+            tracing::error!("log unit sync failed, refusing all further requests: {e}");
+            self.failed = Some(e.to_string());
+            return Err(ServerError::new(ErrorCode::Unavailable, format!("log unit sync failed: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Runs the unit's task until every sender of `rx` is gone.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let mut batch: Vec<Op> = Vec::with_capacity(256);
+        let mut answers: Vec<(Reply, Result<response::Body, ServerError>, bool)> = Vec::with_capacity(256);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < BATCH_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut wrote = false;
+            for op in batch.drain(..) {
+                match op {
+                    Op::Request(req, reply) => {
+                        let (result, is_write) = self.apply(&req);
+                        wrote |= is_write && result.is_ok();
+                        answers.push((reply, result, is_write));
+                    }
+                    Op::SetCluster(id, tx) => {
+                        let _ = tx.send(self.set_cluster(id));
+                    }
+                    Op::Info(tx) => {
+                        let _ = tx.send(Info {
+                            meta: self.store.meta().clone(),
+                            tail: self.store.tail(),
+                            failed: self.failed.clone(),
+                        });
+                    }
+                }
+            }
+            // Group commit: one sync for the batch, then every answer. Reads
+            // wait too: they may have seen a write of this batch.
+            let synced = if wrote { self.sync() } else { Ok(()) };
+            for (reply, result, is_write) in answers.drain(..) {
+                match (&synced, is_write) {
+                    (Err(e), _) if result.is_ok() => reply.send(Err(e.clone())),
+                    _ => reply.send(result),
+                }
+            }
+        }
+    }
+}
+
+/// Builds a hole entry (what `fill` writes).
+pub fn hole() -> Entry {
+    Entry { kind: EntryKind::Hole as i32, ..Default::default() }
+}

@@ -1,0 +1,455 @@
+//! The server runtime: opens the data directory, starts one task per role,
+//! accepts connections through the `Net` seam and routes each request to the
+//! role that owns it. A connection's reader decodes frames and enforces the
+//! in-flight limit; its writer coalesces answers into few syscalls. A malformed
+//! frame closes only that connection, with a logged reason.
+
+use crate::config::Config;
+use crate::layout::LayoutStore;
+use crate::reply::Reply;
+use crate::{logunit, recovery, sequencer, Error};
+use naxos_storage::{DiskStore, Options as StoreOptions};
+use naxos_wire::frame::{self, FrameReader};
+use naxos_wire::net::{BoxStream, Net};
+use naxos_wire::proto::{self, request, response, Request, Response};
+use naxos_wire::rpc::{self, Pool};
+use naxos_wire::{Epoch, ErrorCode, Layout, NodeId, ServerError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Time a stopping server waits for its log unit to close its files.
+const STOP_STORAGE_WAIT: Duration = Duration::from_secs(10);
+
+struct Ctx {
+    config: Config,
+    advertise: String,
+    node_id: NodeId,
+    cluster: OnceLock<String>,
+    layout: Mutex<LayoutStore>,
+    logunit: Option<mpsc::UnboundedSender<logunit::Op>>,
+    sequencer: Option<mpsc::UnboundedSender<sequencer::Op>>,
+    pool: Pool,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running server: its address, and the way to stop it.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    advertise: String,
+    shutdown: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    storage_done: Option<oneshot::Receiver<()>>,
+    ctx: Arc<Ctx>,
+}
+
+impl ServerHandle {
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address the server tells others (the layout names it so).
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// Whether the node holds a layout.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.ctx.cluster.get().is_some()
+    }
+
+    /// The layout the node holds, if bootstrapped.
+    pub fn layout(&self) -> Option<Layout> {
+        self.ctx.layout.lock().ok().and_then(|l| l.get().cloned())
+    }
+
+    /// Stops accepting, closes every connection and waits for the log unit to
+    /// close its files.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept.await;
+        drop(self.ctx);
+        if let Some(done) = self.storage_done {
+            let _ = tokio::time::timeout(STOP_STORAGE_WAIT, done).await;
+        }
+    }
+
+    /// Waits until the server stops (it only stops through `stop`).
+    pub async fn wait(&mut self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+fn random_node_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    NodeId(h.finish())
+}
+
+/// Starts a server: opens its data directory, binds, and serves until stopped.
+pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Error> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| Error::Io { context: format!("creating data directory {}", dir.display()), source })?;
+    let layout = LayoutStore::open(&dir)?;
+    let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
+
+    let mut node_id = random_node_id();
+    let mut storage_done = None;
+    let logunit = if config.roles.logunit {
+        let options = StoreOptions {
+            segment_positions: config.segment_positions,
+            entry_bytes_max: config.entry_bytes_max,
+            sync: config.sync,
+        };
+        let store = DiskStore::open(&dir.join("log"), options)?;
+        let meta = naxos_storage::Store::meta(&store).clone();
+        if let Some(c) = &layout_cluster {
+            if !meta.cluster_id.is_empty() && meta.cluster_id != *c {
+                return Err(Error::Config(format!(
+                    "data directory {} mixes clusters: layout says {c}, log unit says {}",
+                    dir.display(),
+                    meta.cluster_id
+                )));
+            }
+        }
+        node_id = meta.node_id;
+        let unit = logunit::LogUnit::new(Box::new(store), config.entry_bytes_max, config.read_range_bytes_max);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        storage_done = Some(done_rx);
+        if config.storage_thread {
+            std::thread::Builder::new()
+                .name("naxos-logunit".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(unit.run(rx)),
+                        Err(e) => tracing::error!("cannot start the log unit's runtime: {e}"),
+                    }
+                    let _ = done_tx.send(());
+                })
+                .map_err(|source| Error::Io { context: "starting the log unit thread".into(), source })?;
+        } else {
+            tokio::spawn(async move {
+                unit.run(rx).await;
+                let _ = done_tx.send(());
+            });
+        }
+        Some(tx)
+    } else {
+        None
+    };
+
+    let sequencer = if config.roles.sequencer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(sequencer::Sequencer::new().run(rx));
+        Some(tx)
+    } else {
+        None
+    };
+
+    let mut listener = net
+        .bind(&config.listen)
+        .await
+        .map_err(|source| Error::Io { context: format!("binding {}", config.listen), source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Io { context: "reading the bound address".into(), source })?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let cluster = OnceLock::new();
+    if let Some(c) = layout_cluster {
+        let _ = cluster.set(c);
+    }
+    let pool = Pool::new(net.clone(), rpc::Options { frame_bytes_max: config.frame_bytes_max, ..Default::default() });
+    let ctx = Arc::new(Ctx {
+        config,
+        advertise: advertise.clone(),
+        node_id,
+        cluster,
+        layout: Mutex::new(layout),
+        logunit,
+        sequencer,
+        pool,
+        shutdown: shutdown_rx,
+    });
+    start_recovery(&ctx);
+
+    let actx = ctx.clone();
+    let accept = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        let mut shutdown = actx.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        conns.spawn(serve_conn(actx.clone(), stream, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        conns.shutdown().await;
+    });
+    tracing::info!(%addr, roles = ?ctx.config.roles.names(), "naxos server listening");
+    Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, ctx })
+}
+
+/// If this node sequences and holds a layout, recovers the sequencer's state
+/// from the log units in the background, retrying until it succeeds.
+fn start_recovery(ctx: &Arc<Ctx>) {
+    let Some(seq) = ctx.sequencer.clone() else { return };
+    let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(20);
+        let mut shutdown = ctx.shutdown.clone();
+        loop {
+            match recovery::recover(&ctx.pool, &layout).await {
+                Ok(r) => {
+                    let streams = r
+                        .streams
+                        .iter()
+                        .map(|(s, &last)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last })
+                        .collect();
+                    let req = Request {
+                        id: 0,
+                        cluster_id: layout.cluster_id.clone(),
+                        epoch: layout.epoch,
+                        body: Some(request::Body::SeqBootstrap(proto::SeqBootstrap { tail: r.tail, streams })),
+                    };
+                    let (reply, rx) = Reply::once(0);
+                    if seq.send(sequencer::Op::Request(req, reply)).is_err() {
+                        return;
+                    }
+                    if let Ok(resp) = rx.await {
+                        if let Some(response::Body::Error(e)) = resp.body {
+                            tracing::warn!("sequencer bootstrap refused: {}", e.message);
+                        } else {
+                            tracing::info!(tail = r.tail, streams = r.streams.len(), "sequencer recovered");
+                        }
+                    }
+                    return;
+                }
+                Err(e) => tracing::warn!("sequencer recovery: {e}; retrying in {backoff:?}"),
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    });
+}
+
+async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
+    let (r, w) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Response>();
+    let writer = tokio::spawn(frame::write_loop(w, rx));
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            next = reader.next::<Request>() => next,
+        };
+        match next {
+            Ok(Some(req)) => {
+                let id = req.id;
+                if inflight.load(Ordering::Acquire) >= ctx.config.inflight_max {
+                    let e = ServerError::new(
+                        ErrorCode::Overloaded,
+                        format!("more than {} requests in flight on one connection; wait for answers", ctx.config.inflight_max),
+                    );
+                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+                    continue;
+                }
+                inflight.fetch_add(1, Ordering::AcqRel);
+                dispatch(&ctx, req, Reply::conn(id, tx.clone(), inflight.clone()));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    // Let answers already produced reach the peer; bounded, as the peer may be gone.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+fn is_admin(body: &request::Body) -> bool {
+    matches!(body, request::Body::GetLayout(_) | request::Body::Status(_) | request::Body::Bootstrap(_))
+}
+
+fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
+    let Some(body) = &req.body else {
+        return reply.send(Err(ServerError::new(ErrorCode::BadRequest, "request has no body")));
+    };
+    match ctx.cluster.get() {
+        None if !is_admin(body) => {
+            return reply.send(Err(ServerError::new(
+                ErrorCode::NotBootstrapped,
+                "node is not bootstrapped; run `naxos bootstrap` first",
+            )));
+        }
+        Some(c) if *c != req.cluster_id && (!is_admin(body) || !req.cluster_id.is_empty()) => {
+            return reply.send(Err(ServerError::new(
+                ErrorCode::WrongCluster,
+                format!("this node belongs to cluster {c}, not '{}'", req.cluster_id),
+            )));
+        }
+        _ => {}
+    }
+    match body {
+        request::Body::Write(_)
+        | request::Body::Read(_)
+        | request::Body::ReadRange(_)
+        | request::Body::Trim(_)
+        | request::Body::UnitTail(_)
+        | request::Body::StreamQuery(_) => match &ctx.logunit {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) = tx.send(logunit::Op::Request(req, reply)) {
+                    reply.send(Err(ServerError::new(ErrorCode::Unavailable, "log unit stopped")));
+                }
+            }
+            None => reply.send(Err(wrong_role(ctx, "logunit"))),
+        },
+        request::Body::Token(_) | request::Body::SeqTail(_) | request::Body::SeqBootstrap(_) => match &ctx.sequencer {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(sequencer::Op::Request(_, reply))) =
+                    tx.send(sequencer::Op::Request(req, reply))
+                {
+                    reply.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer stopped")));
+                }
+            }
+            None => reply.send(Err(wrong_role(ctx, "sequencer"))),
+        },
+        request::Body::GetLayout(_) => {
+            let layout = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
+            reply.send(match layout {
+                Some(l) => Ok(response::Body::Layout(proto::LayoutOk { layout: Some(l) })),
+                None => Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout; run `naxos bootstrap` first")),
+            })
+        }
+        request::Body::Bootstrap(b) => {
+            let ctx = ctx.clone();
+            let layout = b.layout.clone();
+            tokio::spawn(async move { reply.send(bootstrap(&ctx, layout).await.map(|_| crate::reply::ok())) });
+        }
+        request::Body::Seal(s) => {
+            let ctx = ctx.clone();
+            let epoch = Epoch(s.epoch);
+            tokio::spawn(async move { reply.send(seal(&ctx, req, epoch).await) });
+        }
+        request::Body::Status(_) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { reply.send(Ok(response::Body::Status(status(&ctx).await))) });
+        }
+    }
+}
+
+fn wrong_role(ctx: &Ctx, role: &str) -> ServerError {
+    ServerError::new(
+        ErrorCode::WrongRole,
+        format!("{} does not run the {role} role (it runs {:?})", ctx.advertise, ctx.config.roles.names()),
+    )
+}
+
+fn stopped() -> ServerError {
+    ServerError::new(ErrorCode::Unavailable, "server is stopping")
+}
+
+async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerError> {
+    let Some(layout) = layout else {
+        return Err(ServerError::new(ErrorCode::BadRequest, "bootstrap without a layout"));
+    };
+    layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+    if let Some(current) = ctx.layout.lock().map_err(|_| stopped())?.get() {
+        if *current != layout {
+            return Err(ServerError::new(
+                ErrorCode::AlreadyBootstrapped,
+                format!("node is already bootstrapped (cluster {}); a cluster is bootstrapped once", current.cluster_id),
+            ));
+        }
+    }
+    if let Some(tx) = &ctx.logunit {
+        let (otx, orx) = oneshot::channel();
+        tx.send(logunit::Op::SetCluster(layout.cluster_id.clone(), otx)).map_err(|_| stopped())?;
+        orx.await.map_err(|_| stopped())??;
+    }
+    ctx.layout.lock().map_err(|_| stopped())?.bootstrap(layout.clone())?;
+    if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
+        tracing::info!(cluster = %layout.cluster_id, "bootstrapped");
+        start_recovery(ctx);
+    }
+    Ok(())
+}
+
+async fn seal(ctx: &Arc<Ctx>, req: Request, epoch: Epoch) -> Result<response::Body, ServerError> {
+    let mut tail = 0;
+    if let Some(tx) = &ctx.logunit {
+        let (reply, rx) = Reply::once(req.id);
+        tx.send(logunit::Op::Request(req, reply)).map_err(|_| stopped())?;
+        match rx.await.map_err(|_| stopped())?.body {
+            Some(response::Body::Seal(s)) => tail = s.tail,
+            Some(response::Body::Error(e)) => return Err(ServerError::from_proto(e)),
+            _ => return Err(ServerError::new(ErrorCode::Unavailable, "log unit gave no seal answer")),
+        }
+    }
+    if let Some(tx) = &ctx.sequencer {
+        let (otx, orx) = oneshot::channel();
+        tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
+        orx.await.map_err(|_| stopped())??;
+    }
+    Ok(response::Body::Seal(proto::SealOk { tail }))
+}
+
+async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
+    let layout_epoch = ctx.layout.lock().ok().and_then(|l| l.get().map(|l| l.epoch)).unwrap_or(0);
+    let mut out = proto::StatusOk {
+        node_id: ctx.node_id.0,
+        roles: ctx.config.roles.names(),
+        epoch: layout_epoch,
+        bootstrapped: ctx.cluster.get().is_some(),
+        cluster_id: ctx.cluster.get().cloned().unwrap_or_default(),
+        tail: None,
+        sequencer_ready: false,
+        version: naxos_wire::VERSION.to_string(),
+    };
+    if let Some(tx) = &ctx.logunit {
+        let (otx, orx) = oneshot::channel();
+        if tx.send(logunit::Op::Info(otx)).is_ok() {
+            if let Ok(info) = orx.await {
+                out.epoch = out.epoch.max(info.meta.sealed_epoch.0);
+                out.tail = Some(info.tail.0);
+            }
+        }
+    }
+    if let Some(tx) = &ctx.sequencer {
+        let (otx, orx) = oneshot::channel();
+        if tx.send(sequencer::Op::Info(otx)).is_ok() {
+            if let Ok((epoch, next)) = orx.await {
+                out.epoch = out.epoch.max(epoch.0);
+                out.sequencer_ready = next.is_some();
+                if let Some(n) = next {
+                    out.tail = Some(out.tail.unwrap_or(0).max(n.0));
+                }
+            }
+        }
+    }
+    out
+}

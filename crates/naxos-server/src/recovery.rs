@@ -1,0 +1,60 @@
+//! Sequencer recovery: the global tail and the stream tails, read from the log
+//! units of every chain. A chain's head holds a superset of what the rest of
+//! the chain holds (the prefix property), so every head must answer; the
+//! answers of the other replicas are taken too, and the maximum wins. Taking
+//! them from one unit only is how CorfuDB lost data (#2715).
+
+use naxos_wire::proto::{request, response, Request, UnitTail};
+use naxos_wire::rpc::Pool;
+use naxos_wire::{Layout, StreamId};
+use std::collections::BTreeMap;
+
+/// What the sequencer starts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The first position no log unit holds.
+    pub tail: u64,
+    /// The last position of every stream.
+    pub streams: BTreeMap<StreamId, u64>,
+}
+
+/// Queries every log unit of `layout` once; fails if any chain's head did not answer.
+pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, String> {
+    let mut out = Recovered::default();
+    let mut answered: BTreeMap<String, bool> = BTreeMap::new();
+    for addr in layout.log_units() {
+        let req = Request {
+            id: 0,
+            cluster_id: layout.cluster_id.clone(),
+            epoch: layout.epoch,
+            body: Some(request::Body::UnitTail(UnitTail { streams: vec![], all_streams: true })),
+        };
+        match pool.call(&addr, req).await {
+            Ok(response::Body::Tail(t)) => {
+                out.tail = out.tail.max(t.tail);
+                for st in t.streams {
+                    if let Some(s) = StreamId::from_slice(&st.stream) {
+                        let e = out.streams.entry(s).or_insert(st.last);
+                        *e = (*e).max(st.last);
+                    }
+                }
+                answered.insert(addr, true);
+            }
+            Ok(_) => return Err(format!("log unit {addr} answered a tail query with something else")),
+            Err(e) => {
+                tracing::debug!("sequencer recovery: {addr}: {e}");
+                answered.insert(addr, false);
+            }
+        }
+    }
+    for seg in &layout.segments {
+        for stripe in &seg.stripes {
+            if let Some(head) = stripe.chain.first() {
+                if !answered.get(head).copied().unwrap_or(false) {
+                    return Err(format!("chain head {head} did not answer the tail query"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

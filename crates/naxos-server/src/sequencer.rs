@@ -1,0 +1,236 @@
+//! The sequencer role: hands out positions (tokens) and per-stream back-pointers
+//! from memory. Its state is soft: after a start or a seal it refuses tokens
+//! until it is bootstrapped with the tail and stream tails recovered from the
+//! log units (`recovery`), so it never hands out a position that may hold data.
+
+use crate::reply::{ok, Reply};
+use bytes::Bytes;
+use naxos_wire::proto::{self, request, response, Request};
+use naxos_wire::{Epoch, ErrorCode, Position, ServerError, StreamId, NO_BACKPOINTER};
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most positions one token request may reserve.
+pub const TOKEN_COUNT_MAX: u32 = 1 << 16;
+/// Most streams one token request may name.
+pub const TOKEN_STREAMS_MAX: usize = 64;
+
+/// The sequencer's protocol logic.
+#[derive(Debug)]
+pub struct Sequencer {
+    epoch: Epoch,
+    /// `None` until bootstrapped for `epoch`.
+    state: Option<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    next: u64,
+    streams: HashMap<StreamId, u64>,
+}
+
+/// A message to the sequencer task.
+pub enum Op {
+    /// A client request (token, tail, bootstrap).
+    Request(Request, Reply),
+    /// Seal at an epoch; the sequencer then waits for a bootstrap at that epoch.
+    Seal(Epoch, oneshot::Sender<Result<(), ServerError>>),
+    /// Report (epoch, next position if ready).
+    Info(oneshot::Sender<(Epoch, Option<Position>)>),
+}
+
+fn parse_streams(raw: &[Bytes]) -> Result<Vec<StreamId>, ServerError> {
+    raw.iter()
+        .map(|s| StreamId::from_slice(s).ok_or_else(|| ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes")))
+        .collect()
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        Sequencer::new()
+    }
+}
+
+impl Sequencer {
+    /// A sequencer that waits for its bootstrap.
+    pub fn new() -> Sequencer {
+        Sequencer { epoch: Epoch(0), state: None }
+    }
+
+    /// The next position it would hand out, if ready.
+    pub fn next(&self) -> Option<Position> {
+        self.state.as_ref().map(|s| Position(s.next))
+    }
+
+    /// Its epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn check_epoch(&self, theirs: Epoch) -> Result<&State, ServerError> {
+        if theirs < self.epoch {
+            return Err(ServerError::wrong_epoch(self.epoch, theirs));
+        }
+        match &self.state {
+            Some(s) if theirs == self.epoch => Ok(s),
+            _ => Err(ServerError::new(
+                ErrorCode::Unavailable,
+                "sequencer is recovering its tail from the log units; retry shortly",
+            )),
+        }
+    }
+
+    /// Reserves `count` positions for `streams`.
+    pub fn token(&mut self, epoch: Epoch, count: u32, streams: &[StreamId]) -> Result<proto::TokenOk, ServerError> {
+        self.check_epoch(epoch)?;
+        if count == 0 || count > TOKEN_COUNT_MAX {
+            return Err(ServerError::new(
+                ErrorCode::BadRequest,
+                format!("token count must be between 1 and {TOKEN_COUNT_MAX}"),
+            ));
+        }
+        if streams.len() > TOKEN_STREAMS_MAX {
+            return Err(ServerError::new(ErrorCode::TooLarge, format!("at most {TOKEN_STREAMS_MAX} streams per token")));
+        }
+        let state = self.state.as_mut().expect("check_epoch returned a state, so the sequencer is ready");
+        let start = state.next;
+        state.next += u64::from(count);
+        let last = state.next - 1;
+        let backpointers = streams
+            .iter()
+            .map(|s| state.streams.insert(*s, last).unwrap_or(NO_BACKPOINTER))
+            .collect();
+        Ok(proto::TokenOk { start, count, backpointers })
+    }
+
+    /// The tail (next position to hand out) and the last position of `streams`.
+    pub fn tail(&self, epoch: Epoch, streams: &[StreamId]) -> Result<proto::TailOk, ServerError> {
+        let state = self.check_epoch(epoch)?;
+        let streams = streams
+            .iter()
+            .filter_map(|s| {
+                state.streams.get(s).map(|&last| proto::StreamTail { stream: Bytes::copy_from_slice(&s.to_bytes()), last })
+            })
+            .collect();
+        Ok(proto::TailOk { tail: state.next, streams })
+    }
+
+    /// Installs the recovered state for `epoch`. Refused for an older epoch;
+    /// for the current one, accepted only while waiting, and never lowers the tail.
+    pub fn bootstrap(&mut self, epoch: Epoch, tail: u64, streams: &[(StreamId, u64)]) -> Result<(), ServerError> {
+        if epoch < self.epoch {
+            return Err(ServerError::wrong_epoch(self.epoch, epoch));
+        }
+        if epoch == self.epoch {
+            if let Some(s) = &self.state {
+                // Already serving this epoch: a late bootstrap is a no-op unless it
+                // knows of a higher tail, which it may raise but never lower.
+                if tail <= s.next {
+                    return Ok(());
+                }
+            }
+        }
+        let mut map = HashMap::with_capacity(streams.len());
+        for &(s, last) in streams {
+            map.insert(s, last);
+        }
+        self.epoch = epoch;
+        self.state = Some(State { next: tail, streams: map });
+        Ok(())
+    }
+
+    /// Seals at `epoch`: no token for an older epoch from now on, none at all
+    /// until a bootstrap at `epoch`.
+    pub fn seal(&mut self, epoch: Epoch) -> Result<(), ServerError> {
+        if epoch < self.epoch {
+            return Err(ServerError::wrong_epoch(self.epoch, epoch));
+        }
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.state = None;
+        }
+        Ok(())
+    }
+
+    /// Applies one request.
+    pub fn apply(&mut self, req: &Request) -> Result<response::Body, ServerError> {
+        let epoch = Epoch(req.epoch);
+        match &req.body {
+            Some(request::Body::Token(t)) => {
+                let streams = parse_streams(&t.streams)?;
+                self.token(epoch, t.count, &streams).map(response::Body::Token)
+            }
+            Some(request::Body::SeqTail(t)) => {
+                let streams = parse_streams(&t.streams)?;
+                self.tail(epoch, &streams).map(response::Body::Tail)
+            }
+            Some(request::Body::SeqBootstrap(b)) => {
+                let streams: Vec<(StreamId, u64)> = b
+                    .streams
+                    .iter()
+                    .map(|t| {
+                        StreamId::from_slice(&t.stream)
+                            .map(|s| (s, t.last))
+                            .ok_or_else(|| ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                self.bootstrap(epoch, b.tail, &streams).map(|_| ok())
+            }
+            _ => Err(ServerError::new(ErrorCode::WrongRole, "not a sequencer request")),
+        }
+    }
+
+    /// Runs the sequencer's task until every sender of `rx` is gone.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        while let Some(op) = rx.recv().await {
+            match op {
+                Op::Request(req, reply) => reply.send(self.apply(&req)),
+                Op::Seal(epoch, tx) => {
+                    let _ = tx.send(self.seal(epoch));
+                }
+                Op::Info(tx) => {
+                    let _ = tx.send((self.epoch, self.next()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_refused_until_bootstrap() {
+        let mut s = Sequencer::new();
+        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
+        s.bootstrap(Epoch(0), 10, &[]).unwrap();
+        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 10);
+    }
+
+    #[test]
+    fn tokens_never_repeat_and_carry_backpointers() {
+        let mut s = Sequencer::new();
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        let a = StreamId::from_name("a");
+        let t1 = s.token(Epoch(0), 3, &[a]).unwrap();
+        let t2 = s.token(Epoch(0), 1, &[a]).unwrap();
+        assert_eq!((t1.start, t1.backpointers[0]), (0, NO_BACKPOINTER));
+        assert_eq!((t2.start, t2.backpointers[0]), (3, 2));
+        // A late bootstrap never lowers the tail.
+        s.bootstrap(Epoch(0), 1, &[]).unwrap();
+        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 4);
+    }
+
+    #[test]
+    fn seal_fences_older_epochs_and_waits_for_bootstrap() {
+        let mut s = Sequencer::new();
+        s.bootstrap(Epoch(0), 5, &[]).unwrap();
+        s.seal(Epoch(1)).unwrap();
+        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::WrongEpoch);
+        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
+        s.bootstrap(Epoch(1), 5, &[]).unwrap();
+        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap().start, 5);
+        assert_eq!(s.seal(Epoch(0)).unwrap_err().code, ErrorCode::WrongEpoch);
+    }
+}

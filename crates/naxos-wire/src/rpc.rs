@@ -1,0 +1,261 @@
+//! The calling side of a connection: one multiplexed TCP connection per peer,
+//! many requests in flight on it, responses matched by request id; and a pool
+//! that keeps one such connection per address and reconnects when one breaks.
+//! Both the client library and servers (sequencer recovery) call through it.
+
+use crate::frame::{self, FrameReader};
+use crate::net::Net;
+use crate::proto::{response, Request, Response};
+use crate::ServerError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Why a call did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Connecting to the peer failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The peer.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connection broke before the response arrived; the request may or may not have been applied.
+    #[error("connection to {addr} lost; the request may or may not have been applied")]
+    ConnectionLost {
+        /// The peer.
+        addr: String,
+    },
+    /// No response within the time-out; the request may or may not have been applied.
+    #[error("no response from {addr} within {timeout:?}; the request may or may not have been applied")]
+    Timeout {
+        /// The peer.
+        addr: String,
+        /// The time-out.
+        timeout: Duration,
+    },
+    /// The peer answered with an error.
+    #[error("{addr}: {error}")]
+    Server {
+        /// The peer.
+        addr: String,
+        /// What it said.
+        error: ServerError,
+    },
+}
+
+impl Error {
+    /// The server's error, if the peer answered with one.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            Error::Server { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of connections.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Time-out for establishing a connection.
+    pub timeout_connect: Duration,
+    /// Time-out for one call.
+    pub timeout_call: Duration,
+    /// Largest frame accepted from the peer.
+    pub frame_bytes_max: usize,
+    /// Requests in flight per connection before callers wait.
+    pub inflight_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout_connect: Duration::from_secs(2),
+            timeout_call: Duration::from_secs(5),
+            frame_bytes_max: crate::DEFAULT_FRAME_BYTES_MAX,
+            inflight_max: 1024,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One multiplexed connection to a peer.
+#[derive(Clone)]
+pub struct Conn {
+    addr: Arc<str>,
+    tx: mpsc::UnboundedSender<Request>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+    permits: Arc<Semaphore>,
+    timeout_call: Duration,
+}
+
+/// Removes a call's pending entry when the call is abandoned (time-out, cancel).
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.pending.lock() {
+            map.remove(&self.id);
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to `addr` and starts the connection's reader and writer tasks.
+    pub async fn connect(net: &dyn Net, addr: &str, options: &Options) -> Result<Conn, Error> {
+        let stream = match tokio::time::timeout(options.timeout_connect, net.connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(Error::Connect { addr: addr.to_string(), source }),
+            Err(_) => {
+                let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(Error::Connect { addr: addr.to_string(), source });
+            }
+        };
+        let (r, w) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let conn = Conn {
+            addr: addr.into(),
+            tx,
+            pending: pending.clone(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            closed: closed.clone(),
+            permits: Arc::new(Semaphore::new(options.inflight_max.max(1))),
+            timeout_call: options.timeout_call,
+        };
+        let closed_w = closed.clone();
+        tokio::spawn(async move {
+            let _ = frame::write_loop(w, rx).await;
+            closed_w.store(true, Ordering::Release);
+        });
+        let mut reader = FrameReader::new(r, options.frame_bytes_max);
+        let addr_r = conn.addr.clone();
+        tokio::spawn(async move {
+            loop {
+                match reader.next::<Response>().await {
+                    Ok(Some(resp)) => {
+                        let waiter = pending.lock().ok().and_then(|mut m| m.remove(&resp.id));
+                        if let Some(w) = waiter {
+                            let _ = w.send(resp);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(peer = %addr_r, "connection closed: {e}");
+                        break;
+                    }
+                }
+            }
+            closed.store(true, Ordering::Release);
+            // Dropping the senders wakes every waiter with ConnectionLost.
+            if let Ok(mut m) = pending.lock() {
+                m.clear();
+            }
+        });
+        Ok(conn)
+    }
+
+    /// Whether the connection has broken.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `req` (its id is assigned here) and waits for the response; a
+    /// server error becomes `Error::Server`.
+    pub async fn call(&self, req: Request) -> Result<response::Body, Error> {
+        self.call_timeout(req, self.timeout_call).await
+    }
+
+    /// Like `call`, with an explicit time-out.
+    pub async fn call_timeout(&self, mut req: Request, timeout: Duration) -> Result<response::Body, Error> {
+        let lost = || Error::ConnectionLost { addr: self.addr.to_string() };
+        let _permit = self.permits.acquire().await.map_err(|_| lost())?;
+        if self.is_closed() {
+            return Err(lost());
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.id = id;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().map_err(|_| lost())?.insert(id, tx);
+        let _guard = PendingGuard { pending: &self.pending, id };
+        if self.tx.send(req).is_err() {
+            return Err(lost());
+        }
+        let resp = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(_)) => return Err(lost()),
+            Err(_) => return Err(Error::Timeout { addr: self.addr.to_string(), timeout }),
+        };
+        match resp.body {
+            Some(response::Body::Error(e)) => {
+                Err(Error::Server { addr: self.addr.to_string(), error: ServerError::from_proto(e) })
+            }
+            Some(body) => Ok(body),
+            None => Err(Error::Server {
+                addr: self.addr.to_string(),
+                error: ServerError::new(crate::ErrorCode::BadRequest, "empty response body"),
+            }),
+        }
+    }
+}
+
+/// One connection per peer address, made on first use and remade after a break.
+#[derive(Clone)]
+pub struct Pool {
+    net: Arc<dyn Net>,
+    options: Options,
+    conns: Arc<tokio::sync::Mutex<HashMap<String, Conn>>>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(net: Arc<dyn Net>, options: Options) -> Pool {
+        Pool { net, options, conns: Arc::default() }
+    }
+
+    /// The pool's options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// A live connection to `addr`.
+    pub async fn get(&self, addr: &str) -> Result<Conn, Error> {
+        if let Some(c) = self.conns.lock().await.get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        // Connect without holding the lock, so one dead peer does not stall
+        // calls to the others; a racing connect to the same peer loses.
+        let c = Conn::connect(self.net.as_ref(), addr, &self.options).await?;
+        let mut conns = self.conns.lock().await;
+        match conns.get(addr) {
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                conns.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// Calls `addr` with `req`.
+    pub async fn call(&self, addr: &str, req: Request) -> Result<response::Body, Error> {
+        self.get(addr).await?.call(req).await
+    }
+}
