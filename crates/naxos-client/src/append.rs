@@ -62,6 +62,15 @@ impl Client {
         Ok(out)
     }
 
+    /// Reserves `count` positions without writing them and returns the first.
+    /// Nothing is written there by this call, so readers will fill them with
+    /// holes: it is for benchmarking the sequencer and for tests of a writer
+    /// that dies between its token and its write.
+    pub async fn reserve(&self, count: u32) -> Result<Position, Error> {
+        let (_, t) = self.token(count, &[]).await?;
+        Ok(Position(t.start))
+    }
+
     /// Reserves `count` positions for `streams` under the current layout.
     async fn token(&self, count: u32, streams: &[Bytes]) -> Result<(Arc<Layout>, TokenOk), Error> {
         let mut retry = Retry::new(self.config());

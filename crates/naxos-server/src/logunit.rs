@@ -34,6 +34,8 @@ pub struct Info {
     pub tail: Position,
     /// Why the unit stopped serving, if it did.
     pub failed: Option<String>,
+    /// Entries served to reads since start.
+    pub entries_read: u64,
 }
 
 /// The log unit's protocol logic over a store.
@@ -45,6 +47,7 @@ pub struct LogUnit {
     /// writes that never reach the disk, so the unit stops serving rather than
     /// answer from state it cannot vouch for.
     failed: Option<String>,
+    entries_read: u64,
 }
 
 fn storage_error(e: naxos_storage::Error) -> ServerError {
@@ -67,7 +70,7 @@ fn storage_error(e: naxos_storage::Error) -> ServerError {
 impl LogUnit {
     /// A log unit over `store`.
     pub fn new(store: Box<dyn Store>, entry_bytes_max: usize, read_range_bytes_max: usize) -> LogUnit {
-        LogUnit { store, entry_bytes_max, read_range_bytes_max, failed: None }
+        LogUnit { store, entry_bytes_max, read_range_bytes_max, failed: None, entries_read: 0 }
     }
 
     /// The store's metadata.
@@ -137,7 +140,10 @@ impl LogUnit {
 
     fn read(&mut self, p: Position) -> Result<response::Body, ServerError> {
         match self.store.read(p).map_err(storage_error)? {
-            Some(entry) => Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) })),
+            Some(entry) => {
+                self.entries_read += 1;
+                Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) }))
+            }
             None => Err(ServerError::at(ErrorCode::Unwritten, p, format!("position {p} is unwritten"))),
         }
     }
@@ -149,6 +155,7 @@ impl LogUnit {
         let max = (r.max_bytes as usize).clamp(1, self.read_range_bytes_max);
         let (entries, next) =
             self.store.read_range(Position(r.from), Position(r.to), max).map_err(storage_error)?;
+        self.entries_read += entries.len() as u64;
         let entries = entries
             .into_iter()
             .map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) })
@@ -251,6 +258,7 @@ impl LogUnit {
                             meta: self.store.meta().clone(),
                             tail: self.store.tail(),
                             failed: self.failed.clone(),
+                            entries_read: self.entries_read,
                         });
                     }
                 }

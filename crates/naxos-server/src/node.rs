@@ -429,6 +429,7 @@ async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
         tail: None,
         sequencer_ready: false,
         version: naxos_wire::VERSION.to_string(),
+        entries_read: 0,
     };
     if let Some(tx) = &ctx.logunit {
         let (otx, orx) = oneshot::channel();
@@ -436,6 +437,7 @@ async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
             if let Ok(info) = orx.await {
                 out.epoch = out.epoch.max(info.meta.sealed_epoch.0);
                 out.tail = Some(info.tail.0);
+                out.entries_read = info.entries_read;
             }
         }
     }

@@ -1,0 +1,174 @@
+//! The command line: every command, its flags and its `--help`.
+
+use crate::{bench, client_cmd, exit, server_cmd};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The address `naxos dev` listens on and clients use by default.
+pub const DEV_ADDR: &str = "127.0.0.1:7400";
+
+/// Naxos: a distributed, durable shared log (CORFU-style: a sequencer hands
+/// out positions, clients write straight to chain-replicated, write-once log units).
+#[derive(Parser, Debug)]
+#[command(name = "naxos", version, after_help = exit::HELP)]
+pub struct Cli {
+    /// Print results (and errors, on stderr) as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the cluster is.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArg {
+    /// Addresses of cluster nodes (HOST:PORT, comma-separated); any node will do.
+    #[arg(long, env = "NAXOS_CLUSTER", default_value = DEV_ADDR, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a server with some or all roles (log unit, sequencer, layout server).
+    ///
+    /// The server keeps its layout, metadata and log segments in --data-dir and
+    /// serves until SIGINT or SIGTERM. A new cluster's servers wait for
+    /// `naxos bootstrap`.
+    Server(server_cmd::ServerArgs),
+    /// Write a new cluster's first layout to every node it names (once per cluster).
+    ///
+    /// The log units are cut into --stripes chains of --replication units each,
+    /// in the order given; positions are striped round-robin over the chains.
+    Bootstrap(server_cmd::BootstrapArgs),
+    /// Run a one-process cluster with every role, bootstrapped on first start.
+    ///
+    /// The embedded default for development and trying Naxos out: data is kept
+    /// in --data-dir across restarts. Other commands reach it with no flags.
+    Dev(server_cmd::DevArgs),
+    /// Append one entry; prints its position.
+    ///
+    /// The entry is DATA, or all of stdin when DATA is absent (bytes are kept
+    /// exactly). The command returns once every replica holds it durably.
+    Append {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Also append to this stream (repeatable).
+        #[arg(long = "stream", value_name = "NAME")]
+        streams: Vec<String>,
+        /// The entry's bytes (UTF-8); read from stdin when absent.
+        data: Option<String>,
+    },
+    /// Write the payload at POSITION to stdout, byte for byte.
+    ///
+    /// A hole, a trimmed or an unwritten position is an error (see the exit codes).
+    Read {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The position to read.
+        position: u64,
+    },
+    /// Print the tail: the next position the sequencer will hand out.
+    Tail {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Discard every position below POSITION (prefix trim) on every log unit.
+    Trim {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The new trim mark; must not be above the tail.
+        position: u64,
+    },
+    /// Fill POSITION with a hole, so readers are not stuck behind a dead writer.
+    ///
+    /// Fails, changing nothing, if the position is already written; refuses
+    /// positions at or above the tail.
+    Fill {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The position to fill.
+        position: u64,
+    },
+    /// Print entries in [--from, --to) as JSON lines: {"position": N, "data": "..."}.
+    ///
+    /// Data that is not UTF-8 is given as "data_b64"; holes as {"position": N, "hole": true}.
+    Scan {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// First position (default 0).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// End position, exclusive (default: the tail).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Stream commands.
+    Stream {
+        /// What to do with a stream.
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
+    /// Print the cluster's layout as JSON.
+    Layout {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Print each node's address, roles, epoch, reachability and tail.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Measure throughput and latency (append, read, tokens).
+    Bench(bench::BenchArgs),
+}
+
+/// Stream commands.
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Print a stream's entries in log order as JSON lines, like `scan`.
+    Read {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The stream's name.
+        name: String,
+        /// First position to consider (default 0).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Server(a) => server_cmd::server(a).await,
+        Command::Bootstrap(a) => server_cmd::bootstrap(a, json).await,
+        Command::Dev(a) => server_cmd::dev(a).await,
+        Command::Append { cluster, streams, data } => client_cmd::append(&cluster, &streams, data, json).await,
+        Command::Read { cluster, position } => client_cmd::read(&cluster, position, json).await,
+        Command::Tail { cluster } => client_cmd::tail(&cluster, json).await,
+        Command::Trim { cluster, position } => client_cmd::trim(&cluster, position, json).await,
+        Command::Fill { cluster, position } => client_cmd::fill(&cluster, position, json).await,
+        Command::Scan { cluster, from, to } => client_cmd::scan(&cluster, from, to).await,
+        Command::Stream { command: StreamCommand::Read { cluster, name, from } } => {
+            client_cmd::stream_read(&cluster, &name, from).await
+        }
+        Command::Layout { cluster } => client_cmd::layout(&cluster).await,
+        Command::Status { cluster } => client_cmd::status(&cluster, json).await,
+        Command::Bench(a) => bench::run(a, json).await,
+    }
+}
+
+/// Sets up logging to stderr: `default` unless `RUST_LOG` says otherwise.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A path given on the command line, made absolute for messages.
+pub fn display_path(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,70 @@
+//! Exit codes, and how an error is reported on stderr (plain or JSON).
+
+use naxos_client::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any other failure.
+pub const OTHER: i32 = 1;
+/// Bad usage: an unknown flag, a bad value (clap uses 2 as well).
+pub const USAGE: i32 = 2;
+/// The position holds a hole.
+pub const HOLE: i32 = 3;
+/// The position is trimmed.
+pub const TRIMMED: i32 = 4;
+/// The position is unwritten.
+pub const UNWRITTEN: i32 = 5;
+/// The cluster could not be reached or could not serve the request.
+pub const UNAVAILABLE: i32 = 6;
+/// `fill` found the position already written.
+pub const ALREADY_WRITTEN: i32 = 7;
+
+/// The help text's table of exit codes.
+pub const HELP: &str = "Exit codes:
+  0  success
+  1  other error
+  2  bad usage (unknown flag, bad value)
+  3  the position holds a hole
+  4  the position is trimmed
+  5  the position is unwritten
+  6  the cluster is unavailable (no node answered, or retries ran out)
+  7  fill: the position is already written (nothing was changed)";
+
+/// A failure a command reports with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    /// The exit code.
+    pub code: i32,
+    /// A short kind for `--json` (`hole`, `trimmed`, ...).
+    pub kind: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+/// The exit code and kind for an error.
+fn classify(e: &anyhow::Error) -> (i32, &'static str) {
+    if let Some(c) = e.downcast_ref::<Coded>() {
+        return (c.code, c.kind);
+    }
+    match e.downcast_ref::<Error>() {
+        Some(Error::Trimmed(_)) => (TRIMMED, "trimmed"),
+        Some(Error::Unwritten(_)) => (UNWRITTEN, "unwritten"),
+        Some(Error::AlreadyWritten { .. }) => (ALREADY_WRITTEN, "already_written"),
+        Some(Error::Unavailable(_)) => (UNAVAILABLE, "unavailable"),
+        Some(Error::Invalid(_)) => (USAGE, "invalid"),
+        _ => (OTHER, "error"),
+    }
+}
+
+/// Prints `e` on stderr and returns its exit code.
+pub fn report(e: &anyhow::Error, json: bool) -> i32 {
+    let (code, kind) = classify(e);
+    if json {
+        let v = serde_json::json!({ "error": format!("{e:#}"), "kind": kind, "exit_code": code });
+        eprintln!("{v}");
+    } else {
+        eprintln!("naxos: {kind}: {e:#}");
+    }
+    code
+}

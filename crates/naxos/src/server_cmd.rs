@@ -1,0 +1,192 @@
+//! `naxos server`, `naxos bootstrap` and `naxos dev`.
+
+use crate::cli::{display_path, init_logging, ClusterArg, DEV_ADDR};
+use anyhow::{bail, Context};
+use clap::Args;
+use naxos_server::{Config, Roles};
+use naxos_storage::SyncPolicy;
+use naxos_wire::net::TcpNet;
+use naxos_wire::Layout;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Flags of `naxos server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free port, printed on stdout).
+    #[arg(long, default_value = DEV_ADDR)]
+    pub listen: String,
+    /// Address the other nodes and clients use for this one (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Directory for the layout, metadata and log segments (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Roles to run, comma-separated: logunit, sequencer, layout.
+    #[arg(long, default_value = "logunit,sequencer,layout")]
+    pub roles: String,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Limits and durability shared by `server` and `dev`.
+#[derive(Args, Debug)]
+pub struct Tuning {
+    /// Largest entry payload accepted, in bytes.
+    #[arg(long, default_value_t = naxos_wire::DEFAULT_ENTRY_BYTES_MAX)]
+    pub entry_bytes_max: usize,
+    /// UNSAFE, for experiments only: acknowledge writes without fsync. A crash
+    /// or power loss then loses acknowledged entries.
+    #[arg(long)]
+    pub unsafe_no_fsync: bool,
+}
+
+/// Flags of `naxos bootstrap`.
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    /// Log unit addresses, in chain order (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub log_units: Vec<String>,
+    /// Replicas per chain (default: all log units divided by --stripes).
+    #[arg(long)]
+    pub replication: Option<usize>,
+    /// Number of chains positions are striped over.
+    #[arg(long, default_value_t = 1)]
+    pub stripes: usize,
+    /// The sequencer's address (default: the first --cluster address).
+    #[arg(long)]
+    pub sequencer: Option<String>,
+    /// Layout server addresses (default: the --cluster addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub layout_servers: Vec<String>,
+}
+
+/// Flags of `naxos dev`.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Address to listen on; clients use it by default.
+    #[arg(long, default_value = DEV_ADDR)]
+    pub listen: String,
+    /// Directory kept across restarts.
+    #[arg(long, default_value = "./naxos-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Config {
+    let mut c = Config::new(listen, data_dir);
+    c.roles = roles;
+    c.entry_bytes_max = tuning.entry_bytes_max;
+    if tuning.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
+        c.sync = SyncPolicy::UnsafeNoSync;
+    }
+    c
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `naxos server`.
+pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    let roles = Roles::parse(&a.roles).map_err(anyhow::Error::msg)?;
+    let mut c = config(&a.listen, a.data_dir.clone(), roles, &a.tuning);
+    c.advertise = a.advertise.clone();
+    let handle = naxos_server::start(c, Arc::new(TcpNet))
+        .await
+        .with_context(|| format!("starting the server in {}", display_path(&a.data_dir).display()))?;
+    println!("{}", handle.advertise());
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    handle.stop().await;
+    Ok(())
+}
+
+/// `naxos bootstrap`.
+pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
+    init_logging("warn");
+    let n = a.log_units.len();
+    if a.stripes == 0 {
+        bail!(crate::exit::Coded { code: crate::exit::USAGE, kind: "usage", message: "--stripes must be at least 1".into() });
+    }
+    let replication = a.replication.unwrap_or(n / a.stripes);
+    if replication == 0 || replication * a.stripes != n {
+        bail!(crate::exit::Coded {
+            code: crate::exit::USAGE,
+            kind: "usage",
+            message: format!(
+                "{n} log units cannot form {} chains of {replication}: give --replication x --stripes log units",
+                a.stripes
+            ),
+        });
+    }
+    let sequencer = a.sequencer.clone().unwrap_or_else(|| a.cluster.cluster[0].clone());
+    let layout_servers = if a.layout_servers.is_empty() { a.cluster.cluster.clone() } else { a.layout_servers.clone() };
+    let cluster_id = uuid::Uuid::new_v4().to_string();
+    let layout = Layout::initial(&cluster_id, &a.log_units, replication, a.stripes, vec![sequencer], layout_servers);
+    naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping")?;
+    if json {
+        println!("{}", serde_json::to_string(&layout)?);
+    } else {
+        println!(
+            "bootstrapped cluster {cluster_id}: {} chain(s) of {replication}, sequencer {}",
+            a.stripes, layout.sequencers[0]
+        );
+    }
+    Ok(())
+}
+
+/// `naxos dev`.
+pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    let dir = display_path(&a.data_dir);
+    let c = config(&a.listen, a.data_dir.clone(), Roles::ALL, &a.tuning);
+    let handle = naxos_server::start(c, Arc::new(TcpNet))
+        .await
+        .with_context(|| format!("starting the dev server in {}", dir.display()))?;
+    let addr = handle.advertise().to_string();
+    match handle.layout() {
+        Some(l) => {
+            if !l.all_nodes().contains(&addr) {
+                let named = l.all_nodes().join(", ");
+                handle.stop().await;
+                bail!(
+                    "{} holds a cluster whose layout names {named}, not {addr}: start `naxos dev --listen` with that address, or use another --data-dir",
+                    dir.display()
+                );
+            }
+        }
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let one = vec![addr.clone()];
+            let layout = Layout::initial(&id, &one, 1, 1, one.clone(), one.clone());
+            naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping the dev cluster")?;
+        }
+    }
+    println!("naxos dev is running on {addr} (data in {})", dir.display());
+    println!("try:");
+    println!("  naxos append 'hello, log'          # prints the position");
+    println!("  naxos read 0                       # prints the payload");
+    println!("  naxos tail; naxos scan; naxos status");
+    println!("other shells reach it with no flags (or --cluster {addr}); stop it with Ctrl-C");
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    handle.stop().await;
+    Ok(())
+}

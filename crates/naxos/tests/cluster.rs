@@ -1,0 +1,285 @@
+//! End-to-end behaviour of in-process clusters on real sockets: CORFU's
+//! claims (distinct positions, identical reads everywhere, hole filling, read
+//! repair) and the protocol's refusals (write-once, trim, epochs, clusters,
+//! limits, malformed frames).
+
+mod common;
+
+use common::*;
+use naxos_client::{Error, Position, StreamId, Value};
+use naxos_wire::ErrorCode;
+use std::collections::HashSet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_on_a_chain_of_three_are_distinct_and_identical_everywhere() {
+    let c = Cluster::start(3, 3, 1).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let client = c.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..500 {
+                let payload = format!("writer {w} entry {i}");
+                let p = client.append(payload.clone().into()).await.expect("append");
+                acked.push((p, payload));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<_> = acked.iter().map(|(p, _)| *p).collect();
+    assert_eq!(distinct.len(), 8 * 500, "positions must be distinct");
+
+    let pool = pool();
+    for (p, payload) in &acked {
+        for addr in &c.addrs {
+            let e = raw_read(&pool, &c.layout, addr, *p).await.unwrap().expect("every replica holds it");
+            assert_eq!(&e.payload[..], payload.as_bytes(), "replica {addr} at {p}");
+        }
+    }
+    // Every client sees the same values.
+    let readers = [c.client().await, c.client().await];
+    for r in &readers {
+        for (p, payload) in acked.iter().step_by(7) {
+            match r.read(*p).await.unwrap() {
+                Value::Data(rec) => assert_eq!(&rec.payload[..], payload.as_bytes()),
+                Value::Hole => panic!("acknowledged append read as a hole at {p}"),
+            }
+        }
+    }
+    let max = acked.iter().map(|(p, _)| *p).max().unwrap();
+    let all = readers[0].read_range(Position(0), max.next()).await.unwrap();
+    for (p, payload) in &acked {
+        assert_eq!(all[p.0 as usize].1, readers[1].read(*p).await.unwrap());
+        if let Value::Data(rec) = &all[p.0 as usize].1 {
+            assert_eq!(&rec.payload[..], payload.as_bytes());
+        }
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_dies_after_its_token_leaves_a_hole_readers_fill() {
+    let c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    let dead = client.reserve(1).await.unwrap();
+    let after = client.append("after".into()).await.unwrap();
+    assert!(after > dead);
+    assert_eq!(client.read(dead).await.unwrap(), Value::Hole);
+    // The hole is everywhere now, and for good: the late writer loses.
+    let pool = pool();
+    for addr in &c.addrs {
+        let e = raw_read(&pool, &c.layout, addr, dead).await.unwrap().expect("filled");
+        assert_eq!(e.kind, naxos_wire::EntryKind::Hole as i32);
+    }
+    let late = raw_write(&pool, &c.layout, &c.addrs[0], dead, data(b"late")).await.unwrap_err();
+    assert_eq!(late.server().unwrap().code, ErrorCode::Overwritten);
+    assert!(matches!(client.read(after).await.unwrap(), Value::Data(r) if &r.payload[..] == b"after"));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_reached_only_the_head_is_repaired_by_readers() {
+    let c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    let p = client.reserve(1).await.unwrap();
+    let pool = pool();
+    raw_write(&pool, &c.layout, &c.addrs[0], p, data(b"head only")).await.unwrap();
+    assert!(raw_read(&pool, &c.layout, &c.addrs[2], p).await.unwrap().is_none());
+    match client.read(p).await.unwrap() {
+        Value::Data(r) => assert_eq!(&r.payload[..], b"head only"),
+        Value::Hole => panic!("the head's value must win"),
+    }
+    for addr in &c.addrs {
+        let e = raw_read(&pool, &c.layout, addr, p).await.unwrap().expect("repaired");
+        assert_eq!(&e.payload[..], b"head only");
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_write_once() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    let p = client.append("first".into()).await.unwrap();
+    let pool = pool();
+    let e = raw_write(&pool, &c.layout, &c.addrs[0], p, data(b"second")).await.unwrap_err();
+    let s = e.server().unwrap();
+    assert_eq!((s.code, s.kind), (ErrorCode::Overwritten, naxos_wire::EntryKind::Data));
+    assert!(matches!(client.read(p).await.unwrap(), Value::Data(r) if &r.payload[..] == b"first"));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trim_discards_the_prefix_only() {
+    let c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    for i in 0..10 {
+        client.append(format!("e{i}").into()).await.unwrap();
+    }
+    client.trim(Position(5)).await.unwrap();
+    assert!(matches!(client.read(Position(3)).await, Err(Error::Trimmed(Position(3)))));
+    assert!(matches!(client.read(Position(7)).await.unwrap(), Value::Data(r) if &r.payload[..] == b"e7"));
+    assert!(matches!(client.trim(Position(1000)).await, Err(Error::Invalid(_))));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_refuses_written_positions_and_fills_unwritten_ones() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    let written = client.append("keep me".into()).await.unwrap();
+    assert!(matches!(client.fill(written).await, Err(Error::AlreadyWritten { hole: false, .. })));
+    assert!(matches!(client.read(written).await.unwrap(), Value::Data(r) if &r.payload[..] == b"keep me"));
+    let reserved = client.reserve(1).await.unwrap();
+    client.fill(reserved).await.unwrap();
+    assert_eq!(client.read(reserved).await.unwrap(), Value::Hole);
+    assert!(matches!(client.fill(reserved).await, Err(Error::AlreadyWritten { hole: true, .. })));
+    let tail = client.tail().await.unwrap();
+    assert!(matches!(client.fill(tail).await, Err(Error::Invalid(_))));
+    assert!(matches!(client.read(Position(tail.0 + 10)).await, Err(Error::Unwritten(_))));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_entry_is_refused_with_too_large() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    let big = bytes::Bytes::from(vec![7u8; naxos_wire::DEFAULT_ENTRY_BYTES_MAX + 1]);
+    match client.append(big).await {
+        Err(Error::Server(s)) => assert_eq!(s.code, ErrorCode::TooLarge),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let ok = bytes::Bytes::from(vec![7u8; naxos_wire::DEFAULT_ENTRY_BYTES_MAX]);
+    let p = client.append(ok.clone()).await.unwrap();
+    assert!(matches!(client.read(p).await.unwrap(), Value::Data(r) if r.payload == ok));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_an_older_epoch_are_refused_after_a_seal() {
+    let c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    let p = client.append("before the seal".into()).await.unwrap();
+    for addr in &c.addrs {
+        naxos_client::admin::seal(std::sync::Arc::new(naxos_wire::net::TcpNet), &c.layout, addr, naxos_wire::Epoch(1))
+            .await
+            .unwrap();
+    }
+    let pool = pool();
+    let e = raw_read(&pool, &c.layout, &c.addrs[0], p).await.unwrap_err();
+    let s = e.server().unwrap();
+    assert_eq!((s.code, s.epoch), (ErrorCode::WrongEpoch, naxos_wire::Epoch(1)));
+    // No newer layout exists (reconfiguration is not there yet): the client's
+    // bounded retries end in a clear error instead of hanging.
+    let mut config = naxos_client::Config::new(c.addrs.clone());
+    config.retries_max = 3;
+    let short = naxos_client::Client::connect(config).await.unwrap();
+    assert!(short.append("after the seal".into()).await.is_err());
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cluster_id_is_refused() {
+    let c = Cluster::start(1, 1, 1).await;
+    let mut other = c.layout.clone();
+    other.cluster_id = "someone-else".into();
+    let e = raw_read(&pool(), &other, &c.addrs[0], Position(0)).await.unwrap_err();
+    assert_eq!(e.server().unwrap().code, ErrorCode::WrongCluster);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_only_its_connection() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    client.append("x".into()).await.unwrap();
+    // A frame whose body is not a protobuf message.
+    let mut bad = tokio::net::TcpStream::connect(&c.addrs[0]).await.unwrap();
+    bad.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(bad.read(&mut buf).await.unwrap(), 0, "server closes the bad connection");
+    // A frame announcing more than the limit.
+    let mut huge = tokio::net::TcpStream::connect(&c.addrs[0]).await.unwrap();
+    huge.write_all(&[0xff, 0xff, 0xff, 0xf0]).await.unwrap();
+    assert_eq!(huge.read(&mut buf).await.unwrap(), 0);
+    // Everyone else is still served.
+    let p = client.append("still serving".into()).await.unwrap();
+    assert!(matches!(client.read(p).await.unwrap(), Value::Data(_)));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reads_return_exactly_the_stream_in_order_and_read_nothing_else() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    let (a, b) = (StreamId::from_name("a"), StreamId::from_name("b"));
+    let mut expect_a = Vec::new();
+    for i in 0..60 {
+        match i % 3 {
+            0 => expect_a.push((client.append_to(&[a], format!("a{i}").into()).await.unwrap(), format!("a{i}"))),
+            1 => {
+                client.append_to(&[b], format!("b{i}").into()).await.unwrap();
+            }
+            _ => {
+                client.append(format!("none{i}").into()).await.unwrap();
+            }
+        }
+    }
+    let both = client.append_to(&[a, b], "ab".into()).await.unwrap();
+    expect_a.push((both, "ab".into()));
+    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
+    let before = naxos_client::admin::status(net.clone(), &c.addrs[0]).await.unwrap().entries_read;
+    let got = client.read_stream(a, Position(0)).await.unwrap();
+    let after = naxos_client::admin::status(net, &c.addrs[0]).await.unwrap().entries_read;
+    let got: Vec<(Position, String)> =
+        got.into_iter().map(|(p, r)| (p, String::from_utf8(r.payload.to_vec()).unwrap())).collect();
+    assert_eq!(got, expect_a);
+    assert_eq!(after - before, expect_a.len() as u64, "a stream read reads only the stream's entries");
+    let from = expect_a[10].0;
+    let tail_part = client.read_stream(a, from).await.unwrap();
+    assert_eq!(tail_part.len(), expect_a.len() - 10);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn striped_layouts_spread_positions_over_chains() {
+    let c = Cluster::start(4, 2, 2).await;
+    let client = c.client().await;
+    let ps = client.append_batch((0..20).map(|i| bytes::Bytes::from(format!("s{i}"))).collect()).await.unwrap();
+    let pool = pool();
+    for (i, p) in ps.iter().enumerate() {
+        let chain = c.layout.placement(*p).unwrap().chain.to_vec();
+        for addr in &c.addrs {
+            let held = raw_read(&pool, &c.layout, addr, *p).await.unwrap();
+            assert_eq!(held.is_some(), chain.contains(addr), "position {p} on {addr}");
+        }
+        assert!(matches!(client.read(*p).await.unwrap(), Value::Data(r) if r.payload == format!("s{i}").as_bytes()));
+    }
+    let s = StreamId::from_name("striped");
+    for i in 0..6 {
+        client.append_to(&[s], format!("x{i}").into()).await.unwrap();
+    }
+    assert_eq!(client.read_stream(s, Position(0)).await.unwrap().len(), 6);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sequencer_never_reissues_a_written_position() {
+    let mut c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    let mut last = Position(0);
+    for i in 0..20 {
+        last = client.append(format!("e{i}").into()).await.unwrap();
+    }
+    c.restart(0).await;
+    let fresh = c.client().await;
+    let next = fresh.append("after restart".into()).await.unwrap();
+    assert!(next > last, "token {next} after restart must be above {last}");
+    assert!(matches!(fresh.read(last).await.unwrap(), Value::Data(r) if &r.payload[..] == b"e19"));
+    c.stop_all().await;
+}
