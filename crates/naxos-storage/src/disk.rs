@@ -1,0 +1,820 @@
+//! The on-disk [`Store`]: segment files of fixed position ranges holding CRC32C
+//! records, group commit, per-segment index files, torn-tail recovery and
+//! prefix trim. `docs/storage.md` describes the format in prose.
+//!
+//! Data directory:
+//!
+//! ```text
+//! format.json                 {"format_version":1,"segment_positions":S} (fixed at creation)
+//! meta.json                   Meta (cluster id, node id, sealed epoch, trim mark), replaced atomically
+//! seg-<first:020>.log         records of positions [first, first+S), appended in write order
+//! seg-<first:020>.idx         index of a prefix of the .log (see `index`), replaced atomically
+//! ```
+//!
+//! A record is `len u32 | crc32c u32 | position u64 | kind u8 | streams u8 |
+//! flags u8 | 0 u8 | payload_len u32 | stream ids | back-pointers | payload`
+//! (little-endian, CRC over everything after the CRC field; see `record`).
+//!
+//! `write` encodes the record into the segment's pending buffer; `sync` writes
+//! each touched segment's buffer with one positioned write and fdatasyncs each
+//! touched file once (and the directory if a file was created). Reads verify
+//! the CRC every time and serve unsynced records from the pending buffer.
+
+mod fs;
+mod index;
+mod record;
+mod recovery;
+mod segment;
+
+use crate::query::{self, Budget};
+use crate::{validate_entry, Corruption, Error, Meta, Result, Store, StreamQuery, StripeFilter};
+use index::{SlotKind, StreamIndex};
+use naxos_wire::proto::{Entry, EntryKind};
+use naxos_wire::{NodeId, Position, StreamId, DEFAULT_ENTRY_BYTES_MAX};
+use segment::Segment;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// When `sync` makes writes durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Group commit: `sync` fdatasyncs every touched file (the default).
+    #[default]
+    Durable,
+    /// UNSAFE, for experiments only: `sync` writes the buffers to the files but
+    /// never fsyncs data files, so acknowledged writes can be lost (or turn into
+    /// torn or corrupted records) on a machine crash or power loss. Metadata and
+    /// index files are still replaced atomically.
+    UnsafeNoSync,
+}
+
+/// How a [`DiskStore`] lays out and syncs its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Positions per segment file (default `1 << 16`); segment `n` covers
+    /// `[n*S, (n+1)*S)`. Fixed when the directory is created: an existing
+    /// directory keeps its own value.
+    pub segment_positions: u64,
+    /// Largest payload accepted (default [`DEFAULT_ENTRY_BYTES_MAX`]; at most 1 GiB).
+    pub entry_bytes_max: usize,
+    /// When writes become durable (default [`SyncPolicy::Durable`]).
+    pub sync: SyncPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_positions: 1 << 16,
+            entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX,
+            sync: SyncPolicy::Durable,
+        }
+    }
+}
+
+/// Most positions one segment file may cover (its slot offsets are `u32`).
+pub const SEGMENT_POSITIONS_MAX: u64 = 1 << 32;
+
+/// A segment's pending buffer is written out (without fsync) before it grows
+/// past this, so a caller that syncs rarely does not grow memory without bound.
+const PENDING_BYTES_MAX: usize = 8 << 20;
+
+/// The data directory format this code writes and reads.
+const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "format.json";
+const META_FILE: &str = "meta.json";
+
+/// `format.json`: what a directory was created with.
+#[derive(Debug, Serialize, Deserialize)]
+struct Format {
+    format_version: u32,
+    segment_positions: u64,
+}
+
+fn log_name(first: u64) -> String {
+    format!("seg-{first:020}.log")
+}
+
+fn idx_name(first: u64) -> String {
+    format!("seg-{first:020}.idx")
+}
+
+/// The first position of a segment file name with `suffix`, if it is one.
+fn parse_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The on-disk store. Owned by one task; see the crate docs for the contract.
+#[derive(Debug)]
+pub struct DiskStore {
+    dir: PathBuf,
+    options: Options,
+    meta: Meta,
+    /// Segments by number (`first / segment_positions`).
+    segments: BTreeMap<u64, Segment>,
+    streams: StreamIndex,
+    /// One past the highest position any segment holds.
+    high: u64,
+    /// Segments with bytes that are pending or written but not yet synced.
+    touched: BTreeSet<u64>,
+    /// Segments whose index file does not describe them any more.
+    index_dirty: BTreeSet<u64>,
+    /// A newer segment was started: write the older dirty indexes at the next sync.
+    index_due: bool,
+    /// A file was created since the directory was last synced.
+    dir_dirty: bool,
+    corruptions: Vec<Corruption>,
+    /// Set by a failed fsync: the kernel may have dropped the dirty pages, so
+    /// the only safe way on is a restart that re-reads the files.
+    failed: Option<String>,
+    /// Closed or abandoned: dropping does nothing more.
+    closed: bool,
+}
+
+impl DiskStore {
+    /// Opens (or creates) the store in `dir`: loads the metadata, loads valid
+    /// index files, verifies every record they do not cover, truncates a torn
+    /// tail, reports corruption and finishes an interrupted trim.
+    pub fn open(dir: &Path, options: Options) -> Result<DiskStore> {
+        if options.segment_positions == 0 || options.segment_positions > SEGMENT_POSITIONS_MAX {
+            return Err(Error::Invalid(format!(
+                "segment_positions must be in 1..={SEGMENT_POSITIONS_MAX}, not {}",
+                options.segment_positions
+            )));
+        }
+        if options.entry_bytes_max > record::PAYLOAD_BYTES_LIMIT {
+            return Err(Error::Invalid(format!(
+                "entry_bytes_max {} exceeds the format's limit of {} bytes",
+                options.entry_bytes_max,
+                record::PAYLOAD_BYTES_LIMIT
+            )));
+        }
+        fs::create_dir_all(dir)?;
+        let names = fs::list(dir)?;
+        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+            // Left by an atomic replacement that crashed before its rename.
+            fs::remove(dir, name)?;
+        }
+        let logs: Vec<u64> = names.iter().filter_map(|n| parse_name(n, ".log")).collect();
+        let idxs: Vec<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();
+        let mut options = options;
+        options.segment_positions = load_format(dir, &options, !logs.is_empty())?;
+        let meta = load_meta(dir)?;
+        let mut store = DiskStore {
+            dir: dir.to_path_buf(),
+            options,
+            meta,
+            segments: BTreeMap::new(),
+            streams: StreamIndex::default(),
+            high: 0,
+            touched: BTreeSet::new(),
+            index_dirty: BTreeSet::new(),
+            index_due: false,
+            dir_dirty: false,
+            corruptions: Vec::new(),
+            failed: None,
+            closed: false,
+        };
+        let s = store.options.segment_positions;
+        let mut removed = false;
+        for first in idxs.iter().filter(|f| !logs.contains(f)) {
+            fs::remove(dir, &idx_name(*first))?;
+            removed = true;
+        }
+        for first in logs {
+            if first % s != 0 {
+                return Err(Error::Directory {
+                    path: dir.display().to_string(),
+                    reason: format!(
+                        "{} does not start at a multiple of segment_positions {s}",
+                        log_name(first)
+                    ),
+                });
+            }
+            if first.saturating_add(s) <= store.meta.trim_mark.0 {
+                // Wholly below the trim mark: a trim persisted its mark and
+                // crashed before deleting this file.
+                fs::remove(dir, &log_name(first))?;
+                fs::remove(dir, &idx_name(first))?;
+                removed = true;
+                continue;
+            }
+            store.recover_segment(first)?;
+        }
+        if removed {
+            fs::sync_dir(dir)?;
+        }
+        store.high = store
+            .segments
+            .values()
+            .filter_map(|seg| highest_held(seg).map(|p| p + 1))
+            .max()
+            .unwrap_or(0);
+        // Closed segments that had to be scanned get an index now, so the next
+        // start-up does not scan them again.
+        store.write_indexes(false)?;
+        tracing::info!(
+            dir = %dir.display(),
+            segments = store.segments.len(),
+            tail = store.tail().0,
+            trim_mark = store.meta.trim_mark.0,
+            corruptions = store.corruptions.len(),
+            "storage opened"
+        );
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options in force (`segment_positions` is the directory's own).
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Syncs every buffered write and writes the index file of every segment
+    /// that changed, so the next start-up reads no data. Dropping the store
+    /// does the same but can only log a failure.
+    pub fn close(mut self) -> Result<()> {
+        let result = self.shutdown();
+        self.closed = true;
+        result
+    }
+
+    /// Drops the store the way a crash would: buffered (unsynced) writes are
+    /// lost and no index file is written. For tests and simulations.
+    pub fn simulate_crash(mut self) {
+        self.closed = true;
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.sync()?;
+        self.write_indexes(true)
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(reason) => Err(Error::Io {
+                context: format!("the store stopped taking writes after a failed fsync ({reason}); restart it to recover from its files"),
+                source: std::io::Error::other("earlier fsync failure"),
+            }),
+        }
+    }
+
+    fn segment_number(&self, position: u64) -> u64 {
+        position / self.options.segment_positions
+    }
+
+    /// Loads one segment: its index file if valid, then a scan of the rest.
+    fn recover_segment(&mut self, first: u64) -> Result<()> {
+        let s = self.options.segment_positions;
+        let file = fs::DataFile::open(&self.dir.join(log_name(first)))?;
+        let file_len = file.len()?;
+        let mut seg = Segment::new(first, s, file);
+        let mut from = 0;
+        if let Some(bytes) = fs::read(&self.dir, &idx_name(first))? {
+            match index::decode(&bytes, first, s, file_len) {
+                Ok(ix) => {
+                    seg.held = ix
+                        .slots
+                        .iter()
+                        .filter(|slot| slot.kind() != SlotKind::Empty)
+                        .count() as u64;
+                    seg.slots = ix.slots;
+                    for (i, slot) in seg.slots.iter().enumerate() {
+                        if slot.kind() == SlotKind::Corrupted {
+                            self.corruptions.push(Corruption {
+                                file: seg.file_name(),
+                                offset: slot.offset(),
+                                position: Some(Position(first + i as u64)),
+                                reason: "record failed its checksum at an earlier start-up".into(),
+                            });
+                        }
+                    }
+                    for (id, rel) in ix.streams {
+                        for r in rel {
+                            let p = first + u64::from(r);
+                            if p >= self.meta.trim_mark.0 {
+                                self.streams.insert(id, p);
+                            }
+                        }
+                    }
+                    from = ix.covered;
+                    seg.indexed_len = Some(ix.covered);
+                }
+                Err(reason) => {
+                    tracing::warn!(file = %idx_name(first), %reason, "ignoring an invalid index file; scanning the whole segment");
+                }
+            }
+        }
+        let outcome = recovery::scan(
+            &mut seg,
+            &mut self.streams,
+            from,
+            file_len,
+            self.meta.trim_mark.0,
+            &mut self.corruptions,
+        )?;
+        tracing::debug!(file = %seg.file_name(), indexed_bytes = from, scanned_records = outcome.records, "segment recovered");
+        if seg.damaged_at.is_none() && seg.indexed_len != Some(seg.written_len) {
+            self.index_dirty.insert(first / s);
+        }
+        self.segments.insert(first / s, seg);
+        Ok(())
+    }
+
+    /// Writes the index files of the dirty segments (all, or all but the newest).
+    fn write_indexes(&mut self, include_newest: bool) -> Result<()> {
+        let newest = self.segments.keys().next_back().copied();
+        let dirty: Vec<u64> = self
+            .index_dirty
+            .iter()
+            .copied()
+            .filter(|n| include_newest || Some(*n) != newest)
+            .collect();
+        for n in dirty {
+            self.write_index(n)?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self, n: u64) -> Result<()> {
+        let Some(seg) = self.segments.get_mut(&n) else {
+            self.index_dirty.remove(&n);
+            return Ok(());
+        };
+        if seg.damaged_at.is_some() {
+            // Its scan must run (and report the damage) at every start-up.
+            self.index_dirty.remove(&n);
+            return Ok(());
+        }
+        if !seg.pending.is_empty() || self.touched.contains(&n) {
+            // Only synced bytes may be indexed; this one waits for a later sync.
+            return Ok(());
+        }
+        let streams = self.streams.in_range(seg.first, seg.end());
+        let bytes = index::encode(seg.first, seg.written_len, &seg.slots, &streams);
+        fs::write_atomic(&self.dir, &idx_name(seg.first), &bytes)?;
+        seg.indexed_len = Some(seg.written_len);
+        self.index_dirty.remove(&n);
+        Ok(())
+    }
+
+    fn persist_meta(&self, meta: &Meta) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(meta)
+            .expect("Meta has only plain fields and always serializes");
+        fs::write_atomic(&self.dir, META_FILE, &bytes)
+    }
+
+    fn create_segment(&mut self, n: u64) -> Result<()> {
+        let first = n * self.options.segment_positions;
+        let file = fs::DataFile::create(&self.dir.join(log_name(first)))?;
+        self.dir_dirty = true;
+        if self
+            .segments
+            .keys()
+            .next_back()
+            .is_some_and(|newest| *newest < n)
+        {
+            self.index_due = true;
+        }
+        self.segments
+            .insert(n, Segment::new(first, self.options.segment_positions, file));
+        Ok(())
+    }
+
+    fn corrupted_error(&self, seg: &Segment, position: u64) -> Error {
+        let reason = match (seg.slot(position).kind(), seg.damaged_at) {
+            (SlotKind::Corrupted, _) => {
+                format!(
+                    "the record at offset {} of {} failed its checksum at start-up",
+                    seg.slot(position).offset(),
+                    seg.file_name()
+                )
+            }
+            (_, Some(at)) => format!(
+                "{} is damaged from offset {at}; what it held for this position is unknown",
+                seg.file_name()
+            ),
+            _ => "the record is unreadable".into(),
+        };
+        Error::Corrupted {
+            position: Position(position),
+            reason,
+        }
+    }
+
+    fn note_corruption(&mut self, file: String, offset: u64, position: u64, reason: &str) {
+        if !self
+            .corruptions
+            .iter()
+            .any(|c| c.file == file && c.offset == offset)
+        {
+            tracing::error!(file = %file, offset, position, %reason, "corrupted record read");
+            self.corruptions.push(Corruption {
+                file,
+                offset,
+                position: Some(Position(position)),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Reads and verifies the record held at `position` (a data or hole slot).
+    fn read_held(&mut self, n: u64, position: u64) -> Result<Entry> {
+        let seg = self
+            .segments
+            .get(&n)
+            .expect("callers looked the segment up");
+        let slot = seg.slot(position);
+        let decoded = match seg.record_bytes(slot)? {
+            None => Err(format!(
+                "the file ends before the record's {} bytes",
+                slot.len()
+            )),
+            Some(bytes) => record::decode(bytes),
+        };
+        let want = if slot.kind() == SlotKind::Hole {
+            record::RecordKind::Hole
+        } else {
+            record::RecordKind::Data
+        };
+        let reason = match decoded {
+            Ok((header, entry)) if header.position == position && header.kind == want => {
+                return Ok(entry)
+            }
+            Ok((header, _)) => format!(
+                "the record claims position {} ({:?}), the index says {position} ({want:?})",
+                header.position, header.kind
+            ),
+            Err(reason) => reason,
+        };
+        let file = seg.file_name();
+        self.note_corruption(file, slot.offset(), position, &reason);
+        Err(Error::Corrupted {
+            position: Position(position),
+            reason,
+        })
+    }
+
+    /// Up to `limit` positions of the stripe in `[from, end)` that hold nothing.
+    fn unwritten(&self, from: u64, end: u64, stripe: StripeFilter, limit: usize) -> Vec<u64> {
+        let step = query::stripe_step(stripe);
+        let mut out = Vec::new();
+        let mut next = query::stripe_at_or_after(stripe, from);
+        while let Some(p) = next.filter(|p| *p < end) {
+            if out.len() >= limit {
+                break;
+            }
+            match self.segments.get(&self.segment_number(p)) {
+                Some(seg) if seg.is_full() => {
+                    next = query::stripe_at_or_after(stripe, seg.end());
+                    continue;
+                }
+                Some(seg) if seg.kind(p) != SlotKind::Empty => {}
+                _ => out.push(p),
+            }
+            next = p.checked_add(step);
+        }
+        out
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "closing the store on drop failed");
+        }
+    }
+}
+
+/// The highest position a segment holds anything for.
+fn highest_held(seg: &Segment) -> Option<u64> {
+    seg.slots
+        .iter()
+        .rposition(|s| s.kind() != SlotKind::Empty)
+        .map(|i| seg.first + i as u64)
+}
+
+fn directory_error(dir: &Path, reason: String) -> Error {
+    Error::Directory {
+        path: dir.display().to_string(),
+        reason,
+    }
+}
+
+/// Reads `format.json` (or writes it for a new directory) and returns the
+/// directory's segment size.
+fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64> {
+    let Some(bytes) = fs::read(dir, FORMAT_FILE)? else {
+        if has_segments {
+            tracing::warn!(dir = %dir.display(), "segment files without format.json; assuming segment_positions {}", options.segment_positions);
+        }
+        let format = Format {
+            format_version: FORMAT_VERSION,
+            segment_positions: options.segment_positions,
+        };
+        let bytes = serde_json::to_vec_pretty(&format)
+            .expect("Format has only plain fields and always serializes");
+        fs::write_atomic(dir, FORMAT_FILE, &bytes)?;
+        return Ok(options.segment_positions);
+    };
+    let format: Format = serde_json::from_slice(&bytes).map_err(|e| {
+        directory_error(
+            dir,
+            format!("{FORMAT_FILE} is unreadable ({e}); is this a Naxos data directory?"),
+        )
+    })?;
+    if format.format_version != FORMAT_VERSION {
+        return Err(directory_error(
+            dir,
+            format!("format version {} is not {FORMAT_VERSION}; open it with the version of Naxos that wrote it", format.format_version),
+        ));
+    }
+    if format.segment_positions == 0 || format.segment_positions > SEGMENT_POSITIONS_MAX {
+        return Err(directory_error(
+            dir,
+            format!(
+                "{FORMAT_FILE} has an impossible segment_positions {}",
+                format.segment_positions
+            ),
+        ));
+    }
+    if format.segment_positions != options.segment_positions {
+        tracing::warn!(
+            dir = %dir.display(),
+            directory = format.segment_positions,
+            options = options.segment_positions,
+            "segment_positions is fixed when a directory is created; using the directory's"
+        );
+    }
+    Ok(format.segment_positions)
+}
+
+/// Reads `meta.json`, or creates it with a random node id.
+fn load_meta(dir: &Path) -> Result<Meta> {
+    match fs::read(dir, META_FILE)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| directory_error(dir, format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"))),
+        None => {
+            let meta = Meta { node_id: NodeId(fs::random_u64().max(1)), ..Meta::default() };
+            let bytes = serde_json::to_vec_pretty(&meta).expect("Meta has only plain fields and always serializes");
+            fs::write_atomic(dir, META_FILE, &bytes)?;
+            Ok(meta)
+        }
+    }
+}
+
+impl Store for DiskStore {
+    fn write(&mut self, position: Position, entry: &Entry) -> Result<()> {
+        self.check_failed()?;
+        let kind = validate_entry(entry, self.options.entry_bytes_max)?;
+        query::check_position(position)?;
+        if position < self.meta.trim_mark {
+            return Err(Error::Trimmed {
+                position,
+                mark: self.meta.trim_mark,
+            });
+        }
+        let p = position.0;
+        let n = self.segment_number(p);
+        match self.segments.get(&n) {
+            Some(seg) => match seg.kind(p) {
+                SlotKind::Empty => {}
+                SlotKind::Data => {
+                    return Err(Error::Overwritten {
+                        position,
+                        kind: EntryKind::Data,
+                    })
+                }
+                SlotKind::Hole => {
+                    return Err(Error::Overwritten {
+                        position,
+                        kind: EntryKind::Hole,
+                    })
+                }
+                SlotKind::Corrupted => return Err(self.corrupted_error(seg, p)),
+            },
+            None => self.create_segment(n)?,
+        }
+        let seg = self.segments.get_mut(&n).expect("found or created above");
+        if seg.pending.len() >= PENDING_BYTES_MAX {
+            seg.flush()?;
+        }
+        seg.append(p, kind, entry)?;
+        for s in &entry.streams {
+            let id = StreamId::from_slice(s)
+                .expect("validate_entry checked that stream ids are 16 bytes");
+            self.streams.insert(id, p);
+        }
+        self.high = self.high.max(p + 1);
+        self.touched.insert(n);
+        self.index_dirty.insert(n);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.check_failed()?;
+        let durable = self.options.sync == SyncPolicy::Durable;
+        let touched: Vec<u64> = self.touched.iter().copied().collect();
+        for n in touched {
+            let Some(seg) = self.segments.get_mut(&n) else {
+                self.touched.remove(&n);
+                continue;
+            };
+            // A failed write leaves the buffer in place; a retry rewrites it at the same offset.
+            seg.flush()?;
+            if durable {
+                if let Err(e) = seg.file.sync_data() {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+            self.touched.remove(&n);
+        }
+        if self.dir_dirty && durable {
+            if let Err(e) = fs::sync_dir(&self.dir) {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        self.dir_dirty = false;
+        if self.index_due {
+            self.write_indexes(false)?;
+            self.index_due = false;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, position: Position) -> Result<Option<Entry>> {
+        if position < self.meta.trim_mark {
+            return Err(Error::Trimmed {
+                position,
+                mark: self.meta.trim_mark,
+            });
+        }
+        let p = position.0;
+        let n = self.segment_number(p);
+        let Some(seg) = self.segments.get(&n) else {
+            return Ok(None);
+        };
+        match seg.kind(p) {
+            SlotKind::Empty => Ok(None),
+            SlotKind::Corrupted => Err(self.corrupted_error(seg, p)),
+            SlotKind::Data | SlotKind::Hole => self.read_held(n, p).map(Some),
+        }
+    }
+
+    fn read_range(
+        &mut self,
+        from: Position,
+        to: Position,
+        max_bytes: usize,
+    ) -> Result<(Vec<(Position, Entry)>, Position)> {
+        if !query::check_range(from, to, self.meta.trim_mark)? {
+            return Ok((Vec::new(), from));
+        }
+        let mut budget = Budget::new(max_bytes);
+        let mut out = Vec::new();
+        let numbers: Vec<u64> = self
+            .segments
+            .range(self.segment_number(from.0)..=self.segment_number(to.0 - 1))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in numbers {
+            let seg = &self.segments[&n];
+            let lo = from.0.max(seg.first);
+            let hi = if seg.damaged_at.is_some() {
+                to.0.min(seg.end())
+            } else {
+                to.0.min(seg.first + seg.slots.len() as u64)
+            };
+            for p in lo..hi {
+                let seg = &self.segments[&n];
+                let read = match seg.kind(p) {
+                    SlotKind::Empty => continue,
+                    SlotKind::Corrupted => Err(self.corrupted_error(seg, p)),
+                    SlotKind::Data | SlotKind::Hole => self.read_held(n, p),
+                };
+                match read {
+                    Ok(entry) => {
+                        if !budget.take(entry.payload.len()) {
+                            return Ok((out, Position(p)));
+                        }
+                        out.push((Position(p), entry));
+                    }
+                    // Deliver what was gathered; the next call starts at the corruption and reports it.
+                    Err(Error::Corrupted { .. }) if !budget.is_empty() => {
+                        return Ok((out, Position(p)))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((out, to))
+    }
+
+    fn tail(&self) -> Position {
+        Position(self.high).max(self.meta.trim_mark)
+    }
+
+    fn stream_last(&self, stream: StreamId) -> Option<Position> {
+        self.streams.last(stream).map(Position)
+    }
+
+    fn streams_last(&self) -> Vec<(StreamId, Position)> {
+        self.streams
+            .all_last()
+            .into_iter()
+            .map(|(id, p)| (id, Position(p)))
+            .collect()
+    }
+
+    fn stream_query(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+        stripe: StripeFilter,
+        limit: usize,
+    ) -> Result<StreamQuery> {
+        if !query::check_range(from, to, self.meta.trim_mark)? || limit == 0 {
+            return Ok(StreamQuery {
+                positions: Vec::new(),
+                unwritten: Vec::new(),
+                next: from,
+            });
+        }
+        let positions = self.streams.positions(stream, from.0, to.0, limit);
+        let end = to.min(self.tail()).0;
+        let unwritten = self.unwritten(from.0, end, stripe, limit);
+        Ok(query::merge(positions, unwritten, to, limit))
+    }
+
+    fn trim(&mut self, position: Position) -> Result<()> {
+        if position <= self.meta.trim_mark {
+            return Ok(());
+        }
+        // The mark is durable before anything is deleted: a crash in between
+        // leaves files that the next open deletes.
+        let meta = Meta {
+            trim_mark: position,
+            ..self.meta.clone()
+        };
+        self.persist_meta(&meta)?;
+        self.meta = meta;
+        self.streams.trim(position.0);
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(_, seg)| seg.end() <= position.0)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &doomed {
+            let seg = self.segments.remove(n).expect("listed above");
+            self.touched.remove(n);
+            self.index_dirty.remove(n);
+            let first = seg.first;
+            drop(seg);
+            fs::remove(&self.dir, &log_name(first))?;
+            fs::remove(&self.dir, &idx_name(first))?;
+        }
+        if !doomed.is_empty() && self.options.sync == SyncPolicy::Durable {
+            fs::sync_dir(&self.dir)?;
+        }
+        tracing::info!(
+            mark = position.0,
+            deleted_segments = doomed.len(),
+            "trimmed"
+        );
+        Ok(())
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn set_meta(&mut self, meta: Meta) -> Result<()> {
+        let meta = Meta {
+            trim_mark: self.meta.trim_mark,
+            ..meta
+        };
+        self.persist_meta(&meta)?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    fn corruptions(&self) -> Vec<Corruption> {
+        self.corruptions.clone()
+    }
+}

@@ -12,11 +12,29 @@
 //! `write` buffers, `sync` makes every buffered write durable with one
 //! `fdatasync` per touched file (group commit). Callers acknowledge a write only
 //! after the `sync` that follows it returned.
+//!
+//! Details of the contract that every implementation keeps (and the
+//! [`conformance`] suite checks):
+//! - a write to a position whose record is corrupted fails with `Corrupted`
+//!   (the position was written; its value is lost, so it is neither free nor
+//!   readable);
+//! - `read_range` and `stream_query` fail with `Trimmed` when a non-empty range
+//!   starts below the trim mark (a stream reader must learn that it missed
+//!   entries); an empty range (`from >= to`) returns nothing with `next = from`;
+//! - `read_range` returns at most [`RANGE_ENTRIES_MAX`] entries and never more
+//!   than `max_bytes` of payload, except that the first entry is always
+//!   returned; it stops before a corrupted record if it already gathered
+//!   entries (the next call then reports the corruption);
+//! - position `u64::MAX` is reserved (it means "none" in back-pointers):
+//!   writing it is `Invalid`.
+//!
+//! The on-disk format is described in `docs/storage.md` and in [`disk`].
 
 pub mod conformance;
 pub mod disk;
 pub mod mem;
 pub mod meta;
+mod query;
 
 pub use disk::{DiskStore, Options, SyncPolicy};
 pub use mem::MemStore;
@@ -90,11 +108,16 @@ pub struct StripeFilter {
 
 impl StripeFilter {
     /// The filter that takes every position.
-    pub const ALL: StripeFilter = StripeFilter { segment_start: Position(0), count: 1, index: 0 };
+    pub const ALL: StripeFilter = StripeFilter {
+        segment_start: Position(0),
+        count: 1,
+        index: 0,
+    };
 
     /// Whether `p` belongs to the stripe.
     pub fn contains(&self, p: Position) -> bool {
-        p >= self.segment_start && (p.0 - self.segment_start.0) % u64::from(self.count.max(1)) == u64::from(self.index)
+        p >= self.segment_start
+            && (p.0 - self.segment_start.0) % u64::from(self.count.max(1)) == u64::from(self.index)
     }
 }
 
@@ -126,7 +149,12 @@ pub trait Store: Send + 'static {
     /// Written entries in `[from, to)` in order, stopping once `max_bytes` of
     /// payload were gathered (at least one entry is returned if any exists).
     /// Returns the entries and the first position not examined.
-    fn read_range(&mut self, from: Position, to: Position, max_bytes: usize) -> Result<(Vec<(Position, Entry)>, Position)>;
+    fn read_range(
+        &mut self,
+        from: Position,
+        to: Position,
+        max_bytes: usize,
+    ) -> Result<(Vec<(Position, Entry)>, Position)>;
 
     /// One past the highest position ever written (data or hole), and never
     /// below the trim mark.
@@ -141,7 +169,14 @@ pub trait Store: Send + 'static {
     /// The stream's positions in `[from, to)` and the stripe's unwritten
     /// positions there (below `tail()` only), returning at most `limit` of them
     /// together; `next` says where the examination stopped.
-    fn stream_query(&self, stream: StreamId, from: Position, to: Position, stripe: StripeFilter, limit: usize) -> Result<StreamQuery>;
+    fn stream_query(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+        stripe: StripeFilter,
+        limit: usize,
+    ) -> Result<StreamQuery>;
 
     /// Raises the trim mark to `position` (durably) and deletes what lies wholly
     /// below it. A lower mark than the current one is a no-op.
@@ -173,7 +208,8 @@ pub struct Corruption {
 
 /// Checks an entry before it is stored; shared by every implementation.
 pub fn validate_entry(entry: &Entry, entry_bytes_max: usize) -> Result<EntryKind> {
-    let kind = EntryKind::try_from(entry.kind).map_err(|_| Error::Invalid(format!("unknown entry kind {}", entry.kind)))?;
+    let kind = EntryKind::try_from(entry.kind)
+        .map_err(|_| Error::Invalid(format!("unknown entry kind {}", entry.kind)))?;
     match kind {
         EntryKind::Data => {
             if entry.payload.len() > entry_bytes_max {
@@ -185,22 +221,35 @@ pub fn validate_entry(entry: &Entry, entry_bytes_max: usize) -> Result<EntryKind
         }
         EntryKind::Hole => {
             if !entry.payload.is_empty() || !entry.streams.is_empty() {
-                return Err(Error::Invalid("a hole carries no payload and no streams".into()));
+                return Err(Error::Invalid(
+                    "a hole carries no payload and no streams".into(),
+                ));
             }
         }
         EntryKind::Unspecified => return Err(Error::Invalid("entry kind is unspecified".into())),
     }
     if entry.streams.len() > STREAMS_PER_ENTRY_MAX {
-        return Err(Error::Invalid(format!("an entry belongs to at most {STREAMS_PER_ENTRY_MAX} streams")));
+        return Err(Error::Invalid(format!(
+            "an entry belongs to at most {STREAMS_PER_ENTRY_MAX} streams"
+        )));
     }
     if entry.streams.iter().any(|s| s.len() != 16) {
         return Err(Error::Invalid("stream ids are 16 bytes".into()));
     }
     if !entry.backpointers.is_empty() && entry.backpointers.len() != entry.streams.len() {
-        return Err(Error::Invalid("one back-pointer per stream, or none".into()));
+        return Err(Error::Invalid(
+            "one back-pointer per stream, or none".into(),
+        ));
     }
     Ok(kind)
 }
 
 /// Most streams one entry can belong to.
 pub const STREAMS_PER_ENTRY_MAX: usize = 64;
+
+/// Most entries one `read_range` returns, whatever `max_bytes` says (holes
+/// carry no payload, so the byte budget alone does not bound a reply).
+pub const RANGE_ENTRIES_MAX: usize = 16384;
+
+/// The highest position a store accepts; `u64::MAX` is reserved.
+pub const POSITION_MAX: Position = Position(u64::MAX - 1);

@@ -1,0 +1,240 @@
+//! Start-up recovery of one segment: verify the records that no index file
+//! covers, rebuild their slots and stream entries, cut off a torn tail and
+//! report corruption in the middle without ever serving bad bytes.
+//!
+//! The rules, from the start offset to the end of the file:
+//! - a valid record (self-consistent header, CRC32C match, position inside the
+//!   segment, not already held) is indexed;
+//! - a valid record whose position lies outside the segment or is already held
+//!   is reported and skipped (its framing is sound, so the scan goes on);
+//! - a record whose header is sound but whose CRC fails is *in the middle* if a
+//!   valid record starts right after it: it is reported, its position (if
+//!   plausible: inside the segment and held by no other record) is marked
+//!   corrupted, and the scan goes on after it. If it is the very last record it
+//!   is a torn tail;
+//! - any other failure (a header that is not one, a length running past the end
+//!   of the file, a CRC failure not followed by a valid record) is a torn tail
+//!   if no valid record starts anywhere after it: the file is truncated there
+//!   with a warning (an unacknowledged partial write). If a valid record does
+//!   start later, acknowledged data may follow the damage: nothing is truncated,
+//!   the damage is reported, the scan stops and the segment is marked damaged
+//!   (its unknown positions read as corrupted and take no writes), because
+//!   guessing where records resume could index bytes of a payload as a record.
+
+use super::index::{Slot, SlotKind, StreamIndex};
+use super::record::{self, Header, HEADER_BYTES};
+use super::segment::Segment;
+use crate::{Corruption, Result};
+use naxos_wire::Position;
+
+/// Bytes read from the file at a time.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Buffered positioned reads over one file region.
+struct Reader<'a> {
+    segment: &'a Segment,
+    file_len: u64,
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl Reader<'_> {
+    /// The bytes `[offset, offset+len)`, `None` if they run past the end of the file.
+    fn get(&mut self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
+        let Some(end) = offset
+            .checked_add(len as u64)
+            .filter(|e| *e <= self.file_len)
+        else {
+            return Ok(None);
+        };
+        let buffered_end = self.start + self.buf.len() as u64;
+        if offset < self.start || end > buffered_end {
+            let want = (self.file_len - offset).min(len.max(CHUNK_BYTES) as u64) as usize;
+            self.buf.resize(want, 0);
+            self.start = offset;
+            if !self.segment.file.read_exact_at(&mut self.buf, offset)? {
+                // The file shrank under us; treat the rest as absent.
+                self.buf.clear();
+                self.file_len = offset;
+                return Ok(None);
+            }
+        }
+        let at = (offset - self.start) as usize;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+
+    /// The header at `offset` if a whole valid record of this segment starts there.
+    fn valid_at(&mut self, offset: u64) -> Result<Option<Header>> {
+        let Some(h) = self.get(offset, HEADER_BYTES)? else {
+            return Ok(None);
+        };
+        let Ok(header) = record::parse_header(h) else {
+            return Ok(None);
+        };
+        if header.position < self.segment.first || header.position >= self.segment.end() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.get(offset, header.len as usize)? else {
+            return Ok(None);
+        };
+        Ok(record::verify(bytes).ok())
+    }
+
+    /// The offset of the first valid record starting after `offset`.
+    fn next_valid_after(&mut self, offset: u64) -> Result<Option<u64>> {
+        let mut at = offset + 1;
+        while at + HEADER_BYTES as u64 <= self.file_len {
+            if self.valid_at(at)?.is_some() {
+                return Ok(Some(at));
+            }
+            at += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Where the file was truncated (a torn tail), if it was.
+    pub(crate) truncated_at: Option<u64>,
+    /// Records indexed by the scan.
+    pub(crate) records: u64,
+}
+
+/// Scans the segment's data file from `from` (the end of what its index file
+/// covers, or 0) to `file_len`, filling slots, stream entries (for positions at
+/// or above `trim_mark`) and `corruptions`. Sets the segment's `written_len`.
+pub(crate) fn scan(
+    segment: &mut Segment,
+    streams: &mut StreamIndex,
+    from: u64,
+    file_len: u64,
+    trim_mark: u64,
+    corruptions: &mut Vec<Corruption>,
+) -> Result<Outcome> {
+    let file = segment.file_name();
+    let report = |corruptions: &mut Vec<Corruption>,
+                  offset: u64,
+                  position: Option<u64>,
+                  reason: String| {
+        tracing::error!(file = %file, offset, ?position, %reason, "corrupted record in a segment file");
+        corruptions.push(Corruption {
+            file: file.clone(),
+            offset,
+            position: position.map(Position),
+            reason,
+        });
+    };
+    let mut outcome = Outcome::default();
+    // Applied after the scan (the reader borrows the segment); the stream ids
+    // of all records go into one flat list, `header.streams` apiece.
+    let mut found: Vec<(u64, Header)> = Vec::new();
+    let mut found_ids: Vec<naxos_wire::StreamId> = Vec::new();
+    let mut suspects: Vec<(u64, Header)> = Vec::new();
+    let mut damaged_at = None;
+    let mut reader = Reader {
+        segment,
+        file_len,
+        buf: Vec::new(),
+        start: 0,
+    };
+    let mut offset = from;
+    while offset < reader.file_len {
+        if let Some(header) = reader.valid_at(offset)? {
+            let bytes = reader
+                .get(offset, header.len as usize)?
+                .expect("valid_at read these bytes");
+            found_ids.extend(record::stream_ids(bytes, &header));
+            found.push((offset, header));
+            offset += u64::from(header.len);
+            continue;
+        }
+        // Not a valid record of this segment. Is the framing sound?
+        let sound = match reader.get(offset, HEADER_BYTES)? {
+            Some(h) => record::parse_header(h).ok(),
+            None => None,
+        };
+        if let Some(header) = sound {
+            let next = offset + u64::from(header.len);
+            let in_file = next <= reader.file_len;
+            if in_file && next < reader.file_len && reader.valid_at(next)?.is_some() {
+                let bytes = reader
+                    .get(offset, header.len as usize)?
+                    .expect("checked in_file");
+                if let Err(reason) = record::verify(bytes) {
+                    report(corruptions, offset, Some(header.position), reason);
+                    suspects.push((offset, header));
+                } else {
+                    report(
+                        corruptions,
+                        offset,
+                        Some(header.position),
+                        format!(
+                            "record claims position {} outside the segment",
+                            header.position
+                        ),
+                    );
+                }
+                offset = next;
+                continue;
+            }
+        }
+        match reader.next_valid_after(offset)? {
+            None => {
+                tracing::warn!(file = %file, offset, file_len = reader.file_len, "torn tail: truncating an unfinished write");
+                outcome.truncated_at = Some(offset);
+            }
+            Some(resume) => {
+                let reason = format!("unparseable bytes at {offset} followed by a valid record at {resume}; the rest of the file is not indexed");
+                report(corruptions, offset, None, reason);
+                damaged_at = Some(offset);
+            }
+        }
+        break;
+    }
+    let file_len = reader.file_len;
+    drop(reader);
+
+    let mut ids = found_ids.into_iter();
+    for (offset, header) in found {
+        let p = header.position;
+        let record_ids = ids.by_ref().take(usize::from(header.streams));
+        if segment.slot(p).kind() != SlotKind::Empty {
+            record_ids.for_each(drop);
+            report(
+                corruptions,
+                offset,
+                Some(p),
+                format!("a second record for position {p}; the first one is kept"),
+            );
+            continue;
+        }
+        let kind = if header.kind == record::RecordKind::Hole {
+            SlotKind::Hole
+        } else {
+            SlotKind::Data
+        };
+        segment.set_slot(p, Slot::new(kind, offset, header.len));
+        for id in record_ids {
+            if p >= trim_mark {
+                streams.insert(id, p);
+            }
+        }
+        outcome.records += 1;
+    }
+    for (offset, header) in suspects {
+        let p = header.position;
+        if p >= segment.first && p < segment.end() && segment.slot(p).kind() == SlotKind::Empty {
+            segment.set_slot(p, Slot::new(SlotKind::Corrupted, offset, header.len));
+        }
+    }
+    segment.damaged_at = damaged_at;
+    segment.written_len = file_len;
+    if let Some(at) = outcome.truncated_at {
+        segment.file.truncate(at)?;
+        segment.file.sync_data()?;
+        segment.written_len = at;
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,159 @@
+//! A segment: the data file of one fixed range of positions `[first, first+S)`,
+//! its open handle, its pending (buffered, not yet written) records and its
+//! slots. Records are only ever appended; a record's bytes are served from the
+//! pending buffer until `flush` writes them to the file.
+
+use super::fs::DataFile;
+use super::index::{Slot, SlotKind, SLOT_OFFSET_MAX};
+use super::record;
+use crate::{Error, Result};
+use bytes::Bytes;
+use naxos_wire::proto::{Entry, EntryKind};
+
+/// One segment file and its in-memory index.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// First position of the range.
+    pub(crate) first: u64,
+    /// Number of positions in the range.
+    pub(crate) positions: u64,
+    /// The data file.
+    pub(crate) file: DataFile,
+    /// Bytes of the file that hold records (written, maybe not yet synced).
+    pub(crate) written_len: u64,
+    /// Encoded records not yet written to the file; they follow `written_len`.
+    pub(crate) pending: Vec<u8>,
+    /// One slot per position from `first`; grows up to the highest written one.
+    pub(crate) slots: Vec<Slot>,
+    /// Non-empty slots (to skip full segments when looking for unwritten positions).
+    pub(crate) held: u64,
+    /// Bytes of the data file the on-disk index file covers, if there is a valid one.
+    pub(crate) indexed_len: Option<u64>,
+    /// Set when a record could not be parsed in the middle of the file: what
+    /// follows it is unknown, so every position without a slot is treated as
+    /// corrupted and the segment takes no more writes.
+    pub(crate) damaged_at: Option<u64>,
+}
+
+impl Segment {
+    /// A segment over `file` holding no records yet.
+    pub(crate) fn new(first: u64, positions: u64, file: DataFile) -> Segment {
+        Segment {
+            first,
+            positions,
+            file,
+            written_len: 0,
+            pending: Vec::new(),
+            slots: Vec::new(),
+            held: 0,
+            indexed_len: None,
+            damaged_at: None,
+        }
+    }
+
+    /// One past the last position of the range (saturating at `u64::MAX`).
+    pub(crate) fn end(&self) -> u64 {
+        self.first.saturating_add(self.positions)
+    }
+
+    /// The file name, for reports.
+    pub(crate) fn file_name(&self) -> String {
+        self.file.path().display().to_string()
+    }
+
+    /// The slot of `position` (empty if never set).
+    pub(crate) fn slot(&self, position: u64) -> Slot {
+        debug_assert!(position >= self.first && position < self.end());
+        self.slots
+            .get((position - self.first) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// What `position` holds, counting the unknown positions of a damaged segment as corrupted.
+    pub(crate) fn kind(&self, position: u64) -> SlotKind {
+        match self.slot(position).kind() {
+            SlotKind::Empty if self.damaged_at.is_some() => SlotKind::Corrupted,
+            k => k,
+        }
+    }
+
+    /// Whether every position of the range holds something (or is unknown).
+    pub(crate) fn is_full(&self) -> bool {
+        self.damaged_at.is_some() || self.held >= self.positions
+    }
+
+    /// Sets the slot of `position`; it must be empty.
+    pub(crate) fn set_slot(&mut self, position: u64, slot: Slot) {
+        let i = (position - self.first) as usize;
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, Slot::default());
+        }
+        assert_eq!(
+            self.slots[i].kind(),
+            SlotKind::Empty,
+            "a slot is set once (write-once is checked before)"
+        );
+        self.slots[i] = slot;
+        self.held += 1;
+    }
+
+    /// The logical length of the file: written bytes plus pending ones.
+    pub(crate) fn len(&self) -> u64 {
+        self.written_len + self.pending.len() as u64
+    }
+
+    /// Appends the record of a validated entry to the pending buffer and sets
+    /// the slot. The caller checked that the position is free.
+    pub(crate) fn append(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
+        let offset = self.len();
+        if offset > SLOT_OFFSET_MAX {
+            return Err(Error::Invalid(format!(
+                "segment file {} is full ({offset} bytes)",
+                self.file_name()
+            )));
+        }
+        let before = self.pending.len();
+        record::encode(position, kind, entry, &mut self.pending);
+        let len = (self.pending.len() - before) as u32;
+        let slot_kind = if kind == EntryKind::Hole {
+            SlotKind::Hole
+        } else {
+            SlotKind::Data
+        };
+        self.set_slot(position, Slot::new(slot_kind, offset, len));
+        Ok(())
+    }
+
+    /// The bytes of the record in `slot`, from the pending buffer or the file.
+    /// `Ok(None)` if the file is shorter than the slot says.
+    pub(crate) fn record_bytes(&self, slot: Slot) -> Result<Option<Bytes>> {
+        let (offset, len) = (slot.offset(), slot.len() as usize);
+        if offset >= self.written_len {
+            let at = (offset - self.written_len) as usize;
+            let bytes = self
+                .pending
+                .get(at..at + len)
+                .expect("pending slots point inside the pending buffer");
+            return Ok(Some(Bytes::copy_from_slice(bytes)));
+        }
+        let mut buf = vec![0u8; len];
+        if !self.file.read_exact_at(&mut buf, offset)? {
+            return Ok(None);
+        }
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// Writes the pending buffer to the file (one write); no fsync.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // Positioned at `written_len`: a retry after a failed (maybe partial)
+        // write rewrites the same bytes at the same place.
+        self.file.write_all_at(&self.pending, self.written_len)?;
+        self.written_len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+}
