@@ -106,3 +106,76 @@ pub async fn raw_write(pool: &Pool, layout: &Layout, addr: &str, p: Position, en
 pub fn data(payload: &[u8]) -> Entry {
     Entry { kind: naxos_wire::EntryKind::Data as i32, payload: bytes::Bytes::copy_from_slice(payload), ..Default::default() }
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl Proc {
+    /// Starts `naxos ARGS...` and waits for the line on stdout that holds its
+    /// address (the first token that parses as a socket address).
+    pub fn start(args: &[&str]) -> Proc {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("naxos starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = match lines.next() {
+                Some(Ok(l)) => l,
+                _ => {
+                    let _ = child.kill();
+                    panic!("naxos {args:?} exited before printing its address");
+                }
+            };
+            if let Some(a) = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()) {
+                break a.to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, addr }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful stop), and wait for exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for naxos")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `naxos ARGS...` to completion with `stdin`; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("naxos runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("naxos finishes");
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}

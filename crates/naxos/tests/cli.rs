@@ -1,0 +1,152 @@
+//! The `naxos` binary as a user drives it: `naxos dev`, then the client
+//! commands, byte-exact payloads through stdin and stdout, JSON output, and the
+//! documented exit codes.
+
+mod common;
+
+use common::{run_cli, Proc};
+use naxos_client::{Client, Config};
+
+/// Runs a client command against `addr` (`--cluster` goes after the subcommand).
+fn cli(addr: &str, args: &[&str]) -> (i32, Vec<u8>, String) {
+    let (sub, rest) = args.split_first().expect("a subcommand");
+    let mut v: Vec<&str> = vec![sub];
+    if *sub == "stream" {
+        v.push(rest[0]);
+        v.extend(["--cluster", addr]);
+        v.extend_from_slice(&rest[1..]);
+    } else {
+        v.extend(["--cluster", addr]);
+        v.extend_from_slice(rest);
+    }
+    run_cli(&v, b"")
+}
+
+fn cli_stdin(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let (sub, rest) = args.split_first().expect("a subcommand");
+    let mut v: Vec<&str> = vec![sub, "--cluster", addr];
+    v.extend_from_slice(rest);
+    run_cli(&v, stdin)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+#[test]
+fn the_cli_drives_a_dev_cluster_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().unwrap();
+    let mut dev = Proc::start(&["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir]);
+    let addr = dev.addr.clone();
+
+    let (code, out, err) = cli(&addr, &["append", "hello, log"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(text(&out), "0");
+
+    // Binary payload through stdin and back out of stdout, byte for byte.
+    let binary: Vec<u8> = (0..=255u8).chain([0, 0, 255, 10, 13]).collect();
+    let (code, out, err) = cli_stdin(&addr, &["append"], &binary);
+    assert_eq!(code, 0, "{err}");
+    let p = text(&out);
+    assert_eq!(p, "1");
+    let (code, out, _) = cli(&addr, &["read", &p]);
+    assert_eq!(code, 0);
+    assert_eq!(out, binary);
+
+    let (code, out, _) = cli(&addr, &["tail"]);
+    assert_eq!((code, text(&out)), (0, "2".to_string()));
+    let (code, out, _) = run_cli(&["--json", "tail", "--cluster", &addr], b"");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["tail"], 2);
+
+    // Unwritten: exit 5, and stderr says so.
+    let (code, _, err) = cli(&addr, &["read", "50"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("unwritten"), "{err}");
+
+    // A hole: reserve a position without writing it, fill it, read it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hole = rt.block_on(async {
+        let c = Client::connect(Config::new([addr.clone()])).await.unwrap();
+        c.reserve(1).await.unwrap()
+    });
+    let (code, _, err) = cli(&addr, &["fill", &hole.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&addr, &["read", &hole.to_string()]);
+    assert_eq!((code, out.len()), (3, 0), "{err}");
+    assert!(err.contains("hole"), "{err}");
+    // Filling a written position fails and changes nothing.
+    let (code, _, err) = cli(&addr, &["fill", "0"]);
+    assert_eq!(code, 7, "{err}");
+    let (_, out, _) = cli(&addr, &["read", "0"]);
+    assert_eq!(out, b"hello, log");
+
+    // Streams.
+    let (code, _, _) = cli(&addr, &["append", "--stream", "orders", "order one"]);
+    assert_eq!(code, 0);
+    cli(&addr, &["append", "--stream", "other", "not an order"]);
+    let (code, _, _) = cli(&addr, &["append", "--stream", "orders", "--stream", "audit", "order two"]);
+    assert_eq!(code, 0);
+    let (code, out, err) = cli(&addr, &["stream", "read", "orders"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> =
+        text(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let data: Vec<&str> = lines.iter().map(|l| l["data"].as_str().unwrap()).collect();
+    assert_eq!(data, ["order one", "order two"]);
+
+    // Scan: JSON lines, UTF-8 as data, the rest as data_b64, holes marked.
+    let (code, out, _) = cli(&addr, &["scan"]);
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = text(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["data"], "hello, log");
+    assert!(lines[1]["data_b64"].is_string());
+    assert_eq!(lines[hole.0 as usize]["hole"], true);
+    let (_, out, _) = cli(&addr, &["scan", "--from", "4", "--to", "5"]);
+    assert_eq!(text(&out).lines().count(), 1);
+
+    // Layout and status.
+    let (code, out, _) = cli(&addr, &["layout"]);
+    assert_eq!(code, 0);
+    let layout: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(layout["sequencers"][0], addr.as_str());
+    let (code, out, _) = cli(&addr, &["status"]);
+    assert_eq!(code, 0);
+    assert!(text(&out).contains(&addr));
+
+    // Trim: below the mark reads say trimmed (exit 4).
+    let (code, _, _) = cli(&addr, &["trim", "1"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&addr, &["read", "0"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("trimmed"));
+
+    // Data survives a restart on the same address.
+    assert!(dev.terminate().success());
+    let dev2 = Proc::start(&["dev", "--listen", &addr, "--data-dir", data_dir]);
+    let (code, out, err) = cli(&dev2.addr, &["read", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, binary);
+    let (_, out, _) = cli(&dev2.addr, &["append", "after restart"]);
+    assert_eq!(text(&out), "6");
+}
+
+#[test]
+fn usage_errors_and_an_unreachable_cluster_have_their_exit_codes() {
+    let (code, _, _) = run_cli(&["read", "not-a-number"], b"");
+    assert_eq!(code, 2);
+    let (code, _, err) = run_cli(&["tail", "--cluster", "127.0.0.1:1"], b"");
+    assert_eq!(code, 6, "{err}");
+    let (code, out, _) = run_cli(&["--help"], b"");
+    assert_eq!(code, 0);
+    let help = String::from_utf8(out).unwrap();
+    for needle in ["Exit codes", "hole", "trimmed", "unwritten", "unavailable", "dev", "bench"] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let (code, out, _) = run_cli(&["server", "--help"], b"");
+    assert_eq!(code, 0);
+    assert!(String::from_utf8(out).unwrap().contains("unsafe-no-fsync"));
+}
