@@ -38,7 +38,8 @@ pub async fn bootstrap(net: Arc<dyn Net>, layout: &Layout) -> Result<(), Error> 
 /// One node's status, or why it could not be reached.
 pub async fn status(net: Arc<dyn Net>, addr: &str) -> Result<StatusOk, Error> {
     let pool = Pool::new(net, rpc::Options { timeout_call: std::time::Duration::from_secs(2), ..Default::default() });
-    let req = Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(request::Body::Status(Default::default())) };
+    let req =
+        Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(request::Body::Status(Default::default())) };
     match pool.call(addr, req).await {
         Ok(response::Body::Status(s)) => Ok(s),
         Ok(_) => Err(Error::Invalid(format!("{addr} answered a status query with something else"))),

@@ -18,9 +18,7 @@ pub(crate) enum HeadWrite {
 }
 
 fn overwritten(e: &rpc::Error) -> Option<EntryKind> {
-    e.server()
-        .filter(|s| s.code == ErrorCode::Overwritten)
-        .map(|s| s.kind)
+    e.server().filter(|s| s.code == ErrorCode::Overwritten).map(|s| s.kind)
 }
 
 fn unwritten(e: &rpc::Error) -> bool {
@@ -29,13 +27,24 @@ fn unwritten(e: &rpc::Error) -> bool {
 
 impl Client {
     /// One write RPC to one replica.
-    pub(crate) async fn write_replica(&self, addr: &str, layout: &Layout, pos: Position, entry: &Entry) -> Result<(), rpc::Error> {
+    pub(crate) async fn write_replica(
+        &self,
+        addr: &str,
+        layout: &Layout,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<(), rpc::Error> {
         let body = request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) });
         self.call(addr, layout, body).await.map(|_| ())
     }
 
     /// One read RPC to one replica; `None` if the replica holds nothing there.
-    pub(crate) async fn read_replica(&self, addr: &str, layout: &Layout, pos: Position) -> Result<Option<Entry>, rpc::Error> {
+    pub(crate) async fn read_replica(
+        &self,
+        addr: &str,
+        layout: &Layout,
+        pos: Position,
+    ) -> Result<Option<Entry>, rpc::Error> {
         match self.call(addr, layout, request::Body::Read(Read { position: pos.0 })).await {
             Ok(response::Body::Read(r)) => Ok(r.entry),
             Ok(_) => Ok(None),
@@ -47,7 +56,13 @@ impl Client {
     /// Writes `entry` at the head of `chain`. A write whose answer was lost is
     /// retried; if the retry finds the position taken, the head is read back
     /// and the entry counts as ours only if it is byte-for-byte the same.
-    pub(crate) async fn write_head(&self, layout: &Layout, chain: &[String], pos: Position, entry: &Entry) -> Result<HeadWrite, Error> {
+    pub(crate) async fn write_head(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<HeadWrite, Error> {
         let head = &chain[0];
         let mut retry = Retry::new(self.config());
         let mut uncertain = false;
@@ -88,17 +103,23 @@ impl Client {
     /// Writes `entry` to `chain[from..]` in order; a replica that already
     /// holds the position holds the same value (prefix property), so
     /// `Overwritten` there is success.
-    pub(crate) async fn complete_chain(&self, layout: &Layout, chain: &[String], from: usize, pos: Position, entry: &Entry) -> Result<(), Error> {
+    pub(crate) async fn complete_chain(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        from: usize,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<(), Error> {
         for addr in chain.iter().skip(from) {
             let mut retry = Retry::new(self.config());
             loop {
                 match self.write_replica(addr, layout, pos, entry).await {
                     Ok(()) => break,
                     Err(e) if overwritten(&e).is_some() => break,
-                    Err(e) => retry
-                        .on_error(self, e, "chain write")
-                        .await
-                        .map_err(|err| Error::Unavailable(format!("write at {pos} reached part of its chain: {err}")))?,
+                    Err(e) => retry.on_error(self, e, "chain write").await.map_err(|err| {
+                        Error::Unavailable(format!("write at {pos} reached part of its chain: {err}"))
+                    })?,
                 }
             }
         }

@@ -32,11 +32,11 @@ mod retry;
 mod stream;
 
 use bytes::Bytes;
-pub use naxos_wire::{Epoch, Layout, Position, ServerError, StreamId};
 use naxos_wire::net::{Net, TcpNet};
 use naxos_wire::proto::{request, response, Request};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::ErrorCode;
+pub use naxos_wire::{Epoch, Layout, Position, ServerError, StreamId};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -266,7 +266,12 @@ impl Client {
 
 /// Asks one node for its layout.
 async fn get_layout(pool: &Pool, addr: &str) -> Result<Layout, rpc::Error> {
-    let req = Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(request::Body::GetLayout(Default::default())) };
+    let req = Request {
+        id: 0,
+        cluster_id: String::new(),
+        epoch: 0,
+        body: Some(request::Body::GetLayout(Default::default())),
+    };
     match pool.call(addr, req).await? {
         response::Body::Layout(naxos_wire::proto::LayoutOk { layout: Some(l) }) => Ok(l),
         _ => Err(rpc::Error::Server {

@@ -80,15 +80,22 @@ impl Client {
     }
 
     /// If the head holds a value, copies it down the chain and returns it.
-    async fn repair(&self, layout: &Layout, chain: &[String], pos: Position) -> Result<Option<Value>, naxos_wire::rpc::Error> {
+    async fn repair(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        pos: Position,
+    ) -> Result<Option<Value>, naxos_wire::rpc::Error> {
         if chain.len() == 1 {
             return self.read_replica(&chain[0], layout, pos).await.map(|o| o.map(Value::from_entry));
         }
         match self.read_replica(&chain[0], layout, pos).await? {
             Some(entry) => {
-                self.complete_chain(layout, chain, 1, pos, &entry).await.map_err(|e| naxos_wire::rpc::Error::Server {
-                    addr: String::new(),
-                    error: naxos_wire::ServerError::new(ErrorCode::Unavailable, e.to_string()),
+                self.complete_chain(layout, chain, 1, pos, &entry).await.map_err(|e| {
+                    naxos_wire::rpc::Error::Server {
+                        addr: String::new(),
+                        error: naxos_wire::ServerError::new(ErrorCode::Unavailable, e.to_string()),
+                    }
                 })?;
                 Ok(Some(Value::from_entry(entry)))
             }
@@ -139,7 +146,8 @@ impl Client {
             for addr in tails_of(&layout, next, chunk_end) {
                 let mut at = next.0;
                 while at < chunk_end.0 {
-                    let body = request::Body::ReadRange(ReadRange { from: at, to: chunk_end.0, max_bytes: RANGE_BYTES });
+                    let body =
+                        request::Body::ReadRange(ReadRange { from: at, to: chunk_end.0, max_bytes: RANGE_BYTES });
                     match self.call(&addr, &layout, body).await {
                         Ok(response::Body::ReadRange(r)) => {
                             for pe in r.entries {

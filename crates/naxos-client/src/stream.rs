@@ -22,7 +22,12 @@ impl Client {
     }
 
     /// The entries of `stream` in `[from, to)`, in log order.
-    pub async fn read_stream_range(&self, stream: StreamId, from: Position, to: Position) -> Result<Vec<(Position, Record)>, Error> {
+    pub async fn read_stream_range(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+    ) -> Result<Vec<(Position, Record)>, Error> {
         let layout = self.layout();
         let id = Bytes::copy_from_slice(&stream.to_bytes());
         let mut mine: Vec<u64> = Vec::new();
@@ -52,11 +57,15 @@ impl Client {
                             mine.extend(q.positions);
                             unknown.extend(q.unwritten);
                             if q.next <= at {
-                                return Err(Error::Invalid(format!("log unit {head} made no progress on a stream query")));
+                                return Err(Error::Invalid(format!(
+                                    "log unit {head} made no progress on a stream query"
+                                )));
                             }
                             at = q.next;
                         }
-                        Ok(_) => return Err(Error::Invalid("log unit answered a stream query with something else".into())),
+                        Ok(_) => {
+                            return Err(Error::Invalid("log unit answered a stream query with something else".into()))
+                        }
                         Err(e) => retry.on_error(self, e, "stream query").await?,
                     }
                 }
@@ -79,7 +88,9 @@ impl Client {
             match self.read(Position(p)).await? {
                 Value::Data(r) if r.streams.contains(&stream) => out.push((Position(p), r)),
                 Value::Data(_) if known => {
-                    return Err(Error::Invalid(format!("stream index lists position {p}, whose entry is not in the stream")));
+                    return Err(Error::Invalid(format!(
+                        "stream index lists position {p}, whose entry is not in the stream"
+                    )));
                 }
                 _ => {}
             }

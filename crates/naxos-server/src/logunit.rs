@@ -86,7 +86,10 @@ impl LogUnit {
     /// must wait for the batch's sync before it is answered).
     pub fn apply(&mut self, req: &Request) -> (Result<response::Body, ServerError>, bool) {
         if let Some(why) = &self.failed {
-            return (Err(ServerError::new(ErrorCode::Unavailable, format!("log unit failed: {why}; restart it"))), false);
+            return (
+                Err(ServerError::new(ErrorCode::Unavailable, format!("log unit failed: {why}; restart it"))),
+                false,
+            );
         }
         let Some(body) = &req.body else {
             return (Err(ServerError::new(ErrorCode::BadRequest, "request has no body")), false);
@@ -153,13 +156,10 @@ impl LogUnit {
             return Err(ServerError::new(ErrorCode::BadRequest, "range end is below its start"));
         }
         let max = (r.max_bytes as usize).clamp(1, self.read_range_bytes_max);
-        let (entries, next) =
-            self.store.read_range(Position(r.from), Position(r.to), max).map_err(storage_error)?;
+        let (entries, next) = self.store.read_range(Position(r.from), Position(r.to), max).map_err(storage_error)?;
         self.entries_read += entries.len() as u64;
-        let entries = entries
-            .into_iter()
-            .map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) })
-            .collect();
+        let entries =
+            entries.into_iter().map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) }).collect();
         Ok(response::Body::ReadRange(proto::ReadRangeOk { entries, next: next.0 }))
     }
 
@@ -195,10 +195,8 @@ impl LogUnit {
         let stripe =
             StripeFilter { segment_start: Position(q.segment_start), count: q.stripe_count, index: q.stripe_index };
         let limit = (q.limit as usize).clamp(1, STREAM_QUERY_LIMIT_MAX);
-        let r = self
-            .store
-            .stream_query(stream, Position(q.from), Position(q.to), stripe, limit)
-            .map_err(storage_error)?;
+        let r =
+            self.store.stream_query(stream, Position(q.from), Position(q.to), stripe, limit).map_err(storage_error)?;
         Ok(response::Body::StreamQuery(proto::StreamQueryOk {
             positions: r.positions.into_iter().map(|p| p.0).collect(),
             unwritten: r.unwritten.into_iter().map(|p| p.0).collect(),

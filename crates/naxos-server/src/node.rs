@@ -80,9 +80,13 @@ impl ServerHandle {
 
     /// Waits until the server stops (it only stops through `stop`).
     pub async fn wait(&mut self) {
-        let mut rx = self.shutdown.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        until_stopped(&mut self.shutdown.subscribe()).await;
     }
+}
+
+/// Resolves once the server is told to stop.
+async fn until_stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 fn random_node_id() -> NodeId {
@@ -158,9 +162,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         .bind(&config.listen)
         .await
         .map_err(|source| Error::Io { context: format!("binding {}", config.listen), source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| Error::Io { context: "reading the bound address".into(), source })?;
+    let addr =
+        listener.local_addr().map_err(|source| Error::Io { context: "reading the bound address".into(), source })?;
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let cluster = OnceLock::new();
@@ -187,7 +190,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         let mut shutdown = actx.shutdown.clone();
         loop {
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = until_stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         conns.spawn(serve_conn(actx.clone(), stream, peer));
@@ -221,7 +224,10 @@ fn start_recovery(ctx: &Arc<Ctx>) {
                     let streams = r
                         .streams
                         .iter()
-                        .map(|(s, &last)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last })
+                        .map(|(s, &last)| proto::StreamTail {
+                            stream: bytes::Bytes::copy_from_slice(&s.to_bytes()),
+                            last,
+                        })
                         .collect();
                     let req = Request {
                         id: 0,
@@ -245,7 +251,7 @@ fn start_recovery(ctx: &Arc<Ctx>) {
                 Err(e) => tracing::warn!("sequencer recovery: {e}; retrying in {backoff:?}"),
             }
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = until_stopped(&mut shutdown) => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -262,7 +268,7 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let next = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = until_stopped(&mut shutdown) => break,
             next = reader.next::<Request>() => next,
         };
         match next {
@@ -271,7 +277,10 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
                 if inflight.load(Ordering::Acquire) >= ctx.config.inflight_max {
                     let e = ServerError::new(
                         ErrorCode::Overloaded,
-                        format!("more than {} requests in flight on one connection; wait for answers", ctx.config.inflight_max),
+                        format!(
+                            "more than {} requests in flight on one connection; wait for answers",
+                            ctx.config.inflight_max
+                        ),
                     );
                     let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
                     continue;
@@ -322,7 +331,9 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         | request::Body::UnitTail(_)
         | request::Body::StreamQuery(_) => match &ctx.logunit {
             Some(tx) => {
-                if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) = tx.send(logunit::Op::Request(req, reply)) {
+                if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) =
+                    tx.send(logunit::Op::Request(req, reply))
+                {
                     reply.send(Err(ServerError::new(ErrorCode::Unavailable, "log unit stopped")));
                 }
             }
@@ -342,7 +353,10 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             let layout = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
             reply.send(match layout {
                 Some(l) => Ok(response::Body::Layout(proto::LayoutOk { layout: Some(l) })),
-                None => Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout; run `naxos bootstrap` first")),
+                None => Err(ServerError::new(
+                    ErrorCode::NotBootstrapped,
+                    "node holds no layout; run `naxos bootstrap` first",
+                )),
             })
         }
         request::Body::Bootstrap(b) => {
@@ -382,7 +396,10 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
         if *current != layout {
             return Err(ServerError::new(
                 ErrorCode::AlreadyBootstrapped,
-                format!("node is already bootstrapped (cluster {}); a cluster is bootstrapped once", current.cluster_id),
+                format!(
+                    "node is already bootstrapped (cluster {}); a cluster is bootstrapped once",
+                    current.cluster_id
+                ),
             ));
         }
     }

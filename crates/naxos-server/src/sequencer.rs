@@ -41,7 +41,9 @@ pub enum Op {
 
 fn parse_streams(raw: &[Bytes]) -> Result<Vec<StreamId>, ServerError> {
     raw.iter()
-        .map(|s| StreamId::from_slice(s).ok_or_else(|| ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes")))
+        .map(|s| {
+            StreamId::from_slice(s).ok_or_else(|| ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes"))
+        })
         .collect()
 }
 
@@ -90,16 +92,16 @@ impl Sequencer {
             ));
         }
         if streams.len() > TOKEN_STREAMS_MAX {
-            return Err(ServerError::new(ErrorCode::TooLarge, format!("at most {TOKEN_STREAMS_MAX} streams per token")));
+            return Err(ServerError::new(
+                ErrorCode::TooLarge,
+                format!("at most {TOKEN_STREAMS_MAX} streams per token"),
+            ));
         }
         let state = self.state.as_mut().expect("check_epoch returned a state, so the sequencer is ready");
         let start = state.next;
         state.next += u64::from(count);
         let last = state.next - 1;
-        let backpointers = streams
-            .iter()
-            .map(|s| state.streams.insert(*s, last).unwrap_or(NO_BACKPOINTER))
-            .collect();
+        let backpointers = streams.iter().map(|s| state.streams.insert(*s, last).unwrap_or(NO_BACKPOINTER)).collect();
         Ok(proto::TokenOk { start, count, backpointers })
     }
 
@@ -109,7 +111,10 @@ impl Sequencer {
         let streams = streams
             .iter()
             .filter_map(|s| {
-                state.streams.get(s).map(|&last| proto::StreamTail { stream: Bytes::copy_from_slice(&s.to_bytes()), last })
+                state
+                    .streams
+                    .get(s)
+                    .map(|&last| proto::StreamTail { stream: Bytes::copy_from_slice(&s.to_bytes()), last })
             })
             .collect();
         Ok(proto::TailOk { tail: state.next, streams })

@@ -100,10 +100,7 @@ impl Layout {
     /// Where `position` lives, or `None` if no segment covers it.
     pub fn placement(&self, position: Position) -> Option<Placement<'_>> {
         let p = position.0;
-        let seg = self
-            .segments
-            .iter()
-            .find(|s| s.start <= p && s.end.is_none_or(|e| p < e))?;
+        let seg = self.segments.iter().find(|s| s.start <= p && s.end.is_none_or(|e| p < e))?;
         let count = seg.stripes.len() as u64;
         let index = (p - seg.start) % count;
         Some(Placement {

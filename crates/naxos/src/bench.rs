@@ -83,7 +83,8 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for c in 0..a.clients.max(1) {
-        let client = if c == 0 { first.clone() } else { Client::connect(config.clone()).await.context("connecting")? };
+        let client =
+            if c == 0 { first.clone() } else { Client::connect(config.clone()).await.context("connecting")? };
         for t in 0..a.depth.max(1) {
             let client = client.clone();
             let payload = payload.clone();
@@ -91,7 +92,8 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
             let batch = a.batch.max(1);
             let seed = (c * 7919 + t * 104_729 + 1) as u64;
             tasks.push(tokio::spawn(async move {
-                let mut out = Outcome { entries: 0, errors: 0, hist: Histogram::new(3).expect("3 significant digits is valid") };
+                let mut out =
+                    Outcome { entries: 0, errors: 0, hist: Histogram::new(3).expect("3 significant digits is valid") };
                 let mut rng = seed;
                 let mut scan_at = range.0 .0;
                 while Instant::now() < deadline {

@@ -67,7 +67,9 @@ pub async fn read(c: &ClusterArg, position: u64, json: bool) -> anyhow::Result<(
             }
             Ok(())
         }
-        Value::Hole => Err(Coded { code: HOLE, kind: "hole", message: format!("position {position} holds a hole") }.into()),
+        Value::Hole => {
+            Err(Coded { code: HOLE, kind: "hole", message: format!("position {position} holds a hole") }.into())
+        }
     }
 }
 
@@ -178,7 +180,8 @@ pub async fn status(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{:<24} {:<28} {:>6} {:>10} {:>12}", "ADDRESS", "ROLES", "EPOCH", "REACHABLE", "TAIL");
         for r in &rows {
-            let roles = r["roles"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","));
+            let roles =
+                r["roles"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","));
             println!(
                 "{:<24} {:<28} {:>6} {:>10} {:>12}",
                 r["address"].as_str().unwrap_or("?"),
@@ -190,7 +193,9 @@ pub async fn status(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
         }
     }
     if rows.iter().all(|r| r["reachable"].as_bool() != Some(true)) {
-        return Err(Coded { code: crate::exit::UNAVAILABLE, kind: "unavailable", message: "no node answered".into() }.into());
+        return Err(
+            Coded { code: crate::exit::UNAVAILABLE, kind: "unavailable", message: "no node answered".into() }.into()
+        );
     }
     Ok(())
 }

@@ -123,7 +123,11 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     let n = a.log_units.len();
     if a.stripes == 0 {
-        bail!(crate::exit::Coded { code: crate::exit::USAGE, kind: "usage", message: "--stripes must be at least 1".into() });
+        bail!(crate::exit::Coded {
+            code: crate::exit::USAGE,
+            kind: "usage",
+            message: "--stripes must be at least 1".into()
+        });
     }
     let replication = a.replication.unwrap_or(n / a.stripes);
     if replication == 0 || replication * a.stripes != n {

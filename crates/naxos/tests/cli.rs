@@ -92,8 +92,7 @@ fn the_cli_drives_a_dev_cluster_end_to_end() {
     assert_eq!(code, 0);
     let (code, out, err) = cli(&addr, &["stream", "read", "orders"]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> =
-        text(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let data: Vec<&str> = lines.iter().map(|l| l["data"].as_str().unwrap()).collect();
     assert_eq!(data, ["order one", "order two"]);
 

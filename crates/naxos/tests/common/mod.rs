@@ -104,7 +104,11 @@ pub async fn raw_write(pool: &Pool, layout: &Layout, addr: &str, p: Position, en
 
 /// A data entry.
 pub fn data(payload: &[u8]) -> Entry {
-    Entry { kind: naxos_wire::EntryKind::Data as i32, payload: bytes::Bytes::copy_from_slice(payload), ..Default::default() }
+    Entry {
+        kind: naxos_wire::EntryKind::Data as i32,
+        payload: bytes::Bytes::copy_from_slice(payload),
+        ..Default::default()
+    }
 }
 
 /// A child process that is killed (SIGKILL) and reaped when dropped.
