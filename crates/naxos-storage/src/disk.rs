@@ -64,11 +64,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            segment_positions: 1 << 16,
-            entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX,
-            sync: SyncPolicy::Durable,
-        }
+        Options { segment_positions: 1 << 16, entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX, sync: SyncPolicy::Durable }
     }
 }
 
@@ -189,10 +185,7 @@ impl DiskStore {
             if first % s != 0 {
                 return Err(Error::Directory {
                     path: dir.display().to_string(),
-                    reason: format!(
-                        "{} does not start at a multiple of segment_positions {s}",
-                        log_name(first)
-                    ),
+                    reason: format!("{} does not start at a multiple of segment_positions {s}", log_name(first)),
                 });
             }
             if first.saturating_add(s) <= store.meta.trim_mark.0 {
@@ -208,12 +201,7 @@ impl DiskStore {
         if removed {
             fs::sync_dir(dir)?;
         }
-        store.high = store
-            .segments
-            .values()
-            .filter_map(|seg| highest_held(seg).map(|p| p + 1))
-            .max()
-            .unwrap_or(0);
+        store.high = store.segments.values().filter_map(highest_possible).max().unwrap_or(0);
         // Closed segments that had to be scanned get an index now, so the next
         // start-up does not scan them again.
         store.write_indexes(false)?;
@@ -282,11 +270,7 @@ impl DiskStore {
         if let Some(bytes) = fs::read(&self.dir, &idx_name(first))? {
             match index::decode(&bytes, first, s, file_len) {
                 Ok(ix) => {
-                    seg.held = ix
-                        .slots
-                        .iter()
-                        .filter(|slot| slot.kind() != SlotKind::Empty)
-                        .count() as u64;
+                    seg.held = ix.slots.iter().filter(|slot| slot.kind() != SlotKind::Empty).count() as u64;
                     seg.slots = ix.slots;
                     for (i, slot) in seg.slots.iter().enumerate() {
                         if slot.kind() == SlotKind::Corrupted {
@@ -314,14 +298,8 @@ impl DiskStore {
                 }
             }
         }
-        let outcome = recovery::scan(
-            &mut seg,
-            &mut self.streams,
-            from,
-            file_len,
-            self.meta.trim_mark.0,
-            &mut self.corruptions,
-        )?;
+        let outcome =
+            recovery::scan(&mut seg, &mut self.streams, from, file_len, self.meta.trim_mark.0, &mut self.corruptions)?;
         tracing::debug!(file = %seg.file_name(), indexed_bytes = from, scanned_records = outcome.records, "segment recovered");
         if seg.damaged_at.is_none() && seg.indexed_len != Some(seg.written_len) {
             self.index_dirty.insert(first / s);
@@ -333,12 +311,8 @@ impl DiskStore {
     /// Writes the index files of the dirty segments (all, or all but the newest).
     fn write_indexes(&mut self, include_newest: bool) -> Result<()> {
         let newest = self.segments.keys().next_back().copied();
-        let dirty: Vec<u64> = self
-            .index_dirty
-            .iter()
-            .copied()
-            .filter(|n| include_newest || Some(*n) != newest)
-            .collect();
+        let dirty: Vec<u64> =
+            self.index_dirty.iter().copied().filter(|n| include_newest || Some(*n) != newest).collect();
         for n in dirty {
             self.write_index(n)?;
         }
@@ -368,8 +342,7 @@ impl DiskStore {
     }
 
     fn persist_meta(&self, meta: &Meta) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(meta)
-            .expect("Meta has only plain fields and always serializes");
+        let bytes = serde_json::to_vec_pretty(meta).expect("Meta has only plain fields and always serializes");
         fs::write_atomic(&self.dir, META_FILE, &bytes)
     }
 
@@ -377,16 +350,10 @@ impl DiskStore {
         let first = n * self.options.segment_positions;
         let file = fs::DataFile::create(&self.dir.join(log_name(first)))?;
         self.dir_dirty = true;
-        if self
-            .segments
-            .keys()
-            .next_back()
-            .is_some_and(|newest| *newest < n)
-        {
+        if self.segments.keys().next_back().is_some_and(|newest| *newest < n) {
             self.index_due = true;
         }
-        self.segments
-            .insert(n, Segment::new(first, self.options.segment_positions, file));
+        self.segments.insert(n, Segment::new(first, self.options.segment_positions, file));
         Ok(())
     }
 
@@ -399,24 +366,16 @@ impl DiskStore {
                     seg.file_name()
                 )
             }
-            (_, Some(at)) => format!(
-                "{} is damaged from offset {at}; what it held for this position is unknown",
-                seg.file_name()
-            ),
+            (_, Some(at)) => {
+                format!("{} is damaged from offset {at}; what it held for this position is unknown", seg.file_name())
+            }
             _ => "the record is unreadable".into(),
         };
-        Error::Corrupted {
-            position: Position(position),
-            reason,
-        }
+        Error::Corrupted { position: Position(position), reason }
     }
 
     fn note_corruption(&mut self, file: String, offset: u64, position: u64, reason: &str) {
-        if !self
-            .corruptions
-            .iter()
-            .any(|c| c.file == file && c.offset == offset)
-        {
+        if !self.corruptions.iter().any(|c| c.file == file && c.offset == offset) {
             tracing::error!(file = %file, offset, position, %reason, "corrupted record read");
             self.corruptions.push(Corruption {
                 file,
@@ -429,27 +388,15 @@ impl DiskStore {
 
     /// Reads and verifies the record held at `position` (a data or hole slot).
     fn read_held(&mut self, n: u64, position: u64) -> Result<Entry> {
-        let seg = self
-            .segments
-            .get(&n)
-            .expect("callers looked the segment up");
+        let seg = self.segments.get(&n).expect("callers looked the segment up");
         let slot = seg.slot(position);
         let decoded = match seg.record_bytes(slot)? {
-            None => Err(format!(
-                "the file ends before the record's {} bytes",
-                slot.len()
-            )),
+            None => Err(format!("the file ends before the record's {} bytes", slot.len())),
             Some(bytes) => record::decode(bytes),
         };
-        let want = if slot.kind() == SlotKind::Hole {
-            record::RecordKind::Hole
-        } else {
-            record::RecordKind::Data
-        };
+        let want = if slot.kind() == SlotKind::Hole { record::RecordKind::Hole } else { record::RecordKind::Data };
         let reason = match decoded {
-            Ok((header, entry)) if header.position == position && header.kind == want => {
-                return Ok(entry)
-            }
+            Ok((header, entry)) if header.position == position && header.kind == want => return Ok(entry),
             Ok((header, _)) => format!(
                 "the record claims position {} ({:?}), the index says {position} ({want:?})",
                 header.position, header.kind
@@ -458,10 +405,7 @@ impl DiskStore {
         };
         let file = seg.file_name();
         self.note_corruption(file, slot.offset(), position, &reason);
-        Err(Error::Corrupted {
-            position: Position(position),
-            reason,
-        })
+        Err(Error::Corrupted { position: Position(position), reason })
     }
 
     /// Up to `limit` positions of the stripe in `[from, end)` that hold nothing.
@@ -498,19 +442,18 @@ impl Drop for DiskStore {
     }
 }
 
-/// The highest position a segment holds anything for.
-fn highest_held(seg: &Segment) -> Option<u64> {
-    seg.slots
-        .iter()
-        .rposition(|s| s.kind() != SlotKind::Empty)
-        .map(|i| seg.first + i as u64)
+/// One past the highest position a segment may hold. A damaged segment may
+/// hold acknowledged writes anywhere in its range, so the tail covers all of it
+/// (a tail that is too low would let a recovering sequencer reissue them).
+fn highest_possible(seg: &Segment) -> Option<u64> {
+    if seg.damaged_at.is_some() {
+        return Some(seg.end());
+    }
+    seg.slots.iter().rposition(|s| s.kind() != SlotKind::Empty).map(|i| seg.first + i as u64 + 1)
 }
 
 fn directory_error(dir: &Path, reason: String) -> Error {
-    Error::Directory {
-        path: dir.display().to_string(),
-        reason,
-    }
+    Error::Directory { path: dir.display().to_string(), reason }
 }
 
 /// Reads `format.json` (or writes it for a new directory) and returns the
@@ -520,34 +463,27 @@ fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64>
         if has_segments {
             tracing::warn!(dir = %dir.display(), "segment files without format.json; assuming segment_positions {}", options.segment_positions);
         }
-        let format = Format {
-            format_version: FORMAT_VERSION,
-            segment_positions: options.segment_positions,
-        };
-        let bytes = serde_json::to_vec_pretty(&format)
-            .expect("Format has only plain fields and always serializes");
+        let format = Format { format_version: FORMAT_VERSION, segment_positions: options.segment_positions };
+        let bytes = serde_json::to_vec_pretty(&format).expect("Format has only plain fields and always serializes");
         fs::write_atomic(dir, FORMAT_FILE, &bytes)?;
         return Ok(options.segment_positions);
     };
     let format: Format = serde_json::from_slice(&bytes).map_err(|e| {
-        directory_error(
-            dir,
-            format!("{FORMAT_FILE} is unreadable ({e}); is this a Naxos data directory?"),
-        )
+        directory_error(dir, format!("{FORMAT_FILE} is unreadable ({e}); is this a Naxos data directory?"))
     })?;
     if format.format_version != FORMAT_VERSION {
         return Err(directory_error(
             dir,
-            format!("format version {} is not {FORMAT_VERSION}; open it with the version of Naxos that wrote it", format.format_version),
+            format!(
+                "format version {} is not {FORMAT_VERSION}; open it with the version of Naxos that wrote it",
+                format.format_version
+            ),
         ));
     }
     if format.segment_positions == 0 || format.segment_positions > SEGMENT_POSITIONS_MAX {
         return Err(directory_error(
             dir,
-            format!(
-                "{FORMAT_FILE} has an impossible segment_positions {}",
-                format.segment_positions
-            ),
+            format!("{FORMAT_FILE} has an impossible segment_positions {}", format.segment_positions),
         ));
     }
     if format.segment_positions != options.segment_positions {
@@ -564,8 +500,12 @@ fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64>
 /// Reads `meta.json`, or creates it with a random node id.
 fn load_meta(dir: &Path) -> Result<Meta> {
     match fs::read(dir, META_FILE)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| directory_error(dir, format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            directory_error(
+                dir,
+                format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"),
+            )
+        }),
         None => {
             let meta = Meta { node_id: NodeId(fs::random_u64().max(1)), ..Meta::default() };
             let bytes = serde_json::to_vec_pretty(&meta).expect("Meta has only plain fields and always serializes");
@@ -581,28 +521,15 @@ impl Store for DiskStore {
         let kind = validate_entry(entry, self.options.entry_bytes_max)?;
         query::check_position(position)?;
         if position < self.meta.trim_mark {
-            return Err(Error::Trimmed {
-                position,
-                mark: self.meta.trim_mark,
-            });
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
         }
         let p = position.0;
         let n = self.segment_number(p);
         match self.segments.get(&n) {
             Some(seg) => match seg.kind(p) {
                 SlotKind::Empty => {}
-                SlotKind::Data => {
-                    return Err(Error::Overwritten {
-                        position,
-                        kind: EntryKind::Data,
-                    })
-                }
-                SlotKind::Hole => {
-                    return Err(Error::Overwritten {
-                        position,
-                        kind: EntryKind::Hole,
-                    })
-                }
+                SlotKind::Data => return Err(Error::Overwritten { position, kind: EntryKind::Data }),
+                SlotKind::Hole => return Err(Error::Overwritten { position, kind: EntryKind::Hole }),
                 SlotKind::Corrupted => return Err(self.corrupted_error(seg, p)),
             },
             None => self.create_segment(n)?,
@@ -613,8 +540,7 @@ impl Store for DiskStore {
         }
         seg.append(p, kind, entry)?;
         for s in &entry.streams {
-            let id = StreamId::from_slice(s)
-                .expect("validate_entry checked that stream ids are 16 bytes");
+            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
             self.streams.insert(id, p);
         }
         self.high = self.high.max(p + 1);
@@ -658,10 +584,7 @@ impl Store for DiskStore {
 
     fn read(&mut self, position: Position) -> Result<Option<Entry>> {
         if position < self.meta.trim_mark {
-            return Err(Error::Trimmed {
-                position,
-                mark: self.meta.trim_mark,
-            });
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
         }
         let p = position.0;
         let n = self.segment_number(p);
@@ -686,11 +609,8 @@ impl Store for DiskStore {
         }
         let mut budget = Budget::new(max_bytes);
         let mut out = Vec::new();
-        let numbers: Vec<u64> = self
-            .segments
-            .range(self.segment_number(from.0)..=self.segment_number(to.0 - 1))
-            .map(|(n, _)| *n)
-            .collect();
+        let numbers: Vec<u64> =
+            self.segments.range(self.segment_number(from.0)..=self.segment_number(to.0 - 1)).map(|(n, _)| *n).collect();
         for n in numbers {
             let seg = &self.segments[&n];
             let lo = from.0.max(seg.first);
@@ -714,9 +634,7 @@ impl Store for DiskStore {
                         out.push((Position(p), entry));
                     }
                     // Deliver what was gathered; the next call starts at the corruption and reports it.
-                    Err(Error::Corrupted { .. }) if !budget.is_empty() => {
-                        return Ok((out, Position(p)))
-                    }
+                    Err(Error::Corrupted { .. }) if !budget.is_empty() => return Ok((out, Position(p))),
                     Err(e) => return Err(e),
                 }
             }
@@ -733,11 +651,7 @@ impl Store for DiskStore {
     }
 
     fn streams_last(&self) -> Vec<(StreamId, Position)> {
-        self.streams
-            .all_last()
-            .into_iter()
-            .map(|(id, p)| (id, Position(p)))
-            .collect()
+        self.streams.all_last().into_iter().map(|(id, p)| (id, Position(p))).collect()
     }
 
     fn stream_query(
@@ -749,11 +663,7 @@ impl Store for DiskStore {
         limit: usize,
     ) -> Result<StreamQuery> {
         if !query::check_range(from, to, self.meta.trim_mark)? || limit == 0 {
-            return Ok(StreamQuery {
-                positions: Vec::new(),
-                unwritten: Vec::new(),
-                next: from,
-            });
+            return Ok(StreamQuery { positions: Vec::new(), unwritten: Vec::new(), next: from });
         }
         let positions = self.streams.positions(stream, from.0, to.0, limit);
         let end = to.min(self.tail()).0;
@@ -767,19 +677,12 @@ impl Store for DiskStore {
         }
         // The mark is durable before anything is deleted: a crash in between
         // leaves files that the next open deletes.
-        let meta = Meta {
-            trim_mark: position,
-            ..self.meta.clone()
-        };
+        let meta = Meta { trim_mark: position, ..self.meta.clone() };
         self.persist_meta(&meta)?;
         self.meta = meta;
         self.streams.trim(position.0);
-        let doomed: Vec<u64> = self
-            .segments
-            .iter()
-            .filter(|(_, seg)| seg.end() <= position.0)
-            .map(|(n, _)| *n)
-            .collect();
+        let doomed: Vec<u64> =
+            self.segments.iter().filter(|(_, seg)| seg.end() <= position.0).map(|(n, _)| *n).collect();
         for n in &doomed {
             let seg = self.segments.remove(n).expect("listed above");
             self.touched.remove(n);
@@ -792,11 +695,7 @@ impl Store for DiskStore {
         if !doomed.is_empty() && self.options.sync == SyncPolicy::Durable {
             fs::sync_dir(&self.dir)?;
         }
-        tracing::info!(
-            mark = position.0,
-            deleted_segments = doomed.len(),
-            "trimmed"
-        );
+        tracing::info!(mark = position.0, deleted_segments = doomed.len(), "trimmed");
         Ok(())
     }
 
@@ -805,10 +704,7 @@ impl Store for DiskStore {
     }
 
     fn set_meta(&mut self, meta: Meta) -> Result<()> {
-        let meta = Meta {
-            trim_mark: self.meta.trim_mark,
-            ..meta
-        };
+        let meta = Meta { trim_mark: self.meta.trim_mark, ..meta };
         self.persist_meta(&meta)?;
         self.meta = meta;
         Ok(())

@@ -108,16 +108,11 @@ pub struct StripeFilter {
 
 impl StripeFilter {
     /// The filter that takes every position.
-    pub const ALL: StripeFilter = StripeFilter {
-        segment_start: Position(0),
-        count: 1,
-        index: 0,
-    };
+    pub const ALL: StripeFilter = StripeFilter { segment_start: Position(0), count: 1, index: 0 };
 
     /// Whether `p` belongs to the stripe.
     pub fn contains(&self, p: Position) -> bool {
-        p >= self.segment_start
-            && (p.0 - self.segment_start.0) % u64::from(self.count.max(1)) == u64::from(self.index)
+        p >= self.segment_start && (p.0 - self.segment_start.0) % u64::from(self.count.max(1)) == u64::from(self.index)
     }
 }
 
@@ -208,8 +203,8 @@ pub struct Corruption {
 
 /// Checks an entry before it is stored; shared by every implementation.
 pub fn validate_entry(entry: &Entry, entry_bytes_max: usize) -> Result<EntryKind> {
-    let kind = EntryKind::try_from(entry.kind)
-        .map_err(|_| Error::Invalid(format!("unknown entry kind {}", entry.kind)))?;
+    let kind =
+        EntryKind::try_from(entry.kind).map_err(|_| Error::Invalid(format!("unknown entry kind {}", entry.kind)))?;
     match kind {
         EntryKind::Data => {
             if entry.payload.len() > entry_bytes_max {
@@ -221,25 +216,19 @@ pub fn validate_entry(entry: &Entry, entry_bytes_max: usize) -> Result<EntryKind
         }
         EntryKind::Hole => {
             if !entry.payload.is_empty() || !entry.streams.is_empty() {
-                return Err(Error::Invalid(
-                    "a hole carries no payload and no streams".into(),
-                ));
+                return Err(Error::Invalid("a hole carries no payload and no streams".into()));
             }
         }
         EntryKind::Unspecified => return Err(Error::Invalid("entry kind is unspecified".into())),
     }
     if entry.streams.len() > STREAMS_PER_ENTRY_MAX {
-        return Err(Error::Invalid(format!(
-            "an entry belongs to at most {STREAMS_PER_ENTRY_MAX} streams"
-        )));
+        return Err(Error::Invalid(format!("an entry belongs to at most {STREAMS_PER_ENTRY_MAX} streams")));
     }
     if entry.streams.iter().any(|s| s.len() != 16) {
         return Err(Error::Invalid("stream ids are 16 bytes".into()));
     }
     if !entry.backpointers.is_empty() && entry.backpointers.len() != entry.streams.len() {
-        return Err(Error::Invalid(
-            "one back-pointer per stream, or none".into(),
-        ));
+        return Err(Error::Invalid("one back-pointer per stream, or none".into()));
     }
     Ok(kind)
 }

@@ -31,18 +31,11 @@ impl MemStore {
 
     /// An empty store that refuses payloads larger than `entry_bytes_max`.
     pub fn with_entry_bytes_max(entry_bytes_max: usize) -> MemStore {
-        MemStore {
-            entries: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            meta: Meta::default(),
-            entry_bytes_max,
-        }
+        MemStore { entries: BTreeMap::new(), streams: BTreeMap::new(), meta: Meta::default(), entry_bytes_max }
     }
 
     fn kind_at(&self, position: Position) -> Option<EntryKind> {
-        self.entries
-            .get(&position)
-            .map(|e| EntryKind::try_from(e.kind).unwrap_or(EntryKind::Unspecified))
+        self.entries.get(&position).map(|e| EntryKind::try_from(e.kind).unwrap_or(EntryKind::Unspecified))
     }
 }
 
@@ -51,17 +44,13 @@ impl Store for MemStore {
         validate_entry(entry, self.entry_bytes_max)?;
         query::check_position(position)?;
         if position < self.meta.trim_mark {
-            return Err(Error::Trimmed {
-                position,
-                mark: self.meta.trim_mark,
-            });
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
         }
         if let Some(kind) = self.kind_at(position) {
             return Err(Error::Overwritten { position, kind });
         }
         for s in &entry.streams {
-            let id = StreamId::from_slice(s)
-                .expect("validate_entry checked that stream ids are 16 bytes");
+            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
             self.streams.entry(id).or_default().insert(position.0);
         }
         self.entries.insert(position, entry.clone());
@@ -74,10 +63,7 @@ impl Store for MemStore {
 
     fn read(&mut self, position: Position) -> Result<Option<Entry>> {
         if position < self.meta.trim_mark {
-            return Err(Error::Trimmed {
-                position,
-                mark: self.meta.trim_mark,
-            });
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
         }
         Ok(self.entries.get(&position).cloned())
     }
@@ -103,26 +89,16 @@ impl Store for MemStore {
     }
 
     fn tail(&self) -> Position {
-        let high = self
-            .entries
-            .keys()
-            .next_back()
-            .map_or(Position(0), |p| p.next());
+        let high = self.entries.keys().next_back().map_or(Position(0), |p| p.next());
         high.max(self.meta.trim_mark)
     }
 
     fn stream_last(&self, stream: StreamId) -> Option<Position> {
-        self.streams
-            .get(&stream)
-            .and_then(|s| s.last())
-            .map(|p| Position(*p))
+        self.streams.get(&stream).and_then(|s| s.last()).map(|p| Position(*p))
     }
 
     fn streams_last(&self) -> Vec<(StreamId, Position)> {
-        self.streams
-            .iter()
-            .filter_map(|(id, s)| s.last().map(|p| (*id, Position(*p))))
-            .collect()
+        self.streams.iter().filter_map(|(id, s)| s.last().map(|p| (*id, Position(*p)))).collect()
     }
 
     fn stream_query(
@@ -134,15 +110,10 @@ impl Store for MemStore {
         limit: usize,
     ) -> Result<StreamQuery> {
         if !query::check_range(from, to, self.meta.trim_mark)? || limit == 0 {
-            return Ok(StreamQuery {
-                positions: Vec::new(),
-                unwritten: Vec::new(),
-                next: from,
-            });
+            return Ok(StreamQuery { positions: Vec::new(), unwritten: Vec::new(), next: from });
         }
-        let positions: Vec<u64> = self.streams.get(&stream).map_or_else(Vec::new, |s| {
-            s.range(from.0..to.0).copied().take(limit).collect()
-        });
+        let positions: Vec<u64> =
+            self.streams.get(&stream).map_or_else(Vec::new, |s| s.range(from.0..to.0).copied().take(limit).collect());
         let end = to.min(self.tail()).0;
         let mut unwritten = Vec::new();
         let mut p = query::stripe_at_or_after(stripe, from.0);

@@ -16,11 +16,7 @@ pub(crate) fn stripe_at_or_after(stripe: StripeFilter, p: u64) -> Option<u64> {
     let start = stripe.segment_start.0;
     let base = p.max(start);
     let off = (base - start) % count;
-    let delta = if off <= index {
-        index - off
-    } else {
-        count - off + index
-    };
+    let delta = if off <= index { index - off } else { count - off + index };
     base.checked_add(delta)
 }
 
@@ -41,11 +37,7 @@ pub(crate) fn merge(
 ) -> StreamQuery {
     let mut stream = stream.into_iter().peekable();
     let mut unwritten = unwritten.into_iter().peekable();
-    let mut answer = StreamQuery {
-        positions: Vec::new(),
-        unwritten: Vec::new(),
-        next: to,
-    };
+    let mut answer = StreamQuery { positions: Vec::new(), unwritten: Vec::new(), next: to };
     let mut taken = 0;
     while taken < limit {
         let last = match (stream.peek().copied(), unwritten.peek().copied()) {
@@ -81,10 +73,7 @@ pub(crate) fn check_range(from: Position, to: Position, mark: Position) -> Resul
         return Ok(false);
     }
     if from < mark {
-        return Err(Error::Trimmed {
-            position: from,
-            mark,
-        });
+        return Err(Error::Trimmed { position: from, mark });
     }
     Ok(true)
 }
@@ -92,9 +81,7 @@ pub(crate) fn check_range(from: Position, to: Position, mark: Position) -> Resul
 /// Checks that `position` can be written at all (not the reserved `u64::MAX`).
 pub(crate) fn check_position(position: Position) -> Result<()> {
     if position > POSITION_MAX {
-        return Err(Error::Invalid(format!(
-            "position {position} is reserved (highest usable: {POSITION_MAX})"
-        )));
+        return Err(Error::Invalid(format!("position {position} is reserved (highest usable: {POSITION_MAX})")));
     }
     Ok(())
 }
@@ -109,19 +96,14 @@ pub(crate) struct Budget {
 impl Budget {
     /// A budget of `bytes_max` payload bytes (and at most `RANGE_ENTRIES_MAX` entries).
     pub(crate) fn new(bytes_max: usize) -> Budget {
-        Budget {
-            bytes_max,
-            bytes: 0,
-            entries: 0,
-        }
+        Budget { bytes_max, bytes: 0, entries: 0 }
     }
 
     /// Whether an entry with `payload_bytes` fits; takes it if so. The first
     /// entry always fits, so a range read always makes progress.
     pub(crate) fn take(&mut self, payload_bytes: usize) -> bool {
         if self.entries > 0
-            && (self.entries >= RANGE_ENTRIES_MAX
-                || self.bytes.saturating_add(payload_bytes) > self.bytes_max)
+            && (self.entries >= RANGE_ENTRIES_MAX || self.bytes.saturating_add(payload_bytes) > self.bytes_max)
         {
             return false;
         }
@@ -141,11 +123,7 @@ mod tests {
     use super::*;
 
     fn stripe(start: u64, count: u32, index: u32) -> StripeFilter {
-        StripeFilter {
-            segment_start: Position(start),
-            count,
-            index,
-        }
+        StripeFilter { segment_start: Position(start), count, index }
     }
 
     #[test]

@@ -23,10 +23,7 @@ fn disk_store_with_tiny_segments_conforms() {
     let mut n = 0;
     conformance::run_all(|| {
         n += 1;
-        let options = Options {
-            segment_positions: 3,
-            ..Options::default()
-        };
+        let options = Options { segment_positions: 3, ..Options::default() };
         DiskStore::open(&root.path().join(format!("store-{n}")), options).expect("open")
     });
 }

@@ -28,10 +28,7 @@ impl DataFile {
             .write(true)
             .open(path)
             .map_err(|e| io(format!("opening {}", path.display()), e))?;
-        Ok(DataFile {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(DataFile { file, path: path.to_path_buf() })
     }
 
     /// Creates a new, empty file; fails if it exists.
@@ -42,10 +39,7 @@ impl DataFile {
             .create_new(true)
             .open(path)
             .map_err(|e| io(format!("creating {}", path.display()), e))?;
-        Ok(DataFile {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(DataFile { file, path: path.to_path_buf() })
     }
 
     /// The file's path.
@@ -55,10 +49,7 @@ impl DataFile {
 
     /// The file's current length.
     pub(crate) fn len(&self) -> Result<u64> {
-        self.file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| io(format!("reading the size of {}", self.path.display()), e))
+        self.file.metadata().map(|m| m.len()).map_err(|e| io(format!("reading the size of {}", self.path.display()), e))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`. A short file is reported as
@@ -67,46 +58,25 @@ impl DataFile {
         match self.file.read_exact_at(buf, offset) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(false),
-            Err(e) => Err(io(
-                format!(
-                    "reading {} bytes at offset {offset} of {}",
-                    buf.len(),
-                    self.path.display()
-                ),
-                e,
-            )),
+            Err(e) => Err(io(format!("reading {} bytes at offset {offset} of {}", buf.len(), self.path.display()), e)),
         }
     }
 
     /// Writes all of `buf` at `offset` (idempotent, so a failed write can be retried).
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file.write_all_at(buf, offset).map_err(|e| {
-            io(
-                format!(
-                    "writing {} bytes at offset {offset} of {}",
-                    buf.len(),
-                    self.path.display()
-                ),
-                e,
-            )
-        })
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| io(format!("writing {} bytes at offset {offset} of {}", buf.len(), self.path.display()), e))
     }
 
     /// `fdatasync`.
     pub(crate) fn sync_data(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| io(format!("syncing {}", self.path.display()), e))
+        self.file.sync_data().map_err(|e| io(format!("syncing {}", self.path.display()), e))
     }
 
     /// Cuts the file to `len` bytes.
     pub(crate) fn truncate(&self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| {
-            io(
-                format!("truncating {} to {len} bytes", self.path.display()),
-                e,
-            )
-        })
+        self.file.set_len(len).map_err(|e| io(format!("truncating {} to {len} bytes", self.path.display()), e))
     }
 }
 
@@ -141,12 +111,8 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
 
 /// Replaces `dir/name` with `bytes` atomically and durably (see [`crate::meta::write_atomic`]).
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    crate::meta::write_atomic(dir, name, bytes).map_err(|e| {
-        io(
-            format!("writing {} atomically", dir.join(name).display()),
-            e,
-        )
-    })
+    crate::meta::write_atomic(dir, name, bytes)
+        .map_err(|e| io(format!("writing {} atomically", dir.join(name).display()), e))
 }
 
 /// Deletes `dir/name`; a file that is already gone is fine.
@@ -161,9 +127,7 @@ pub(crate) fn remove(dir: &Path, name: &str) -> Result<()> {
 
 /// fsyncs the directory itself, so that created, renamed and deleted names are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(format!("syncing data directory {}", dir.display()), e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(format!("syncing data directory {}", dir.display()), e))
 }
 
 /// 64 random bits from the OS (`/dev/urandom`), or, failing that, from the
@@ -172,12 +136,8 @@ pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     use std::io::Read;
     let mut bytes = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok()
-    {
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
         return u64::from_le_bytes(bytes);
     }
-    std::collections::hash_map::RandomState::new()
-        .hash_one((std::time::SystemTime::now(), std::process::id()))
+    std::collections::hash_map::RandomState::new().hash_one((std::time::SystemTime::now(), std::process::id()))
 }

@@ -67,16 +67,8 @@ pub(crate) const SLOT_OFFSET_MAX: u64 = (1 << 48) - 1;
 impl Slot {
     /// A slot for a record at `offset` of `len` bytes.
     pub(crate) fn new(kind: SlotKind, offset: u64, len: u32) -> Slot {
-        assert!(
-            offset <= SLOT_OFFSET_MAX,
-            "segment offsets are checked against SLOT_OFFSET_MAX before use"
-        );
-        Slot {
-            offset_lo: offset as u32,
-            offset_hi: (offset >> 32) as u16,
-            kind,
-            len,
-        }
+        assert!(offset <= SLOT_OFFSET_MAX, "segment offsets are checked against SLOT_OFFSET_MAX before use");
+        Slot { offset_lo: offset as u32, offset_hi: (offset >> 32) as u16, kind, len }
     }
 
     /// What the position holds.
@@ -114,10 +106,7 @@ impl StreamIndex {
 
     /// Every stream's last position.
     pub(crate) fn all_last(&self) -> Vec<(StreamId, u64)> {
-        self.streams
-            .iter()
-            .filter_map(|(id, m)| m.max().map(|p| (*id, p)))
-            .collect()
+        self.streams.iter().filter_map(|(id, m)| m.max().map(|p| (*id, p))).collect()
     }
 
     /// Up to `limit` positions of the stream in `[from, to)`, ascending.
@@ -144,10 +133,7 @@ impl StreamIndex {
         for (id, m) in &self.streams {
             let mut it = m.iter();
             it.advance_to(first);
-            let rel: Vec<u32> = it
-                .take_while(|p| *p < end)
-                .map(|p| (p - first) as u32)
-                .collect();
+            let rel: Vec<u32> = it.take_while(|p| *p < end).map(|p| (p - first) as u32).collect();
             if !rel.is_empty() {
                 out.push((*id, rel));
             }
@@ -168,12 +154,7 @@ pub(crate) struct IndexFile {
 }
 
 /// Encodes an index file.
-pub(crate) fn encode(
-    first: u64,
-    covered: u64,
-    slots: &[Slot],
-    streams: &[(StreamId, Vec<u32>)],
-) -> Vec<u8> {
+pub(crate) fn encode(first: u64, covered: u64, slots: &[Slot], streams: &[(StreamId, Vec<u32>)]) -> Vec<u8> {
     let stream_bytes: usize = streams.iter().map(|(_, r)| 20 + 4 * r.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + SLOT_BYTES * slots.len() + stream_bytes + 4);
     out.extend_from_slice(MAGIC);
@@ -206,11 +187,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.b.len())
-            .ok_or("index file is truncated")?;
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("index file is truncated")?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -232,12 +209,7 @@ impl<'a> Cursor<'a> {
 /// Decodes and checks an index file of the segment starting at `first` with
 /// `positions` positions, whose data file is `file_len` bytes long. Any
 /// inconsistency makes the whole index invalid.
-pub(crate) fn decode(
-    b: &[u8],
-    first: u64,
-    positions: u64,
-    file_len: u64,
-) -> Result<IndexFile, String> {
+pub(crate) fn decode(b: &[u8], first: u64, positions: u64, file_len: u64) -> Result<IndexFile, String> {
     if b.len() < HEADER_BYTES + 4 {
         return Err("index file is too short".into());
     }
@@ -255,9 +227,7 @@ pub(crate) fn decode(
     }
     let covered = c.u64()?;
     if covered > file_len {
-        return Err(format!(
-            "index covers {covered} bytes but the data file has {file_len}"
-        ));
+        return Err(format!("index covers {covered} bytes but the data file has {file_len}"));
     }
     let slot_count = c.u64()?;
     if slot_count > positions || slot_count.saturating_mul(SLOT_BYTES as u64) > body.len() as u64 {
@@ -275,9 +245,7 @@ pub(crate) fn decode(
             continue;
         }
         if offset.saturating_add(u64::from(len)) > covered || offset > SLOT_OFFSET_MAX {
-            return Err(format!(
-                "index slot at offset {offset} (+{len}) lies outside the {covered} covered bytes"
-            ));
+            return Err(format!("index slot at offset {offset} (+{len}) lies outside the {covered} covered bytes"));
         }
         slots.push(Slot::new(kind, offset, len));
     }
@@ -291,9 +259,7 @@ pub(crate) fn decode(
             let r = c.u32()?;
             let held = slots.get(r as usize).map(Slot::kind);
             if held != Some(SlotKind::Data) || previous.is_some_and(|p| p >= r) {
-                return Err(format!(
-                    "index lists stream position {r}, which holds no data record"
-                ));
+                return Err(format!("index lists stream position {r}, which holds no data record"));
             }
             previous = Some(r);
             rel.push(r);
@@ -303,11 +269,7 @@ pub(crate) fn decode(
     if c.at != body.len() {
         return Err("index file has trailing bytes".into());
     }
-    Ok(IndexFile {
-        covered,
-        slots,
-        streams,
-    })
+    Ok(IndexFile { covered, slots, streams })
 }
 
 #[cfg(test)]
@@ -318,38 +280,22 @@ mod tests {
     fn slot_is_small_and_keeps_48_bit_offsets() {
         assert_eq!(std::mem::size_of::<Slot>(), 12);
         let s = Slot::new(SlotKind::Hole, SLOT_OFFSET_MAX, 77);
-        assert_eq!(
-            (s.kind(), s.offset(), s.len()),
-            (SlotKind::Hole, SLOT_OFFSET_MAX, 77)
-        );
+        assert_eq!((s.kind(), s.offset(), s.len()), (SlotKind::Hole, SLOT_OFFSET_MAX, 77));
     }
 
     #[test]
     fn index_file_round_trips_and_rejects_damage() {
-        let slots = vec![
-            Slot::new(SlotKind::Data, 0, 40),
-            Slot::default(),
-            Slot::new(SlotKind::Hole, 40, 24),
-        ];
+        let slots = vec![Slot::new(SlotKind::Data, 0, 40), Slot::default(), Slot::new(SlotKind::Hole, 40, 24)];
         let streams = vec![(StreamId(5), vec![0])];
         let bytes = encode(100, 64, &slots, &streams);
         let back = decode(&bytes, 100, 16, 64).expect("valid");
-        assert_eq!(
-            (back.covered, back.slots, back.streams),
-            (64, slots, streams)
-        );
+        assert_eq!((back.covered, back.slots, back.streams), (64, slots, streams));
         assert!(decode(&bytes, 116, 16, 64).is_err(), "another segment");
-        assert!(
-            decode(&bytes, 100, 16, 63).is_err(),
-            "data file shorter than covered"
-        );
+        assert!(decode(&bytes, 100, 16, 63).is_err(), "data file shorter than covered");
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(
-                decode(&bad, 100, 16, 64).is_err(),
-                "flipped byte {i} went unnoticed"
-            );
+            assert!(decode(&bad, 100, 16, 64).is_err(), "flipped byte {i} went unnoticed");
         }
         assert!(decode(&bytes[..bytes.len() - 1], 100, 16, 64).is_err());
     }

@@ -31,8 +31,7 @@ pub(crate) const HEADER_BYTES: usize = 24;
 pub(crate) const PAYLOAD_BYTES_LIMIT: usize = 1 << 30;
 
 /// Largest record the format accepts.
-pub(crate) const RECORD_BYTES_MAX: usize =
-    HEADER_BYTES + crate::STREAMS_PER_ENTRY_MAX * 24 + PAYLOAD_BYTES_LIMIT;
+pub(crate) const RECORD_BYTES_MAX: usize = HEADER_BYTES + crate::STREAMS_PER_ENTRY_MAX * 24 + PAYLOAD_BYTES_LIMIT;
 
 /// The kind byte of a record. Persisted: the numbers must stay stable.
 #[repr(u8)]
@@ -101,12 +100,7 @@ impl Header {
     }
 
     fn payload_offset(&self) -> usize {
-        self.backpointers_offset()
-            + if self.has_backpointers {
-                8 * usize::from(self.streams)
-            } else {
-                0
-            }
+        self.backpointers_offset() + if self.has_backpointers { 8 * usize::from(self.streams) } else { 0 }
     }
 }
 
@@ -130,10 +124,7 @@ pub(crate) fn encoded_len(entry: &Entry) -> usize {
 pub(crate) fn encode(position: u64, kind: EntryKind, entry: &Entry, out: &mut Vec<u8>) {
     let start = out.len();
     let len = encoded_len(entry);
-    debug_assert!(
-        len <= RECORD_BYTES_MAX,
-        "validate_entry bounds the entry size"
-    );
+    debug_assert!(len <= RECORD_BYTES_MAX, "validate_entry bounds the entry size");
     let n = entry.streams.len();
     let has_bp = !entry.backpointers.is_empty();
     out.reserve(len);
@@ -160,14 +151,10 @@ pub(crate) fn encode(position: u64, kind: EntryKind, entry: &Entry, out: &mut Ve
 /// Parses the fixed header and checks that it is self-consistent.
 pub(crate) fn parse_header(b: &[u8]) -> Result<Header, String> {
     if b.len() < HEADER_BYTES {
-        return Err(format!(
-            "header needs {HEADER_BYTES} bytes, {} left",
-            b.len()
-        ));
+        return Err(format!("header needs {HEADER_BYTES} bytes, {} left", b.len()));
     }
     let len = u32_at(b, 0);
-    let kind =
-        RecordKind::from_byte(b[16]).ok_or_else(|| format!("unknown record kind {}", b[16]))?;
+    let kind = RecordKind::from_byte(b[16]).ok_or_else(|| format!("unknown record kind {}", b[16]))?;
     let streams = b[17];
     let flags = b[18];
     if usize::from(streams) > crate::STREAMS_PER_ENTRY_MAX {
@@ -186,14 +173,9 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, String> {
         payload_len: u32_at(b, 20),
     };
     if header.payload_len as usize > PAYLOAD_BYTES_LIMIT {
-        return Err(format!(
-            "payload length {} exceeds the format's limit",
-            header.payload_len
-        ));
+        return Err(format!("payload length {} exceeds the format's limit", header.payload_len));
     }
-    if kind == RecordKind::Hole
-        && (streams != 0 || header.payload_len != 0 || header.has_backpointers)
-    {
+    if kind == RecordKind::Hole && (streams != 0 || header.payload_len != 0 || header.has_backpointers) {
         return Err("a hole record with streams or payload".into());
     }
     let want = header.payload_offset() + header.payload_len as usize;
@@ -207,18 +189,11 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, String> {
 pub(crate) fn verify(b: &[u8]) -> Result<Header, String> {
     let header = parse_header(b)?;
     if header.len as usize != b.len() {
-        return Err(format!(
-            "record is {} bytes, its header says {}",
-            b.len(),
-            header.len
-        ));
+        return Err(format!("record is {} bytes, its header says {}", b.len(), header.len));
     }
     let crc = crc32c::crc32c(&b[8..]);
     if crc != header.crc {
-        return Err(format!(
-            "CRC32C mismatch (stored {:#010x}, computed {crc:#010x})",
-            header.crc
-        ));
+        return Err(format!("CRC32C mismatch (stored {:#010x}, computed {crc:#010x})", header.crc));
     }
     Ok(header)
 }
@@ -239,9 +214,7 @@ pub(crate) fn decode(b: Bytes) -> Result<(Header, Entry), String> {
     let header = verify(&b)?;
     let n = usize::from(header.streams);
     let at = header.streams_offset();
-    let streams = (0..n)
-        .map(|i| b.slice(at + 16 * i..at + 16 * (i + 1)))
-        .collect();
+    let streams = (0..n).map(|i| b.slice(at + 16 * i..at + 16 * (i + 1))).collect();
     let backpointers = if header.has_backpointers {
         let at = header.backpointers_offset();
         (0..n).map(|i| u64_at(&b, at + 8 * i)).collect()
@@ -249,12 +222,7 @@ pub(crate) fn decode(b: Bytes) -> Result<(Header, Entry), String> {
         Vec::new()
     };
     let payload = b.slice(header.payload_offset()..);
-    let entry = Entry {
-        kind: header.kind.entry_kind() as i32,
-        payload,
-        streams,
-        backpointers,
-    };
+    let entry = Entry { kind: header.kind.entry_kind() as i32, payload, streams, backpointers };
     Ok((header, entry))
 }
 
@@ -268,11 +236,7 @@ mod tests {
         let a = StreamId::from_name("a");
         let mut entry = data(b"payload", &[a, StreamId::from_name("b")]);
         entry.backpointers = vec![7, u64::MAX];
-        for (entry, kind) in [
-            (entry, EntryKind::Data),
-            (hole(), EntryKind::Hole),
-            (data(b"", &[]), EntryKind::Data),
-        ] {
+        for (entry, kind) in [(entry, EntryKind::Data), (hole(), EntryKind::Hole), (data(b"", &[]), EntryKind::Data)] {
             let mut buf = vec![0xAB]; // records are appended after other bytes
             encode(42, kind, &entry, &mut buf);
             let rec = Bytes::copy_from_slice(&buf[1..]);
@@ -284,10 +248,7 @@ mod tests {
                 for bit in 0..8 {
                     let mut bad = rec.to_vec();
                     bad[byte] ^= 1 << bit;
-                    assert!(
-                        decode(Bytes::from(bad)).is_err(),
-                        "flip of bit {bit} in byte {byte} went unnoticed"
-                    );
+                    assert!(decode(Bytes::from(bad)).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
                 }
             }
         }

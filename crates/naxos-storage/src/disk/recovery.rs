@@ -41,10 +41,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// The bytes `[offset, offset+len)`, `None` if they run past the end of the file.
     fn get(&mut self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
-        let Some(end) = offset
-            .checked_add(len as u64)
-            .filter(|e| *e <= self.file_len)
-        else {
+        let Some(end) = offset.checked_add(len as u64).filter(|e| *e <= self.file_len) else {
             return Ok(None);
         };
         let buffered_end = self.start + self.buf.len() as u64;
@@ -114,17 +111,9 @@ pub(crate) fn scan(
     corruptions: &mut Vec<Corruption>,
 ) -> Result<Outcome> {
     let file = segment.file_name();
-    let report = |corruptions: &mut Vec<Corruption>,
-                  offset: u64,
-                  position: Option<u64>,
-                  reason: String| {
+    let report = |corruptions: &mut Vec<Corruption>, offset: u64, position: Option<u64>, reason: String| {
         tracing::error!(file = %file, offset, ?position, %reason, "corrupted record in a segment file");
-        corruptions.push(Corruption {
-            file: file.clone(),
-            offset,
-            position: position.map(Position),
-            reason,
-        });
+        corruptions.push(Corruption { file: file.clone(), offset, position: position.map(Position), reason });
     };
     let mut outcome = Outcome::default();
     // Applied after the scan (the reader borrows the segment); the stream ids
@@ -133,18 +122,11 @@ pub(crate) fn scan(
     let mut found_ids: Vec<naxos_wire::StreamId> = Vec::new();
     let mut suspects: Vec<(u64, Header)> = Vec::new();
     let mut damaged_at = None;
-    let mut reader = Reader {
-        segment,
-        file_len,
-        buf: Vec::new(),
-        start: 0,
-    };
+    let mut reader = Reader { segment, file_len, buf: Vec::new(), start: 0 };
     let mut offset = from;
     while offset < reader.file_len {
         if let Some(header) = reader.valid_at(offset)? {
-            let bytes = reader
-                .get(offset, header.len as usize)?
-                .expect("valid_at read these bytes");
+            let bytes = reader.get(offset, header.len as usize)?.expect("valid_at read these bytes");
             found_ids.extend(record::stream_ids(bytes, &header));
             found.push((offset, header));
             offset += u64::from(header.len);
@@ -159,9 +141,7 @@ pub(crate) fn scan(
             let next = offset + u64::from(header.len);
             let in_file = next <= reader.file_len;
             if in_file && next < reader.file_len && reader.valid_at(next)?.is_some() {
-                let bytes = reader
-                    .get(offset, header.len as usize)?
-                    .expect("checked in_file");
+                let bytes = reader.get(offset, header.len as usize)?.expect("checked in_file");
                 if let Err(reason) = record::verify(bytes) {
                     report(corruptions, offset, Some(header.position), reason);
                     suspects.push((offset, header));
@@ -170,10 +150,7 @@ pub(crate) fn scan(
                         corruptions,
                         offset,
                         Some(header.position),
-                        format!(
-                            "record claims position {} outside the segment",
-                            header.position
-                        ),
+                        format!("record claims position {} outside the segment", header.position),
                     );
                 }
                 offset = next;
@@ -202,19 +179,10 @@ pub(crate) fn scan(
         let record_ids = ids.by_ref().take(usize::from(header.streams));
         if segment.slot(p).kind() != SlotKind::Empty {
             record_ids.for_each(drop);
-            report(
-                corruptions,
-                offset,
-                Some(p),
-                format!("a second record for position {p}; the first one is kept"),
-            );
+            report(corruptions, offset, Some(p), format!("a second record for position {p}; the first one is kept"));
             continue;
         }
-        let kind = if header.kind == record::RecordKind::Hole {
-            SlotKind::Hole
-        } else {
-            SlotKind::Data
-        };
+        let kind = if header.kind == record::RecordKind::Hole { SlotKind::Hole } else { SlotKind::Data };
         segment.set_slot(p, Slot::new(kind, offset, header.len));
         for id in record_ids {
             if p >= trim_mark {

@@ -10,6 +10,9 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use naxos_wire::proto::{Entry, EntryKind};
 
+/// Capacity a pending buffer keeps between batches.
+const PENDING_KEEP_BYTES: usize = 1 << 20;
+
 /// One segment file and its in-memory index.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -64,10 +67,7 @@ impl Segment {
     /// The slot of `position` (empty if never set).
     pub(crate) fn slot(&self, position: u64) -> Slot {
         debug_assert!(position >= self.first && position < self.end());
-        self.slots
-            .get((position - self.first) as usize)
-            .copied()
-            .unwrap_or_default()
+        self.slots.get((position - self.first) as usize).copied().unwrap_or_default()
     }
 
     /// What `position` holds, counting the unknown positions of a damaged segment as corrupted.
@@ -89,11 +89,7 @@ impl Segment {
         if self.slots.len() <= i {
             self.slots.resize(i + 1, Slot::default());
         }
-        assert_eq!(
-            self.slots[i].kind(),
-            SlotKind::Empty,
-            "a slot is set once (write-once is checked before)"
-        );
+        assert_eq!(self.slots[i].kind(), SlotKind::Empty, "a slot is set once (write-once is checked before)");
         self.slots[i] = slot;
         self.held += 1;
     }
@@ -108,19 +104,12 @@ impl Segment {
     pub(crate) fn append(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
         let offset = self.len();
         if offset > SLOT_OFFSET_MAX {
-            return Err(Error::Invalid(format!(
-                "segment file {} is full ({offset} bytes)",
-                self.file_name()
-            )));
+            return Err(Error::Invalid(format!("segment file {} is full ({offset} bytes)", self.file_name())));
         }
         let before = self.pending.len();
         record::encode(position, kind, entry, &mut self.pending);
         let len = (self.pending.len() - before) as u32;
-        let slot_kind = if kind == EntryKind::Hole {
-            SlotKind::Hole
-        } else {
-            SlotKind::Data
-        };
+        let slot_kind = if kind == EntryKind::Hole { SlotKind::Hole } else { SlotKind::Data };
         self.set_slot(position, Slot::new(slot_kind, offset, len));
         Ok(())
     }
@@ -131,10 +120,7 @@ impl Segment {
         let (offset, len) = (slot.offset(), slot.len() as usize);
         if offset >= self.written_len {
             let at = (offset - self.written_len) as usize;
-            let bytes = self
-                .pending
-                .get(at..at + len)
-                .expect("pending slots point inside the pending buffer");
+            let bytes = self.pending.get(at..at + len).expect("pending slots point inside the pending buffer");
             return Ok(Some(Bytes::copy_from_slice(bytes)));
         }
         let mut buf = vec![0u8; len];
@@ -154,6 +140,8 @@ impl Segment {
         self.file.write_all_at(&self.pending, self.written_len)?;
         self.written_len += self.pending.len() as u64;
         self.pending.clear();
+        // Keep a buffer for the next batch, but not the memory of a rare huge one.
+        self.pending.shrink_to(PENDING_KEEP_BYTES);
         Ok(())
     }
 }

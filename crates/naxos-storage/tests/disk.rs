@@ -1,0 +1,496 @@
+//! Behaviour of the on-disk store that the in-memory one does not have:
+//! reopening, crash recovery, corruption handling, index files, trim deleting
+//! files, group commit.
+
+use naxos_storage::conformance::{data, hole};
+use naxos_storage::{DiskStore, Error, Meta, Options, Store, StripeFilter, SyncPolicy};
+use naxos_wire::proto::{Entry, EntryKind};
+use naxos_wire::{Epoch, NodeId, Position, StreamId};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn p(n: u64) -> Position {
+    Position(n)
+}
+
+fn options(segment_positions: u64) -> Options {
+    Options { segment_positions, ..Options::default() }
+}
+
+fn open(dir: &Path, segment_positions: u64) -> DiskStore {
+    DiskStore::open(dir, options(segment_positions)).expect("open the store")
+}
+
+fn seg_path(dir: &Path, first: u64, ext: &str) -> PathBuf {
+    dir.join(format!("seg-{first:020}.{ext}"))
+}
+
+/// A payload that occurs once in the files: `tag` repeated.
+fn payload(tag: u8) -> Vec<u8> {
+    vec![tag; 32]
+}
+
+/// The offset of `needle` in the file, which must hold it once.
+fn find(path: &Path, needle: &[u8]) -> usize {
+    let bytes = fs::read(path).expect("read file");
+    let hits: Vec<usize> =
+        bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    assert_eq!(hits.len(), 1, "the needle occurs once");
+    hits[0]
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = fs::read(path).expect("read file");
+    bytes[offset] ^= 0xFF;
+    fs::write(path, bytes).expect("write file");
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").len()
+}
+
+fn assert_corrupted<T: std::fmt::Debug>(result: naxos_storage::Result<T>, at: u64) {
+    match result {
+        Err(Error::Corrupted { position, .. }) => assert_eq!(position, p(at)),
+        other => panic!("expected Corrupted at {at}, got {other:?}"),
+    }
+}
+
+/// Writes data entries with the given tags at positions `0..tags.len()` and syncs.
+fn write_tagged(store: &mut DiskStore, from: u64, tags: &[u8]) {
+    for (i, tag) in tags.iter().enumerate() {
+        store.write(p(from + i as u64), &data(&payload(*tag), &[])).expect("write");
+    }
+    store.sync().expect("sync");
+}
+
+#[test]
+fn reopen_after_sync_keeps_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = StreamId::from_name("a");
+    let b = StreamId::from_name("b");
+    let mut written: Vec<(u64, Entry)> = Vec::new();
+    let meta = Meta { cluster_id: "c1".into(), node_id: NodeId(9), sealed_epoch: Epoch(5), trim_mark: p(0) };
+    {
+        let mut store = open(dir.path(), 4);
+        for i in 0..14u64 {
+            let entry = match i % 3 {
+                0 => hole(),
+                1 => data(&[i as u8; 5], &[a]),
+                _ => {
+                    let mut e = data(&[i as u8; 7], &[a, b]);
+                    e.backpointers = vec![i - 1, u64::MAX];
+                    e
+                }
+            };
+            store.write(p(i), &entry).expect("write");
+            written.push((i, entry));
+        }
+        store.write(p(20), &data(b"far", &[b])).expect("write 20");
+        written.push((20, data(b"far", &[b])));
+        store.set_meta(meta.clone()).expect("set_meta");
+        store.trim(p(5)).expect("trim");
+        store.sync().expect("sync");
+        store.close().expect("close");
+    }
+    for round in 0..2 {
+        let mut store = open(dir.path(), 4);
+        assert_eq!(store.meta(), &Meta { trim_mark: p(5), ..meta.clone() }, "round {round}");
+        assert_eq!(store.tail(), p(21));
+        for (i, entry) in &written {
+            if *i < 5 {
+                assert!(matches!(store.read(p(*i)), Err(Error::Trimmed { .. })));
+            } else {
+                assert_eq!(store.read(p(*i)).expect("read").as_ref(), Some(entry), "position {i}, round {round}");
+            }
+        }
+        assert_eq!(store.read(p(15)).expect("read"), None);
+        assert_eq!(store.stream_last(a), Some(p(13)));
+        assert_eq!(store.stream_last(b), Some(p(20)));
+        let q = store.stream_query(b, p(5), p(30), StripeFilter::ALL, 100).expect("query");
+        assert_eq!(q.positions, vec![p(5), p(8), p(11), p(20)]);
+        assert_eq!(q.unwritten, (14..20).map(p).collect::<Vec<_>>());
+        assert!(store.corruptions().is_empty());
+        if round == 0 {
+            // The second round opens after a crash: no index written on the way out.
+            store.simulate_crash();
+        }
+    }
+}
+
+#[test]
+fn synced_writes_survive_a_crash_and_unsynced_ones_may_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 8);
+    write_tagged(&mut store, 0, &[1, 2, 3]);
+    store.write(p(3), &data(b"unsynced", &[])).expect("write");
+    store.simulate_crash();
+    let mut store = open(dir.path(), 8);
+    for i in 0..3u8 {
+        assert_eq!(store.read(p(u64::from(i))).expect("read"), Some(data(&payload(i + 1), &[])));
+    }
+    assert_eq!(store.read(p(3)).expect("read"), None, "an unsynced write was buffered in memory only");
+    assert_eq!(store.tail(), p(3));
+    store.write(p(3), &data(b"again", &[])).expect("the position is free again");
+}
+
+#[test]
+fn many_writes_are_buffered_until_one_sync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = StreamId::from_name("s");
+    let mut store = open(dir.path(), 1024);
+    for i in 0..3000u64 {
+        let entry = if i % 10 == 9 { hole() } else { data(&i.to_le_bytes(), &[s]) };
+        store.write(p(i), &entry).expect("write");
+    }
+    for first in [0, 1024, 2048] {
+        assert_eq!(file_len(&seg_path(dir.path(), first, "log")), 0, "nothing reaches the file before sync");
+    }
+    assert_eq!(store.read(p(1500)).expect("read a buffered record"), Some(data(&1500u64.to_le_bytes(), &[s])));
+    store.sync().expect("one sync");
+    for first in [0, 1024, 2048] {
+        assert!(file_len(&seg_path(dir.path(), first, "log")) > 0, "sync wrote segment {first}");
+    }
+    drop(store);
+    let mut store = open(dir.path(), 1024);
+    let (entries, next) = store.read_range(p(0), p(3000), usize::MAX).expect("read all");
+    assert_eq!(entries.len(), 3000);
+    assert_eq!(next, p(3000));
+    for (pos, entry) in entries {
+        let i = pos.0;
+        let want = if i % 10 == 9 { hole() } else { data(&i.to_le_bytes(), &[s]) };
+        assert_eq!(entry, want);
+    }
+    assert_eq!(store.stream_last(s), Some(p(2998)));
+}
+
+#[test]
+fn torn_tail_is_truncated_on_recovery() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2]);
+    let good_len = file_len(&log);
+    // A third record whose write was cut short: copy the start of a real record.
+    store.write(p(2), &data(&payload(3), &[])).expect("write");
+    store.sync().expect("sync");
+    store.simulate_crash();
+    let full = fs::read(&log).expect("read");
+    fs::write(&log, &full[..full.len() - 10]).expect("cut the last record short");
+
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), good_len, "the partial record is cut off");
+    assert!(store.corruptions().is_empty(), "a torn tail is not corruption");
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert_eq!(store.read(p(2)).expect("read"), None, "the torn write never happened");
+    assert_eq!(store.tail(), p(2));
+    store.write(p(2), &data(b"new", &[])).expect("write over the torn position");
+    store.write(p(5), &data(b"five", &[])).expect("write a new position");
+    store.sync().expect("sync");
+    store.simulate_crash();
+
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(2)).expect("read"), Some(data(b"new", &[])));
+    assert_eq!(store.read(p(5)).expect("read"), Some(data(b"five", &[])));
+    assert_eq!(store.read(p(0)).expect("read"), Some(data(&payload(1), &[])));
+}
+
+#[test]
+fn garbage_or_zeros_after_the_last_record_are_truncated() {
+    for tail in [vec![0u8; 100], vec![0x5A; 7], b"\x40\x00\x00\x00garbage that is no record".to_vec()] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = seg_path(dir.path(), 0, "log");
+        let mut store = open(dir.path(), 16);
+        write_tagged(&mut store, 0, &[1, 2]);
+        store.simulate_crash();
+        let good_len = file_len(&log);
+        let mut bytes = fs::read(&log).expect("read");
+        bytes.extend_from_slice(&tail);
+        fs::write(&log, bytes).expect("append");
+        let mut store = open(dir.path(), 16);
+        assert_eq!(file_len(&log), good_len, "the tail {tail:?} is cut off");
+        assert!(store.corruptions().is_empty());
+        assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    }
+}
+
+#[test]
+fn checksum_failure_of_the_very_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3]);
+    store.simulate_crash();
+    let len = file_len(&log);
+    flip_byte(&log, find(&log, &payload(3)) + 5);
+    let mut store = open(dir.path(), 16);
+    assert!(file_len(&log) < len, "the last record is cut off");
+    assert_eq!(store.read(p(2)).expect("read"), None);
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+}
+
+#[test]
+fn corrupted_middle_record_is_reported_and_not_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let a = StreamId::from_name("a");
+    let mut store = open(dir.path(), 16);
+    for i in 0..4u8 {
+        store.write(p(u64::from(i)), &data(&payload(i + 1), &[a])).expect("write");
+    }
+    store.sync().expect("sync");
+    store.simulate_crash(); // no index file: start-up scans the records
+    let len = file_len(&log);
+    let at = find(&log, &payload(2)) + 3;
+    flip_byte(&log, at);
+
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), len, "a corrupted record in the middle is not truncated");
+    let found = store.corruptions();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].position, Some(p(1)));
+    assert!(found[0].file.ends_with("seg-00000000000000000000.log"));
+    assert!(found[0].offset < at as u64);
+    assert_corrupted(store.read(p(1)), 1);
+    for i in [0u64, 2, 3] {
+        assert_eq!(store.read(p(i)).expect("read"), Some(data(&payload(i as u8 + 1), &[a])), "position {i}");
+    }
+    assert_corrupted(store.write(p(1), &hole()), 1);
+    assert_eq!(store.tail(), p(4));
+    let q = store.stream_query(a, p(0), p(10), StripeFilter::ALL, 10).expect("query");
+    assert!(q.unwritten.is_empty(), "a corrupted position is not unwritten: {q:?}");
+    let (entries, next) = store.read_range(p(0), p(4), usize::MAX).expect("range up to the corruption");
+    assert_eq!((entries.len(), next), (1, p(1)));
+    assert_corrupted(store.read_range(p(1), p(4), usize::MAX), 1);
+    let (entries, _) = store.read_range(p(2), p(4), usize::MAX).expect("range after it");
+    assert_eq!(entries.len(), 2);
+
+    // Closed with an index: the corrupted position stays corrupted and reported.
+    store.write(p(4), &data(b"after", &[])).expect("write after");
+    store.close().expect("close");
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.corruptions().len(), 1);
+    assert_corrupted(store.read(p(1)), 1);
+    assert_eq!(store.read(p(4)).expect("read"), Some(data(b"after", &[])));
+}
+
+#[test]
+fn unparseable_bytes_in_the_middle_stop_the_scan_without_truncating() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4]);
+    store.simulate_crash();
+    let len = file_len(&log);
+    // Break the length field of the record at position 1.
+    let record_1 = find(&log, &payload(2)) - 24;
+    flip_byte(&log, record_1 + 1);
+
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), len, "acknowledged records after the damage are not cut off");
+    let found = store.corruptions();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].offset, record_1 as u64);
+    assert_eq!(store.read(p(0)).expect("read before the damage"), Some(data(&payload(1), &[])));
+    for i in 1..16 {
+        assert_corrupted(store.read(p(i)), i);
+    }
+    assert_corrupted(store.write(p(9), &hole()), 9);
+    assert_eq!(store.tail(), p(16), "what the damaged segment held is unknown, so the tail covers all of it");
+    let q = store.stream_query(StreamId(1), p(0), p(16), StripeFilter::ALL, 100).expect("query");
+    assert!(q.unwritten.is_empty(), "unknown positions are not unwritten");
+    // Other segments are unaffected.
+    store.write(p(16), &data(b"next segment", &[])).expect("write elsewhere");
+    store.sync().expect("sync");
+    assert_eq!(store.read(p(16)).expect("read"), Some(data(b"next segment", &[])));
+}
+
+#[test]
+fn index_files_are_used_at_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3]);
+    store.close().expect("close writes the index");
+    assert!(seg_path(dir.path(), 0, "idx").exists());
+    flip_byte(&log, find(&log, &payload(2)) + 3);
+
+    let mut store = open(dir.path(), 16);
+    assert!(store.corruptions().is_empty(), "an indexed record is not re-read at start-up");
+    assert_corrupted(store.read(p(1)), 1);
+    let found = store.corruptions();
+    assert_eq!(found.len(), 1, "the failed read is recorded");
+    assert_eq!(found[0].position, Some(p(1)));
+    assert_corrupted(store.read(p(1)), 1);
+    assert_eq!(store.corruptions().len(), 1, "one record, one report");
+    assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
+}
+
+#[test]
+fn bytes_after_the_indexed_prefix_are_scanned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = StreamId::from_name("s");
+    let mut store = open(dir.path(), 16);
+    store.write(p(0), &data(b"zero", &[s])).expect("write");
+    store.close().expect("close writes the index");
+    let mut store = open(dir.path(), 16);
+    store.write(p(1), &data(b"one", &[s])).expect("write");
+    store.sync().expect("sync");
+    store.simulate_crash(); // the index still covers only the first record
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(0)).expect("read"), Some(data(b"zero", &[s])));
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(b"one", &[s])));
+    assert_eq!(store.stream_last(s), Some(p(1)));
+}
+
+#[test]
+fn invalid_index_file_is_ignored_and_the_segment_scanned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = StreamId::from_name("s");
+    let mut store = open(dir.path(), 16);
+    for i in 0..5u64 {
+        store.write(p(i), &data(&payload(i as u8), &[s])).expect("write");
+    }
+    store.close().expect("close");
+    let idx = seg_path(dir.path(), 0, "idx");
+    flip_byte(&idx, 50);
+    let mut store = open(dir.path(), 16);
+    for i in 0..5u64 {
+        assert_eq!(store.read(p(i)).expect("read"), Some(data(&payload(i as u8), &[s])));
+    }
+    assert_eq!(store.stream_last(s), Some(p(4)));
+    fs::write(&idx, b"short").expect("replace the index");
+    drop(store);
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(4)).expect("read"), Some(data(&payload(4), &[s])));
+}
+
+#[test]
+fn starting_a_newer_segment_indexes_the_older_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4]);
+    assert!(!seg_path(dir.path(), 0, "idx").exists(), "the newest segment has no index yet");
+    store.write(p(4), &data(b"four", &[])).expect("write into segment 1");
+    store.sync().expect("sync");
+    assert!(seg_path(dir.path(), 0, "idx").exists(), "the older segment is indexed after the rollover");
+    assert!(!seg_path(dir.path(), 4, "idx").exists());
+    store.simulate_crash();
+    // Corrupt segment 0 under its index: start-up must not notice.
+    let log0 = seg_path(dir.path(), 0, "log");
+    flip_byte(&log0, find(&log0, &payload(3)) + 1);
+    let mut store = open(dir.path(), 4);
+    assert!(store.corruptions().is_empty());
+    assert_corrupted(store.read(p(2)), 2);
+    assert_eq!(store.read(p(4)).expect("read"), Some(data(b"four", &[])));
+}
+
+#[test]
+fn trim_deletes_whole_segment_files_below_the_mark() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = StreamId::from_name("s");
+    let mut store = open(dir.path(), 4);
+    for i in 0..14u64 {
+        store.write(p(i), &data(&[i as u8], &[s])).expect("write");
+    }
+    store.sync().expect("sync");
+    store.write(p(14), &data(b"unsynced", &[s])).expect("write");
+    store.trim(p(9)).expect("trim");
+    for first in [0, 4] {
+        assert!(!seg_path(dir.path(), first, "log").exists(), "segment {first} lies below the mark");
+        assert!(!seg_path(dir.path(), first, "idx").exists());
+    }
+    assert!(seg_path(dir.path(), 8, "log").exists(), "segment 8 holds positions at and above the mark");
+    assert!(matches!(store.read(p(8)), Err(Error::Trimmed { .. })));
+    assert_eq!(store.read(p(9)).expect("read"), Some(data(&[9], &[s])));
+    assert_eq!(store.tail(), p(15));
+    let q = store.stream_query(s, p(9), p(20), StripeFilter::ALL, 100).expect("query");
+    assert_eq!(q.positions, (9..15).map(p).collect::<Vec<_>>());
+    store.close().expect("close");
+    let mut store = open(dir.path(), 4);
+    assert_eq!(store.meta().trim_mark, p(9));
+    assert!(matches!(store.read(p(8)), Err(Error::Trimmed { .. })));
+    assert_eq!(store.read(p(14)).expect("read"), Some(data(b"unsynced", &[s])));
+    let q = store.stream_query(s, p(9), p(20), StripeFilter::ALL, 100).expect("query");
+    assert_eq!(q.positions, (9..15).map(p).collect::<Vec<_>>(), "stream positions below the mark stay gone");
+}
+
+#[test]
+fn a_trim_interrupted_before_deleting_files_is_finished_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    store.close().expect("close");
+    // The trim mark was persisted, then the process died.
+    let meta_path = dir.path().join("meta.json");
+    let mut meta: Meta = serde_json::from_slice(&fs::read(&meta_path).expect("read meta")).expect("parse meta");
+    meta.trim_mark = p(8);
+    fs::write(&meta_path, serde_json::to_vec(&meta).expect("encode")).expect("write meta");
+    let mut store = open(dir.path(), 4);
+    assert!(!seg_path(dir.path(), 0, "log").exists());
+    assert!(!seg_path(dir.path(), 4, "log").exists());
+    assert!(matches!(store.read(p(7)), Err(Error::Trimmed { .. })));
+    assert_eq!(store.read(p(8)).expect("read"), Some(data(&payload(9), &[])));
+}
+
+#[test]
+fn a_new_directory_gets_a_random_node_id_that_is_kept() {
+    let one = tempfile::tempdir().expect("temp dir");
+    let two = tempfile::tempdir().expect("temp dir");
+    let id = open(one.path(), 4).meta().node_id;
+    assert_ne!(id, open(two.path(), 4).meta().node_id);
+    assert_ne!(id, NodeId(0));
+    assert_eq!(open(one.path(), 4).meta().node_id, id, "reopening keeps the node id");
+}
+
+#[test]
+fn an_existing_directory_keeps_its_segment_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6]);
+    store.close().expect("close");
+    let mut store = open(dir.path(), 1000);
+    assert_eq!(store.options().segment_positions, 4);
+    assert_eq!(store.read(p(5)).expect("read"), Some(data(&payload(6), &[])));
+    store.write(p(9), &hole()).expect("write");
+    store.close().expect("close");
+    assert!(seg_path(dir.path(), 8, "log").exists());
+}
+
+#[test]
+fn unusable_directories_and_options_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(open(dir.path(), 4));
+    fs::write(dir.path().join("meta.json"), b"{not json").expect("write");
+    match DiskStore::open(dir.path(), options(4)) {
+        Err(Error::Directory { reason, .. }) => assert!(reason.contains("meta.json"), "{reason}"),
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    fs::write(dir.path().join("format.json"), br#"{"format_version":99,"segment_positions":4}"#).expect("write");
+    match DiskStore::open(dir.path(), options(4)) {
+        Err(Error::Directory { reason, .. }) => assert!(reason.contains("format version"), "{reason}"),
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    let fresh = tempfile::tempdir().expect("temp dir");
+    assert!(matches!(DiskStore::open(fresh.path(), options(0)), Err(Error::Invalid(_))));
+    let huge = Options { entry_bytes_max: usize::MAX, ..Options::default() };
+    assert!(matches!(DiskStore::open(fresh.path(), huge), Err(Error::Invalid(_))));
+    let file = fresh.path().join("a-file");
+    fs::write(&file, b"x").expect("write");
+    assert!(matches!(DiskStore::open(&file, Options::default()), Err(Error::Io { .. })));
+}
+
+#[test]
+fn unsafe_no_sync_still_reads_back_after_a_clean_close() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = Options { segment_positions: 4, sync: SyncPolicy::UnsafeNoSync, ..Options::default() };
+    let mut store = DiskStore::open(dir.path(), opts.clone()).expect("open");
+    for i in 0..10u64 {
+        store.write(p(i), &data(&[i as u8], &[])).expect("write");
+    }
+    store.sync().expect("sync writes the buffers");
+    store.close().expect("close");
+    let mut store = DiskStore::open(dir.path(), opts).expect("open");
+    assert_eq!(store.read(p(9)).expect("read"), Some(data(&[9], &[])));
+    assert!(matches!(store.write(p(9), &hole()), Err(Error::Overwritten { kind: EntryKind::Data, .. })));
+}
