@@ -68,8 +68,9 @@ impl Default for Options {
     }
 }
 
-/// Most positions one segment file may cover (its slot offsets are `u32`).
-pub const SEGMENT_POSITIONS_MAX: u64 = 1 << 32;
+/// Most positions one segment file may cover: its slot vector may grow to
+/// 12 bytes per position (192 MiB at this limit).
+pub const SEGMENT_POSITIONS_MAX: u64 = 1 << 24;
 
 /// A segment's pending buffer is written out (without fsync) before it grows
 /// past this, so a caller that syncs rarely does not grow memory without bound.

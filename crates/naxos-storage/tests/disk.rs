@@ -275,6 +275,27 @@ fn corrupted_middle_record_is_reported_and_not_served() {
 }
 
 #[test]
+fn adjacent_corrupted_records_are_each_reported_and_the_scan_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5]);
+    store.simulate_crash();
+    flip_byte(&log, find(&log, &payload(2)) + 1);
+    flip_byte(&log, find(&log, &payload(3)) + 1);
+    let mut store = open(dir.path(), 16);
+    let mut reported: Vec<Option<Position>> = store.corruptions().iter().map(|c| c.position).collect();
+    reported.sort();
+    assert_eq!(reported, vec![Some(p(1)), Some(p(2))]);
+    assert_corrupted(store.read(p(1)), 1);
+    assert_corrupted(store.read(p(2)), 2);
+    for i in [0u64, 3, 4] {
+        assert_eq!(store.read(p(i)).expect("read"), Some(data(&payload(i as u8 + 1), &[])));
+    }
+    store.write(p(5), &hole()).expect("the segment still takes writes");
+}
+
+#[test]
 fn unparseable_bytes_in_the_middle_stop_the_scan_without_truncating() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = seg_path(dir.path(), 0, "log");

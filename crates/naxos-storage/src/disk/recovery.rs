@@ -7,11 +7,11 @@
 //!   segment, not already held) is indexed;
 //! - a valid record whose position lies outside the segment or is already held
 //!   is reported and skipped (its framing is sound, so the scan goes on);
-//! - a record whose header is sound but whose CRC fails is *in the middle* if a
-//!   valid record starts right after it: it is reported, its position (if
+//! - records whose headers are sound but whose CRC fails are *in the middle* if
+//!   a valid record starts right after them: each is reported, its position (if
 //!   plausible: inside the segment and held by no other record) is marked
-//!   corrupted, and the scan goes on after it. If it is the very last record it
-//!   is a torn tail;
+//!   corrupted, and the scan goes on after them. If they reach the end of the
+//!   file they are a torn tail;
 //! - any other failure (a header that is not one, a length running past the end
 //!   of the file, a CRC failure not followed by a valid record) is a torn tail
 //!   if no valid record starts anywhere after it: the file is truncated there
@@ -77,6 +77,28 @@ impl Reader<'_> {
         Ok(record::verify(bytes).ok())
     }
 
+    /// Follows self-consistent headers (each record wholly inside the file)
+    /// from `offset`, which holds no valid record, until a valid record starts.
+    /// `None` if the chain breaks or reaches the end of the file first.
+    fn sound_chain(&mut self, offset: u64) -> Result<Option<Chain>> {
+        let mut records = Vec::new();
+        let mut at = offset;
+        loop {
+            if !records.is_empty() && self.valid_at(at)?.is_some() {
+                return Ok(Some(Chain { records, resume: at }));
+            }
+            let Some(h) = self.get(at, HEADER_BYTES)? else { return Ok(None) };
+            let Ok(header) = record::parse_header(h) else { return Ok(None) };
+            let next = at + u64::from(header.len);
+            if next >= self.file_len {
+                // Damage reaching the end of the file is a torn tail, not a chain.
+                return Ok(None);
+            }
+            records.push((at, header));
+            at = next;
+        }
+    }
+
     /// The offset of the first valid record starting after `offset`.
     fn next_valid_after(&mut self, offset: u64) -> Result<Option<u64>> {
         let mut at = offset + 1;
@@ -88,6 +110,14 @@ impl Reader<'_> {
         }
         Ok(None)
     }
+}
+
+/// Records with sound headers but no valid content, followed by a valid record.
+struct Chain {
+    /// Offsets and headers of the damaged records.
+    records: Vec<(u64, Header)>,
+    /// Where the next valid record starts.
+    resume: u64,
 }
 
 /// What one scan found.
@@ -132,30 +162,23 @@ pub(crate) fn scan(
             offset += u64::from(header.len);
             continue;
         }
-        // Not a valid record of this segment. Is the framing sound?
-        let sound = match reader.get(offset, HEADER_BYTES)? {
-            Some(h) => record::parse_header(h).ok(),
-            None => None,
-        };
-        if let Some(header) = sound {
-            let next = offset + u64::from(header.len);
-            let in_file = next <= reader.file_len;
-            if in_file && next < reader.file_len && reader.valid_at(next)?.is_some() {
-                let bytes = reader.get(offset, header.len as usize)?.expect("checked in_file");
+        // Not a valid record of this segment. If the framing is sound (a chain
+        // of self-consistent headers leading to a valid record), the damage is
+        // confined to those records.
+        if let Some(chain) = reader.sound_chain(offset)? {
+            for (at, header) in &chain.records {
+                let bytes =
+                    reader.get(*at, header.len as usize)?.expect("sound_chain checked the bytes are in the file");
                 if let Err(reason) = record::verify(bytes) {
-                    report(corruptions, offset, Some(header.position), reason);
-                    suspects.push((offset, header));
+                    report(corruptions, *at, Some(header.position), reason);
+                    suspects.push((*at, *header));
                 } else {
-                    report(
-                        corruptions,
-                        offset,
-                        Some(header.position),
-                        format!("record claims position {} outside the segment", header.position),
-                    );
+                    let reason = format!("record claims position {} outside the segment", header.position);
+                    report(corruptions, *at, Some(header.position), reason);
                 }
-                offset = next;
-                continue;
             }
+            offset = chain.resume;
+            continue;
         }
         match reader.next_valid_after(offset)? {
             None => {
