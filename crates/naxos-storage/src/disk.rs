@@ -156,8 +156,8 @@ impl DiskStore {
             // Left by an atomic replacement that crashed before its rename.
             fs::remove(dir, name)?;
         }
-        let logs: Vec<u64> = names.iter().filter_map(|n| parse_name(n, ".log")).collect();
-        let idxs: Vec<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();
+        let logs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".log")).collect();
+        let idxs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();
         let mut options = options;
         options.segment_positions = load_format(dir, &options, !logs.is_empty())?;
         let meta = load_meta(dir)?;
@@ -174,7 +174,8 @@ impl DiskStore {
             dir_dirty: false,
             corruptions: Vec::new(),
             failed: None,
-            closed: false,
+            // Until open succeeds, dropping must not write anything.
+            closed: true,
         };
         let s = store.options.segment_positions;
         let mut removed = false;
@@ -206,6 +207,7 @@ impl DiskStore {
         // Closed segments that had to be scanned get an index now, so the next
         // start-up does not scan them again.
         store.write_indexes(false)?;
+        store.closed = false;
         tracing::info!(
             dir = %dir.display(),
             segments = store.segments.len(),

@@ -515,3 +515,23 @@ fn unsafe_no_sync_still_reads_back_after_a_clean_close() {
     assert_eq!(store.read(p(9)).expect("read"), Some(data(&[9], &[])));
     assert!(matches!(store.write(p(9), &hole()), Err(Error::Overwritten { kind: EntryKind::Data, .. })));
 }
+
+#[test]
+fn a_large_unsynced_batch_is_written_out_early_and_still_reads_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 64);
+    let big = |i: u64| data(&vec![i as u8; 1 << 20], &[]);
+    for i in 0..10u64 {
+        store.write(p(i), &big(i)).expect("write 1 MiB");
+    }
+    assert!(file_len(&log) >= 8 << 20, "the pending buffer is bounded: most of the batch is in the file");
+    for i in 0..10u64 {
+        assert_eq!(store.read(p(i)).expect("read"), Some(big(i)), "position {i} (file or buffer)");
+    }
+    store.sync().expect("sync");
+    store.simulate_crash();
+    let mut store = open(dir.path(), 64);
+    assert_eq!(store.read(p(9)).expect("read"), Some(big(9)));
+    assert_eq!(store.tail(), p(10));
+}
