@@ -130,6 +130,8 @@ pub struct DiskStore {
     failed: Option<String>,
     /// Closed or abandoned: dropping does nothing more.
     closed: bool,
+    /// Held for the store's lifetime; released on drop.
+    _lock: fs::DirLock,
 }
 
 impl DiskStore {
@@ -151,6 +153,7 @@ impl DiskStore {
             )));
         }
         fs::create_dir_all(dir)?;
+        let lock = fs::DirLock::take(dir)?;
         let names = fs::list(dir)?;
         for name in names.iter().filter(|n| n.ends_with(".tmp")) {
             // Left by an atomic replacement that crashed before its rename.
@@ -176,6 +179,7 @@ impl DiskStore {
             failed: None,
             // Until open succeeds, dropping must not write anything.
             closed: true,
+            _lock: lock,
         };
         let s = store.options.segment_positions;
         let mut removed = false;

@@ -535,3 +535,15 @@ fn a_large_unsynced_batch_is_written_out_early_and_still_reads_back() {
     assert_eq!(store.read(p(9)).expect("read"), Some(big(9)));
     assert_eq!(store.tail(), p(10));
 }
+
+#[test]
+fn a_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), 16);
+    match DiskStore::open(dir.path(), options(16)) {
+        Err(Error::Directory { reason, .. }) => assert!(reason.contains("in use"), "{reason}"),
+        other => panic!("a second open must be refused, got {other:?}"),
+    }
+    drop(first);
+    let _again = open(dir.path(), 16);
+}

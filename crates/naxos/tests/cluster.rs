@@ -283,3 +283,31 @@ async fn a_restarted_sequencer_never_reissues_a_written_position() {
     assert!(matches!(fresh.read(last).await.unwrap(), Value::Data(r) if &r.payload[..] == b"e19"));
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_segment_file_is_repaired_or_reported_never_served() {
+    let mut c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    for tag in ["entry-A", "entry-B-to-be-corrupted", "entry-C"] {
+        client.append(tag.into()).await.unwrap();
+    }
+    c.stop(0).await;
+    let seg = c.dirs[0].path().join("log").join(format!("seg-{:020}.log", 0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"B-to-be").expect("payload on disk");
+    bytes[at] ^= 0x40; // corrupt a middle record
+    bytes.extend_from_slice(&[0x30, 0, 0, 0, 0xde, 0xad]); // a torn last record
+    std::fs::write(&seg, &bytes).unwrap();
+    c.restart(0).await;
+    let client = c.client().await;
+    assert!(matches!(client.read(Position(0)).await.unwrap(), Value::Data(r) if &r.payload[..] == b"entry-A"));
+    match client.read(Position(1)).await {
+        Err(Error::Server(s)) => assert_eq!(s.code, ErrorCode::Corrupted),
+        other => panic!("a corrupted record must be reported, not served: {other:?}"),
+    }
+    assert!(matches!(client.read(Position(2)).await.unwrap(), Value::Data(r) if &r.payload[..] == b"entry-C"));
+    let p = client.append("after repair".into()).await.unwrap();
+    assert_eq!(p, Position(3));
+    assert!(matches!(client.read(p).await.unwrap(), Value::Data(r) if &r.payload[..] == b"after repair"));
+    c.stop_all().await;
+}

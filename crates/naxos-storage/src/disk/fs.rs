@@ -13,6 +13,34 @@ fn io(context: String, source: std::io::Error) -> Error {
     Error::Io { context, source }
 }
 
+/// An exclusive lock on a data directory, held while the store is open, so
+/// that two processes never write the same log unit's files.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir/LOCK`; fails at once if another process holds it.
+    pub(crate) fn take(dir: &Path) -> Result<DirLock> {
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::Directory {
+                path: dir.display().to_string(),
+                reason: "is in use by another log unit (its LOCK file is held); stop that one first".into(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(io(format!("locking {}", path.display()), e)),
+        }
+    }
+}
+
 /// An open data file, read and written with positioned I/O only.
 #[derive(Debug)]
 pub(crate) struct DataFile {
