@@ -1,8 +1,10 @@
 //! Server configuration: the address, the data directory, the roles and every
 //! limit, each with a documented default.
 
-use naxos_storage::SyncPolicy;
+use naxos_storage::{Fs, StdFs, SyncPolicy};
+use naxos_wire::NodeId;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Which roles a server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +80,13 @@ pub struct Config {
     /// Run the log unit's storage on a dedicated OS thread (true in production;
     /// false in the simulator, which must stay on one thread).
     pub storage_thread: bool,
+    /// The file system every file of the node (layout, metadata, segments) is
+    /// reached through (default [`StdFs`]; the simulator passes its own).
+    pub fs: Arc<dyn Fs>,
+    /// The node's id when its data directory is new (default `None`: a random
+    /// one). A log unit keeps the id stored in its metadata; the simulator sets
+    /// it so that runs are deterministic.
+    pub node_id: Option<NodeId>,
 }
 
 impl Config {
@@ -95,6 +104,8 @@ impl Config {
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
             storage_thread: true,
+            fs: Arc::new(StdFs),
+            node_id: None,
         }
     }
 }

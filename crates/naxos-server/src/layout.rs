@@ -4,9 +4,10 @@
 //! authority. Bootstrap writes epoch 0 once: a different second bootstrap is
 //! refused, the same one repeated is accepted (so a retried bootstrap is safe).
 
-use naxos_storage::meta::write_atomic;
+use naxos_storage::Fs;
 use naxos_wire::{ErrorCode, Layout, ServerError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The layout file's name inside the data directory.
 pub const FILE: &str = "layout.json";
@@ -14,15 +15,16 @@ pub const FILE: &str = "layout.json";
 /// A node's durable copy of the layout.
 #[derive(Debug)]
 pub struct LayoutStore {
-    dir: PathBuf,
+    path: PathBuf,
+    fs: Arc<dyn Fs>,
     layout: Option<Layout>,
 }
 
 impl LayoutStore {
-    /// Loads `dir/layout.json` if it exists.
-    pub fn open(dir: &Path) -> Result<LayoutStore, crate::Error> {
+    /// Loads `dir/layout.json` through `fs` if it exists.
+    pub fn open(dir: &Path, fs: Arc<dyn Fs>) -> Result<LayoutStore, crate::Error> {
         let path = dir.join(FILE);
-        let layout = match std::fs::read(&path) {
+        let layout = match fs.read(&path) {
             Ok(bytes) => {
                 let l: Layout = serde_json::from_slice(&bytes)
                     .map_err(|e| crate::Error::Config(format!("{}: not a valid layout: {e}", path.display())))?;
@@ -31,7 +33,7 @@ impl LayoutStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(crate::Error::Io { context: format!("reading {}", path.display()), source }),
         };
-        Ok(LayoutStore { dir: dir.to_path_buf(), layout })
+        Ok(LayoutStore { path, fs, layout })
     }
 
     /// The layout, if bootstrapped.
@@ -58,8 +60,9 @@ impl LayoutStore {
         }
         layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
         let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
-        write_atomic(&self.dir, FILE, &json)
-            .map_err(|e| ServerError::new(ErrorCode::Unavailable, format!("storing the layout: {e}")))?;
+        self.fs.write_atomic(&self.path, &json).map_err(|e| {
+            ServerError::new(ErrorCode::Unavailable, format!("storing the layout in {}: {e}", self.path.display()))
+        })?;
         self.layout = Some(layout);
         Ok(())
     }
@@ -74,12 +77,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = vec!["a:1".to_string()];
         let l = Layout::initial("c1", &a, 1, 1, a.clone(), a.clone());
-        let mut s = LayoutStore::open(dir.path()).unwrap();
+        let mut s = LayoutStore::open(dir.path(), Arc::new(naxos_storage::StdFs)).unwrap();
         s.bootstrap(l.clone()).unwrap();
         s.bootstrap(l.clone()).unwrap();
         let other = Layout::initial("c2", &a, 1, 1, a.clone(), a.clone());
         assert_eq!(s.bootstrap(other).unwrap_err().code, ErrorCode::AlreadyBootstrapped);
-        let s2 = LayoutStore::open(dir.path()).unwrap();
+        let s2 = LayoutStore::open(dir.path(), Arc::new(naxos_storage::StdFs)).unwrap();
         assert_eq!(s2.get(), Some(&l));
     }
 }

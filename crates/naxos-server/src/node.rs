@@ -99,18 +99,22 @@ fn random_node_id() -> NodeId {
 /// Starts a server: opens its data directory, binds, and serves until stopped.
 pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Error> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir)
+    config
+        .fs
+        .create_dir_all(&dir)
         .map_err(|source| Error::Io { context: format!("creating data directory {}", dir.display()), source })?;
-    let layout = LayoutStore::open(&dir)?;
+    let layout = LayoutStore::open(&dir, config.fs.clone())?;
     let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
 
-    let mut node_id = random_node_id();
+    let mut node_id = config.node_id.unwrap_or_else(random_node_id);
     let mut storage_done = None;
     let logunit = if config.roles.logunit {
         let options = StoreOptions {
             segment_positions: config.segment_positions,
             entry_bytes_max: config.entry_bytes_max,
             sync: config.sync,
+            fs: config.fs.clone(),
+            node_id: config.node_id,
         };
         let store = DiskStore::open(&dir.join("log"), options)?;
         let meta = naxos_storage::Store::meta(&store).clone();

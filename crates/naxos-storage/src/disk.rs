@@ -26,6 +26,7 @@ mod record;
 mod recovery;
 mod segment;
 
+use crate::fs::{DirLock, Fs, StdFs};
 use crate::query::{self, Budget};
 use crate::{validate_entry, Corruption, Error, Meta, Result, Store, StreamQuery, StripeFilter};
 use index::{SlotKind, StreamIndex};
@@ -35,6 +36,7 @@ use segment::Segment;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// When `sync` makes writes durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,8 +51,8 @@ pub enum SyncPolicy {
     UnsafeNoSync,
 }
 
-/// How a [`DiskStore`] lays out and syncs its files.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a [`DiskStore`] lays out and syncs its files, and through which file system.
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Positions per segment file (default `1 << 16`); segment `n` covers
     /// `[n*S, (n+1)*S)`. Fixed when the directory is created: an existing
@@ -60,11 +62,24 @@ pub struct Options {
     pub entry_bytes_max: usize,
     /// When writes become durable (default [`SyncPolicy::Durable`]).
     pub sync: SyncPolicy,
+    /// The file system every file of the store is reached through (default
+    /// [`StdFs`]; a simulator passes its own).
+    pub fs: Arc<dyn Fs>,
+    /// The node id written into the metadata of a *new* directory (default
+    /// `None`: a random one). An existing directory keeps its own; a simulator
+    /// sets it so that runs are deterministic.
+    pub node_id: Option<NodeId>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { segment_positions: 1 << 16, entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX, sync: SyncPolicy::Durable }
+        Options {
+            segment_positions: 1 << 16,
+            entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX,
+            sync: SyncPolicy::Durable,
+            fs: Arc::new(StdFs),
+            node_id: None,
+        }
     }
 }
 
@@ -131,7 +146,7 @@ pub struct DiskStore {
     /// Closed or abandoned: dropping does nothing more.
     closed: bool,
     /// Held for the store's lifetime; released on drop.
-    _lock: fs::DirLock,
+    _lock: DirLock,
 }
 
 impl DiskStore {
@@ -152,18 +167,21 @@ impl DiskStore {
                 record::PAYLOAD_BYTES_LIMIT
             )));
         }
-        fs::create_dir_all(dir)?;
-        let lock = fs::DirLock::take(dir)?;
-        let names = fs::list(dir)?;
+        // A handle of our own: `options` moves into the store below.
+        let fs_handle = options.fs.clone();
+        let files = fs_handle.as_ref();
+        fs::create_dir_all(files, dir)?;
+        let lock = fs::lock(files, dir)?;
+        let names = fs::list(files, dir)?;
         for name in names.iter().filter(|n| n.ends_with(".tmp")) {
             // Left by an atomic replacement that crashed before its rename.
-            fs::remove(dir, name)?;
+            fs::remove(files, dir, name)?;
         }
         let logs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".log")).collect();
         let idxs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();
         let mut options = options;
         options.segment_positions = load_format(dir, &options, !logs.is_empty())?;
-        let meta = load_meta(dir)?;
+        let meta = load_meta(dir, &options)?;
         let mut store = DiskStore {
             dir: dir.to_path_buf(),
             options,
@@ -184,7 +202,7 @@ impl DiskStore {
         let s = store.options.segment_positions;
         let mut removed = false;
         for first in idxs.iter().filter(|f| !logs.contains(f)) {
-            fs::remove(dir, &idx_name(*first))?;
+            fs::remove(files, dir, &idx_name(*first))?;
             removed = true;
         }
         for first in logs {
@@ -197,15 +215,15 @@ impl DiskStore {
             if first.saturating_add(s) <= store.meta.trim_mark.0 {
                 // Wholly below the trim mark: a trim persisted its mark and
                 // crashed before deleting this file.
-                fs::remove(dir, &log_name(first))?;
-                fs::remove(dir, &idx_name(first))?;
+                fs::remove(files, dir, &log_name(first))?;
+                fs::remove(files, dir, &idx_name(first))?;
                 removed = true;
                 continue;
             }
             store.recover_segment(first)?;
         }
         if removed {
-            fs::sync_dir(dir)?;
+            fs::sync_dir(files, dir)?;
         }
         store.high = store.segments.values().filter_map(highest_possible).max().unwrap_or(0);
         // Closed segments that had to be scanned get an index now, so the next
@@ -226,6 +244,11 @@ impl DiskStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the store works through.
+    fn fs(&self) -> &dyn Fs {
+        self.options.fs.as_ref()
     }
 
     /// The options in force (`segment_positions` is the directory's own).
@@ -270,11 +293,11 @@ impl DiskStore {
     /// Loads one segment: its index file if valid, then a scan of the rest.
     fn recover_segment(&mut self, first: u64) -> Result<()> {
         let s = self.options.segment_positions;
-        let file = fs::DataFile::open(&self.dir.join(log_name(first)))?;
+        let file = fs::DataFile::open(self.fs(), &self.dir.join(log_name(first)))?;
         let file_len = file.len()?;
         let mut seg = Segment::new(first, s, file);
         let mut from = 0;
-        if let Some(bytes) = fs::read(&self.dir, &idx_name(first))? {
+        if let Some(bytes) = fs::read(self.fs(), &self.dir, &idx_name(first))? {
             match index::decode(&bytes, first, s, file_len) {
                 Ok(ix) => {
                     seg.held = ix.slots.iter().filter(|slot| slot.kind() != SlotKind::Empty).count() as u64;
@@ -342,7 +365,7 @@ impl DiskStore {
         }
         let streams = self.streams.in_range(seg.first, seg.end());
         let bytes = index::encode(seg.first, seg.written_len, &seg.slots, &streams);
-        fs::write_atomic(&self.dir, &idx_name(seg.first), &bytes)?;
+        fs::write_atomic(self.options.fs.as_ref(), &self.dir, &idx_name(seg.first), &bytes)?;
         seg.indexed_len = Some(seg.written_len);
         self.index_dirty.remove(&n);
         Ok(())
@@ -350,12 +373,12 @@ impl DiskStore {
 
     fn persist_meta(&self, meta: &Meta) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(meta).expect("Meta has only plain fields and always serializes");
-        fs::write_atomic(&self.dir, META_FILE, &bytes)
+        fs::write_atomic(self.fs(), &self.dir, META_FILE, &bytes)
     }
 
     fn create_segment(&mut self, n: u64) -> Result<()> {
         let first = n * self.options.segment_positions;
-        let file = fs::DataFile::create(&self.dir.join(log_name(first)))?;
+        let file = fs::DataFile::create(self.fs(), &self.dir.join(log_name(first)))?;
         self.dir_dirty = true;
         if self.segments.keys().next_back().is_some_and(|newest| *newest < n) {
             self.index_due = true;
@@ -466,13 +489,13 @@ fn directory_error(dir: &Path, reason: String) -> Error {
 /// Reads `format.json` (or writes it for a new directory) and returns the
 /// directory's segment size.
 fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64> {
-    let Some(bytes) = fs::read(dir, FORMAT_FILE)? else {
+    let Some(bytes) = fs::read(options.fs.as_ref(), dir, FORMAT_FILE)? else {
         if has_segments {
             tracing::warn!(dir = %dir.display(), "segment files without format.json; assuming segment_positions {}", options.segment_positions);
         }
         let format = Format { format_version: FORMAT_VERSION, segment_positions: options.segment_positions };
         let bytes = serde_json::to_vec_pretty(&format).expect("Format has only plain fields and always serializes");
-        fs::write_atomic(dir, FORMAT_FILE, &bytes)?;
+        fs::write_atomic(options.fs.as_ref(), dir, FORMAT_FILE, &bytes)?;
         return Ok(options.segment_positions);
     };
     let format: Format = serde_json::from_slice(&bytes).map_err(|e| {
@@ -504,9 +527,10 @@ fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64>
     Ok(format.segment_positions)
 }
 
-/// Reads `meta.json`, or creates it with a random node id.
-fn load_meta(dir: &Path) -> Result<Meta> {
-    match fs::read(dir, META_FILE)? {
+/// Reads `meta.json`, or creates it with `options.node_id` (or a random one).
+fn load_meta(dir: &Path, options: &Options) -> Result<Meta> {
+    let files = options.fs.as_ref();
+    match fs::read(files, dir, META_FILE)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             directory_error(
                 dir,
@@ -514,9 +538,10 @@ fn load_meta(dir: &Path) -> Result<Meta> {
             )
         }),
         None => {
-            let meta = Meta { node_id: NodeId(fs::random_u64().max(1)), ..Meta::default() };
+            let node_id = options.node_id.unwrap_or_else(crate::meta::random_node_id);
+            let meta = Meta { node_id, ..Meta::default() };
             let bytes = serde_json::to_vec_pretty(&meta).expect("Meta has only plain fields and always serializes");
-            fs::write_atomic(dir, META_FILE, &bytes)?;
+            fs::write_atomic(files, dir, META_FILE, &bytes)?;
             Ok(meta)
         }
     }
@@ -576,7 +601,7 @@ impl Store for DiskStore {
             self.touched.remove(&n);
         }
         if self.dir_dirty && durable {
-            if let Err(e) = fs::sync_dir(&self.dir) {
+            if let Err(e) = fs::sync_dir(self.options.fs.as_ref(), &self.dir) {
                 self.failed = Some(e.to_string());
                 return Err(e);
             }
@@ -696,11 +721,11 @@ impl Store for DiskStore {
             self.index_dirty.remove(n);
             let first = seg.first;
             drop(seg);
-            fs::remove(&self.dir, &log_name(first))?;
-            fs::remove(&self.dir, &idx_name(first))?;
+            fs::remove(self.fs(), &self.dir, &log_name(first))?;
+            fs::remove(self.fs(), &self.dir, &idx_name(first))?;
         }
         if !doomed.is_empty() && self.options.sync == SyncPolicy::Durable {
-            fs::sync_dir(&self.dir)?;
+            fs::sync_dir(self.fs(), &self.dir)?;
         }
         tracing::info!(mark = position.0, deleted_segments = doomed.len(), "trimmed");
         Ok(())

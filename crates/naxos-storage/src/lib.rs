@@ -28,15 +28,21 @@
 //! - position `u64::MAX` is reserved (it means "none" in back-pointers):
 //!   writing it is `Invalid`.
 //!
+//! Every file the on-disk store touches is reached through the [`Fs`] trait
+//! (module [`fs`]): [`StdFs`] in production, a simulated file system in the
+//! simulator (set through [`Options::fs`]).
+//!
 //! The on-disk format is described in `docs/storage.md` and in [`disk`].
 
 pub mod conformance;
 pub mod disk;
+pub mod fs;
 pub mod mem;
 pub mod meta;
 mod query;
 
 pub use disk::{DiskStore, Options, SyncPolicy};
+pub use fs::{Fs, StdFs};
 pub use mem::MemStore;
 pub use meta::Meta;
 

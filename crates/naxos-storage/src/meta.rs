@@ -1,12 +1,8 @@
-//! The store's small metadata (cluster id, node id, sealed epoch, trim mark) and
-//! its atomic replacement: write a temp file, fsync it, rename it over the old
-//! one, fsync the directory.
+//! The store's small metadata (cluster id, node id, sealed epoch, trim mark).
+//! It is replaced atomically through [`crate::fs::Fs::write_atomic`].
 
 use naxos_wire::{Epoch, NodeId, Position};
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io::Write;
-use std::path::Path;
 
 /// A log unit's durable metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,14 +17,18 @@ pub struct Meta {
     pub trim_mark: Position,
 }
 
-/// Writes `bytes` to `dir/name` atomically and durably.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    fs::File::open(dir)?.sync_all()
+/// A random, non-zero node id: 64 bits from the OS (`/dev/urandom`), or,
+/// failing that, from the standard library's randomly seeded hasher over the
+/// time and process id. (Randomness, not storage: it does not go through the
+/// `Fs` seam; a simulator passes `Options::node_id` instead.)
+pub(crate) fn random_node_id() -> NodeId {
+    use std::hash::BuildHasher;
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let random = if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok() {
+        u64::from_le_bytes(bytes)
+    } else {
+        std::collections::hash_map::RandomState::new().hash_one((std::time::SystemTime::now(), std::process::id()))
+    };
+    NodeId(random.max(1))
 }
