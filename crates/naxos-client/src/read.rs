@@ -38,6 +38,9 @@ impl Client {
             });
         };
         let chain = placement.chain;
+        if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::ReadAnyReplica) {
+            return self.read_any_replica_broken(layout, chain, pos).await;
+        }
         let tail_replica = &chain[chain.len() - 1];
         if let Some(entry) = self.read_replica(tail_replica, layout, pos).await? {
             return Ok(Value::from_entry(entry));
@@ -77,6 +80,37 @@ impl Client {
             },
         })?;
         Ok(Value::from_entry(winner))
+    }
+
+    /// The deliberately broken read of `Mutation::ReadAnyReplica`: trusts one
+    /// replica picked by position, and fills a hole there alone. Only for
+    /// proving that the simulator catches it.
+    async fn read_any_replica_broken(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        pos: Position,
+    ) -> Result<Value, naxos_wire::rpc::Error> {
+        let replica = &chain[(pos.0 as usize) % chain.len()];
+        if let Some(entry) = self.read_replica(replica, layout, pos).await? {
+            return Ok(Value::from_entry(entry));
+        }
+        let below_tail = matches!(self.tail().await, Ok(t) if pos < t);
+        if !below_tail {
+            return Err(naxos_wire::rpc::Error::Server {
+                addr: String::new(),
+                error: naxos_wire::ServerError::at(ErrorCode::Unwritten, pos, format!("position {pos} is unwritten")),
+            });
+        }
+        tokio::time::sleep(self.config().hole_fill_wait).await;
+        let hole = naxos_wire::Entry { kind: EntryKind::Hole as i32, ..Default::default() };
+        match self.write_replica(replica, layout, pos, &hole).await {
+            Ok(()) => Ok(Value::Hole),
+            Err(_) => match self.read_replica(replica, layout, pos).await? {
+                Some(entry) => Ok(Value::from_entry(entry)),
+                None => Ok(Value::Hole),
+            },
+        }
     }
 
     /// If the head holds a value, copies it down the chain and returns it.

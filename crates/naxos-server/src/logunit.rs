@@ -263,6 +263,13 @@ impl LogUnit {
             }
             // Group commit: one sync for the batch, then every answer. Reads
             // wait too: they may have seen a write of this batch.
+            if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::AckBeforeSync) {
+                for (reply, result, _) in answers.drain(..) {
+                    reply.send(result);
+                }
+                // The broken variant syncs "later", as a lazy flusher would.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             let synced = if wrote { self.sync() } else { Ok(()) };
             for (reply, result, is_write) in answers.drain(..) {
                 match (&synced, is_write) {
@@ -270,6 +277,10 @@ impl LogUnit {
                     _ => reply.send(result),
                 }
             }
+        }
+        // Every sender is gone: a clean stop.
+        if let Err(e) = self.store.close() {
+            tracing::warn!("closing the log unit's store: {e}");
         }
     }
 }

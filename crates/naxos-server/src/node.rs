@@ -194,6 +194,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         let mut shutdown = actx.shutdown.clone();
         loop {
             tokio::select! {
+                biased; // deterministic polling order (the simulator replays seeds)
                 _ = until_stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
@@ -255,6 +256,7 @@ fn start_recovery(ctx: &Arc<Ctx>) {
                 Err(e) => tracing::warn!("sequencer recovery: {e}; retrying in {backoff:?}"),
             }
             tokio::select! {
+                biased;
                 _ = until_stopped(&mut shutdown) => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
@@ -272,6 +274,7 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let next = tokio::select! {
+            biased;
             _ = until_stopped(&mut shutdown) => break,
             next = reader.next::<Request>() => next,
         };

@@ -135,6 +135,11 @@ impl Sequencer {
                 }
             }
         }
+        let (tail, streams) = if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerFromZero) {
+            (0, &[][..])
+        } else {
+            (tail, streams)
+        };
         let mut map = HashMap::with_capacity(streams.len());
         for &(s, last) in streams {
             map.insert(s, last);

@@ -143,6 +143,12 @@ pub trait Store: Send + 'static {
     /// Makes every buffered write durable (one fdatasync per touched file).
     fn sync(&mut self) -> Result<()>;
 
+    /// Closes the store cleanly: syncs, and writes what makes the next start
+    /// quick (the disk store's index files). Dropping without it is a crash.
+    fn close(&mut self) -> Result<()> {
+        self.sync()
+    }
+
     /// The entry at `position` (data or hole), `None` if unwritten; `Trimmed`
     /// below the trim mark; `Corrupted` if the record fails its checksum.
     fn read(&mut self, position: Position) -> Result<Option<Entry>>;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod layout;
+pub mod mutation;
 pub mod net;
 pub mod rpc;
 

@@ -7,7 +7,7 @@ use crate::frame::{self, FrameReader};
 use crate::net::Net;
 use crate::proto::{response, Request, Response};
 use crate::ServerError;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,7 +82,9 @@ impl Default for Options {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Calls waiting for their response, by request id (ordered, so that a broken
+/// connection wakes its waiters in the same order in every replay).
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Response>>>>;
 
 /// One multiplexed connection to a peer.
 #[derive(Clone)]
@@ -220,7 +222,7 @@ impl Conn {
 pub struct Pool {
     net: Arc<dyn Net>,
     options: Options,
-    conns: Arc<tokio::sync::Mutex<HashMap<String, Conn>>>,
+    conns: Arc<tokio::sync::Mutex<BTreeMap<String, Conn>>>,
 }
 
 impl Pool {

@@ -1,0 +1,164 @@
+//! The fault schedule: crashes (unsynced data lost) and restarts of servers,
+//! whole-cluster power loss, partitions both ways and one way, held (delayed)
+//! links, and changing message latency (reordering across connections), each
+//! chosen by the run's seeded RNG and undone after a seeded while. `heal`
+//! undoes everything for the quiescent phase.
+
+use crate::rng::Rng;
+use std::time::Duration;
+
+/// Something to undo later.
+#[derive(Clone, Debug)]
+enum Undo {
+    Bounce(Vec<String>),
+    Repair(String, String),
+    RepairOneway(String, String),
+    Release(String, String),
+}
+
+/// The seeded fault schedule of one run.
+pub struct Faults {
+    rng: Rng,
+    servers: Vec<String>,
+    clients: Vec<String>,
+    next_at: Duration,
+    pending: Vec<(Duration, Undo)>,
+    down: Vec<String>,
+    /// What happened, with the simulated time: part of the run's trace.
+    pub log: Vec<String>,
+}
+
+impl Faults {
+    /// A schedule over these hosts.
+    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>) -> Faults {
+        Faults {
+            rng: Rng::new(seed, 7),
+            servers,
+            clients,
+            next_at: Duration::from_millis(100),
+            pending: Vec::new(),
+            down: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn pick<'a>(&mut self, v: &'a [String]) -> &'a String {
+        &v[self.rng.range(0, v.len() as u64) as usize]
+    }
+
+    fn note(&mut self, now: Duration, what: String) {
+        self.log.push(format!("{:>10.3}ms fault: {what}", now.as_secs_f64() * 1e3));
+    }
+
+    /// Called after every step: undoes what is due, maybe injects a new fault.
+    pub fn step(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let now = sim.elapsed();
+        let due: Vec<Undo> = {
+            let (due, keep): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _)| *t <= now);
+            self.pending = keep;
+            due.into_iter().map(|(_, u)| u).collect()
+        };
+        for u in due {
+            self.undo(sim, u, now);
+        }
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + Duration::from_millis(self.rng.range(50, 400));
+        let servers = self.servers.clone();
+        let roll = self.rng.range(0, 100);
+        let later = |rng: &mut Rng, lo: u64, hi: u64| now + Duration::from_millis(rng.range(lo, hi));
+        match roll {
+            0..=19 if self.down.is_empty() => {
+                let s = self.pick(&servers).clone();
+                sim.crash(s.as_str());
+                self.note(now, format!("crash {s}"));
+                self.down.push(s.clone());
+                let at = later(&mut self.rng, 100, 1500);
+                self.pending.push((at, Undo::Bounce(vec![s])));
+            }
+            20..=23 if self.down.is_empty() => {
+                for s in &servers {
+                    sim.crash(s.as_str());
+                }
+                self.note(now, "power loss: crash every server".into());
+                self.down = servers.clone();
+                let at = later(&mut self.rng, 100, 600);
+                self.pending.push((at, Undo::Bounce(servers.clone())));
+            }
+            24..=43 => {
+                let a = self.pick(&servers).clone();
+                let mut all = servers.clone();
+                all.extend(self.clients.iter().cloned());
+                let b = self.pick(&all).clone();
+                if a == b {
+                    return;
+                }
+                let at = later(&mut self.rng, 50, 1500);
+                if self.rng.chance(0.5) {
+                    sim.partition(a.as_str(), b.as_str());
+                    self.note(now, format!("partition {a} <-> {b}"));
+                    self.pending.push((at, Undo::Repair(a, b)));
+                } else {
+                    sim.partition_oneway(a.as_str(), b.as_str());
+                    self.note(now, format!("partition {a} -> {b}"));
+                    self.pending.push((at, Undo::RepairOneway(a, b)));
+                }
+            }
+            44..=58 => {
+                let a = self.pick(&servers).clone();
+                let b = self.pick(&self.clients.clone()).clone();
+                sim.hold(a.as_str(), b.as_str());
+                self.note(now, format!("hold {a} <-> {b}"));
+                let at = later(&mut self.rng, 10, 300);
+                self.pending.push((at, Undo::Release(a, b)));
+            }
+            59..=68 => {
+                let ms = self.rng.range(1, 40);
+                sim.set_max_message_latency(Duration::from_millis(ms));
+                self.note(now, format!("max message latency {ms}ms"));
+            }
+            _ => {}
+        }
+    }
+
+    fn undo(&mut self, sim: &mut turmoil::Sim<'_>, u: Undo, now: Duration) {
+        match u {
+            Undo::Bounce(hosts) => {
+                for h in &hosts {
+                    sim.bounce(h.as_str());
+                    self.down.retain(|d| d != h);
+                }
+                self.note(now, format!("restart {}", hosts.join(",")));
+            }
+            Undo::Repair(a, b) => {
+                sim.repair(a.as_str(), b.as_str());
+                self.note(now, format!("repair {a} <-> {b}"));
+            }
+            Undo::RepairOneway(a, b) => {
+                sim.repair_oneway(a.as_str(), b.as_str());
+                self.note(now, format!("repair {a} -> {b}"));
+            }
+            Undo::Release(a, b) => {
+                sim.release(a.as_str(), b.as_str());
+                self.note(now, format!("release {a} <-> {b}"));
+            }
+        }
+    }
+
+    /// Undoes every fault, then crashes and restarts every server (unsynced
+    /// data lost), for the quiescent phase.
+    pub fn heal(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let now = sim.elapsed();
+        for (_, u) in std::mem::take(&mut self.pending) {
+            self.undo(sim, u, now);
+        }
+        sim.set_max_message_latency(Duration::from_millis(2));
+        for s in &self.servers {
+            sim.crash(s.as_str());
+            sim.bounce(s.as_str());
+        }
+        self.down.clear();
+        self.note(now, "heal: links repaired, every server crashed and restarted".into());
+    }
+}

@@ -1,0 +1,215 @@
+//! Deterministic simulation of Naxos. The real server (`naxos-server`) and
+//! client (`naxos-client`) code runs on turmoil: several hosts on one thread,
+//! simulated TCP and a simulated file system per host (unsynced writes die
+//! with a crash; multi-block writes can tear), all driven by one seed. A
+//! seeded workload records a history; a seeded fault schedule crashes,
+//! partitions and delays; a quiescent phase heals everything, restarts every
+//! server and reads the whole log back; the checkers of `naxos-check` judge
+//! the history. `NAXOS_SIM_SEED=N` reruns one seed exactly.
+
+pub mod faults;
+pub mod fs;
+pub mod net;
+pub mod rng;
+pub mod workload;
+
+use naxos_check::{Event, History, Violation};
+use naxos_wire::mutation::Mutation;
+use naxos_wire::Layout;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The port every simulated server listens on.
+pub const PORT: u16 = 7400;
+
+/// The history being recorded, shared by every simulated client.
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Mutex<Vec<Event>>>);
+
+impl Shared {
+    /// Records one event.
+    pub fn push(&self, e: Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(e);
+        }
+    }
+
+    fn take(&self) -> Vec<Event> {
+        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+}
+
+/// What one simulated run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: every choice of the run follows from it.
+    pub seed: u64,
+    /// Server hosts (each runs every role; the first sequences).
+    pub servers: usize,
+    /// Replicas per chain.
+    pub replication: usize,
+    /// Chains.
+    pub stripes: usize,
+    /// Workload clients.
+    pub clients: usize,
+    /// Operations per workload client.
+    pub ops_per_client: usize,
+    /// Inject faults during the workload.
+    pub faults: bool,
+    /// Probability of an I/O error per file operation.
+    pub io_error_probability: f64,
+    /// A deliberately broken protocol variant to run (mutation tests).
+    pub mutation: Option<Mutation>,
+}
+
+impl SimConfig {
+    /// The default run for `seed`: 3 servers in one chain of 3, 3 clients.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            servers: 3,
+            replication: 3,
+            stripes: 1,
+            clients: 3,
+            ops_per_client: 40,
+            faults: true,
+            io_error_probability: 0.0,
+            mutation: None,
+        }
+    }
+}
+
+/// What a run produced.
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Every recorded operation.
+    pub history: History,
+    /// Fault events and operations in order, one line each: the run's trace.
+    pub trace: Vec<String>,
+    /// What the checkers found.
+    pub violations: Vec<Violation>,
+    /// Simulated time the run took.
+    pub sim_time: Duration,
+}
+
+impl Report {
+    /// A short account of each violation with the operations around it.
+    pub fn explain(&self) -> String {
+        let mut out =
+            format!("seed {} ({} operations): {} violation(s)\n", self.seed, self.history.len(), self.violations.len());
+        for v in self.violations.iter().take(3) {
+            out.push_str(&naxos_check::explain(&self.history, v, 6));
+            out.push('\n');
+        }
+        out.push_str(&format!("rerun with NAXOS_SIM_SEED={}\n", self.seed));
+        out
+    }
+}
+
+fn server_host(i: usize) -> String {
+    format!("n{i}")
+}
+
+async fn server(i: usize, seed: u64) -> turmoil::Result {
+    let mut config = naxos_server::Config::new(format!("0.0.0.0:{PORT}"), "/data");
+    config.advertise = Some(format!("{}:{PORT}", server_host(i)));
+    config.storage_thread = false;
+    config.segment_positions = 64;
+    config.fs = Arc::new(fs::TurmoilFs);
+    config.node_id = Some(naxos_wire::NodeId(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)));
+    let mut handle = naxos_server::start(config, Arc::new(net::TurmoilNet)).await?;
+    handle.wait().await;
+    Ok(())
+}
+
+/// Runs one seed; `Err` if the simulation itself broke (a host failed or it ran too long).
+pub fn run(config: &SimConfig) -> Result<Report, String> {
+    if !naxos_wire::mutation::set(config.mutation) {
+        return Err("mutations are compiled in only with the `mutations` feature of naxos-wire (test builds)".into());
+    }
+    let result = run_inner(config);
+    naxos_wire::mutation::set(None);
+    result
+}
+
+fn run_inner(config: &SimConfig) -> Result<Report, String> {
+    let seed = config.seed;
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(3600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(Duration::from_millis(2))
+        .enable_random_order();
+    builder.fs().block_size(4096).sync_probability(0.05).io_error_probability(config.io_error_probability);
+    let mut sim = builder.build();
+
+    let servers: Vec<String> = (0..config.servers).map(server_host).collect();
+    let addrs: Vec<String> = servers.iter().map(|h| format!("{h}:{PORT}")).collect();
+    for (i, host) in servers.iter().enumerate() {
+        sim.host(host.as_str(), move || server(i, seed));
+    }
+    let layout = Layout::initial(
+        &format!("sim-{seed}"),
+        &addrs,
+        config.replication,
+        config.stripes,
+        vec![addrs[0].clone()],
+        vec![addrs[0].clone()],
+    );
+    let boot = layout.clone();
+    sim.client("admin", async move {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match naxos_client::admin::bootstrap(Arc::new(net::TurmoilNet), &boot).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("bootstrap never succeeded: {last}").into())
+    });
+
+    let shared = Shared::default();
+    let clients: Vec<String> = (0..config.clients).map(|i| format!("c{i}")).collect();
+    for (i, name) in clients.iter().enumerate() {
+        let shared = shared.clone();
+        let seeds = addrs.clone();
+        let ops = config.ops_per_client;
+        sim.client(name.as_str(), workload::run(shared, i as u32, seed, ops, seeds));
+    }
+
+    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone());
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(format!("seed {seed}: simulation failed in the workload phase: {e}")),
+        }
+        if config.faults {
+            faults.step(&mut sim);
+        }
+    }
+    faults.heal(&mut sim);
+    let scanner = u32::try_from(config.clients).unwrap_or(u32::MAX);
+    sim.client("scanner", workload::scan(shared.clone(), scanner, addrs.clone()));
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(format!("seed {seed}: simulation failed in the quiescent phase: {e}")),
+        }
+    }
+    let sim_time = sim.elapsed();
+    let mut events = shared.take();
+    // Events are pushed when they end; order them by start for readability
+    // (the checkers do not depend on the order).
+    events.sort_by_key(|e| (e.start, e.end, e.client));
+    let mut trace = faults.log.clone();
+    trace.extend(events.iter().map(|e| format!("{e:?}")));
+    let history = History::from(events);
+    let violations = naxos_check::check_all(&history);
+    Ok(Report { seed, history, trace, violations, sim_time })
+}

@@ -1,0 +1,51 @@
+//! Deliberately broken variants of the protocols, for proving that the
+//! simulator's checkers catch real bugs (mutation testing). They exist only
+//! when the `mutations` feature is on, and even then only on the thread that
+//! switched one on: the simulator runs every host on its test's thread, so one
+//! test's mutation never leaks into another test or into a real server.
+
+/// A deliberate bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mutation {
+    /// The log unit answers writes before the batch's fsync.
+    AckBeforeSync = 1,
+    /// The sequencer ignores the recovered tail and starts again from 0.
+    SequencerFromZero = 2,
+    /// Readers read one replica (not necessarily the tail) without repair, and
+    /// fill a hole at that replica alone when it has nothing.
+    ReadAnyReplica = 3,
+}
+
+#[cfg(feature = "mutations")]
+thread_local! {
+    static ACTIVE: std::cell::Cell<Option<Mutation>> = const { std::cell::Cell::new(None) };
+}
+
+/// Switches a mutation on (or all off) for this thread; returns whether
+/// mutations are compiled in (the `mutations` feature), i.e. whether it took.
+pub fn set(m: Option<Mutation>) -> bool {
+    #[cfg(feature = "mutations")]
+    {
+        ACTIVE.with(|a| a.set(m));
+        true
+    }
+    #[cfg(not(feature = "mutations"))]
+    {
+        m.is_none()
+    }
+}
+
+/// Whether `m` is switched on for this thread.
+#[inline]
+pub fn active(m: Mutation) -> bool {
+    #[cfg(feature = "mutations")]
+    {
+        ACTIVE.with(|a| a.get() == Some(m))
+    }
+    #[cfg(not(feature = "mutations"))]
+    {
+        let _ = m;
+        false
+    }
+}
