@@ -199,13 +199,15 @@ impl Client {
                     }
                 }
             }
-            for p in next.0..chunk_end.0 {
-                let v = match got.remove(&p) {
-                    Some(v) => v,
-                    None => self.read(Position(p)).await?,
-                };
-                out.push((Position(p), v));
+            // Positions the tails lack are read one by one, but all at once:
+            // a run of holes (a dead writer's batch, a restarted sequencer's
+            // unused block) costs one hole-fill wait, not one per position.
+            let missing: Vec<u64> = (next.0..chunk_end.0).filter(|p| !got.contains_key(p)).collect();
+            let reads = futures::future::join_all(missing.iter().map(|&p| self.read(Position(p)))).await;
+            for (p, v) in missing.into_iter().zip(reads) {
+                got.insert(p, v?);
             }
+            out.extend(got.into_iter().map(|(p, v)| (Position(p), v)));
             next = chunk_end;
         }
         Ok(out)

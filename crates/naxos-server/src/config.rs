@@ -77,6 +77,10 @@ pub struct Config {
     pub segment_positions: u64,
     /// When writes are acknowledged: `Durable` (after fdatasync, the default).
     pub sync: SyncPolicy,
+    /// Positions the sequencer's durable token ceiling is raised by at a time
+    /// (default 32768): one small fsync'd write per block; after a restart,
+    /// up to one block of positions reads as holes.
+    pub token_ceiling_block: u64,
     /// Run the log unit's storage on a dedicated OS thread (true in production;
     /// false in the simulator, which must stay on one thread).
     pub storage_thread: bool,
@@ -104,6 +108,7 @@ impl Config {
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
             storage_thread: true,
+            token_ceiling_block: crate::sequencer::CEILING_BLOCK,
             fs: Arc::new(StdFs),
             node_id: None,
         }

@@ -156,7 +156,12 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(sequencer::Sequencer::new().run(rx));
+        let store = sequencer::CeilingStore::new(config.fs.clone(), &dir);
+        let ceiling = store.load().map_err(|source| Error::Io {
+            context: format!("reading the sequencer's token ceiling in {}", dir.display()),
+            source,
+        })?;
+        tokio::spawn(sequencer::Sequencer::with_ceiling(ceiling, config.token_ceiling_block).run(rx, Some(store)));
         Some(tx)
     } else {
         None

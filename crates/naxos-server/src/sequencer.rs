@@ -2,6 +2,14 @@
 //! from memory. Its state is soft: after a start or a seal it refuses tokens
 //! until it is bootstrapped with the tail and stream tails recovered from the
 //! log units (`recovery`), so it never hands out a position that may hold data.
+//!
+//! One number is kept durably: the token ceiling, above every position ever
+//! handed out. Tokens that were handed out but never written leave no trace
+//! on the log units, so without it a restarted sequencer would report a tail
+//! below one a client already saw (the simulator found this: seed 78). The
+//! ceiling is raised a block at a time, so it costs one small atomic write per
+//! `CEILING_BLOCK` positions; after a restart the sequencer starts at the
+//! ceiling, and the unused rest of the block reads as holes.
 
 use crate::reply::{ok, Reply};
 use bytes::Bytes;
@@ -14,6 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 pub const TOKEN_COUNT_MAX: u32 = 1 << 16;
 /// Most streams one token request may name.
 pub const TOKEN_STREAMS_MAX: usize = 64;
+/// Positions the durable token ceiling is raised by at a time.
+pub const CEILING_BLOCK: u64 = 1 << 15;
+/// The ceiling's file in the data directory.
+pub const CEILING_FILE: &str = "sequencer.json";
 
 /// The sequencer's protocol logic.
 #[derive(Debug)]
@@ -21,6 +33,11 @@ pub struct Sequencer {
     epoch: Epoch,
     /// `None` until bootstrapped for `epoch`.
     state: Option<State>,
+    /// The durable token ceiling, if the sequencer keeps one: every position
+    /// ever handed out is below it.
+    ceiling: Option<u64>,
+    /// How far the ceiling is raised at a time.
+    ceiling_block: u64,
 }
 
 #[derive(Debug)]
@@ -56,7 +73,29 @@ impl Default for Sequencer {
 impl Sequencer {
     /// A sequencer that waits for its bootstrap.
     pub fn new() -> Sequencer {
-        Sequencer { epoch: Epoch(0), state: None }
+        Sequencer { epoch: Epoch(0), state: None, ceiling: None, ceiling_block: CEILING_BLOCK }
+    }
+
+    /// A sequencer that keeps a durable token ceiling, starting from the one
+    /// it stored before (0 for a new one), raised `block` positions at a time.
+    pub fn with_ceiling(ceiling: u64, block: u64) -> Sequencer {
+        Sequencer { ceiling: Some(ceiling), ceiling_block: block.max(1), ..Sequencer::new() }
+    }
+
+    /// The ceiling to make durable before `req` can be answered, if it needs
+    /// positions at or above the current one.
+    pub fn ceiling_needed(&self, req: &Request) -> Option<u64> {
+        let ceiling = self.ceiling?;
+        let (Some(request::Body::Token(t)), Some(state)) = (&req.body, &self.state) else { return None };
+        let end = state.next.checked_add(u64::from(t.count))?;
+        (end > ceiling).then(|| end + self.ceiling_block)
+    }
+
+    /// Records that `ceiling` is durable.
+    pub fn raise_ceiling(&mut self, ceiling: u64) {
+        if let Some(c) = &mut self.ceiling {
+            *c = (*c).max(ceiling);
+        }
     }
 
     /// The next position it would hand out, if ready.
@@ -138,7 +177,8 @@ impl Sequencer {
         let (tail, streams) = if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerFromZero) {
             (0, &[][..])
         } else {
-            (tail, streams)
+            // Never below a position handed out before a restart.
+            (tail.max(self.ceiling.unwrap_or(0)), streams)
         };
         let mut map = HashMap::with_capacity(streams.len());
         for &(s, last) in streams {
@@ -190,11 +230,25 @@ impl Sequencer {
         }
     }
 
-    /// Runs the sequencer's task until every sender of `rx` is gone.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+    /// Runs the sequencer's task until every sender of `rx` is gone; the
+    /// ceiling, if kept, is stored through `store`.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>, store: Option<CeilingStore>) {
         while let Some(op) = rx.recv().await {
             match op {
-                Op::Request(req, reply) => reply.send(self.apply(&req)),
+                Op::Request(req, reply) => {
+                    if let (Some(c), Some(store)) = (self.ceiling_needed(&req), &store) {
+                        if let Err(e) = store.save(c) {
+                            tracing::error!("cannot store the sequencer's token ceiling: {e}");
+                            reply.send(Err(ServerError::new(
+                                ErrorCode::Unavailable,
+                                format!("sequencer cannot store its token ceiling: {e}"),
+                            )));
+                            continue;
+                        }
+                        self.raise_ceiling(c);
+                    }
+                    reply.send(self.apply(&req))
+                }
                 Op::Seal(epoch, tx) => {
                     let _ = tx.send(self.seal(epoch));
                 }
@@ -203,6 +257,37 @@ impl Sequencer {
                 }
             }
         }
+    }
+}
+
+/// Where the token ceiling is stored: `sequencer.json` in the data directory.
+pub struct CeilingStore {
+    fs: std::sync::Arc<dyn naxos_storage::Fs>,
+    path: std::path::PathBuf,
+}
+
+impl CeilingStore {
+    /// The store in `dir`.
+    pub fn new(fs: std::sync::Arc<dyn naxos_storage::Fs>, dir: &std::path::Path) -> CeilingStore {
+        CeilingStore { fs, path: dir.join(CEILING_FILE) }
+    }
+
+    /// The stored ceiling; 0 if none was ever stored.
+    pub fn load(&self) -> std::io::Result<u64> {
+        match self.fs.read(&self.path) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("token_ceiling").and_then(|c| c.as_u64()))
+                .ok_or_else(|| std::io::Error::other(format!("{} is not a valid ceiling file", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores `ceiling` durably (atomic replace).
+    pub fn save(&self, ceiling: u64) -> std::io::Result<()> {
+        let json = serde_json::json!({ "token_ceiling": ceiling }).to_string();
+        self.fs.write_atomic(&self.path, json.as_bytes())
     }
 }
 
@@ -230,6 +315,25 @@ mod tests {
         // A late bootstrap never lowers the tail.
         s.bootstrap(Epoch(0), 1, &[]).unwrap();
         assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 4);
+    }
+
+    #[test]
+    fn a_restarted_sequencer_starts_at_its_ceiling_not_below_tokens_it_gave() {
+        let mut s = Sequencer::with_ceiling(0, 16);
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        let req = Request {
+            body: Some(request::Body::Token(proto::Token { count: 3, streams: vec![] })),
+            ..Default::default()
+        };
+        let c = s.ceiling_needed(&req).expect("the first tokens need a ceiling");
+        assert!(c >= 3);
+        s.raise_ceiling(c);
+        assert_eq!(s.ceiling_needed(&req), None);
+        assert_eq!(s.token(Epoch(0), 3, &[]).unwrap().start, 0);
+        // The process dies; three tokens were handed out and never written.
+        let mut again = Sequencer::with_ceiling(c, 16);
+        again.bootstrap(Epoch(0), 0, &[]).unwrap();
+        assert!(again.token(Epoch(0), 1, &[]).unwrap().start >= 3);
     }
 
     #[test]

@@ -116,6 +116,7 @@ async fn server(i: usize, seed: u64) -> turmoil::Result {
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
     config.segment_positions = 64;
+    config.token_ceiling_block = 16;
     config.fs = Arc::new(fs::TurmoilFs);
     config.node_id = Some(naxos_wire::NodeId(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)));
     let mut handle = naxos_server::start(config, Arc::new(net::TurmoilNet)).await?;

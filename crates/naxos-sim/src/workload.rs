@@ -247,18 +247,40 @@ pub async fn scan(shared: Shared, index: u32, seeds: Vec<String>) -> turmoil::Re
         }
         t.ok_or("the scanner never got the tail")?
     };
-    for p in 0..tail {
-        let mut outcome = Outcome::Unknown { error: String::new() };
-        let mut start = now();
-        for _ in 0..20 {
-            start = now();
-            outcome = read_outcome(client.read(Position(p)).await);
-            if !matches!(outcome, Outcome::Unknown { .. }) {
-                break;
+    // Bulk reads (with repair and concurrent hole filling) a chunk at a time;
+    // a chunk that fails is read again position by position.
+    let mut at = 0;
+    while at < tail {
+        let end = (at + 64).min(tail);
+        let start = now();
+        if let Ok(Ok(values)) = tokio::time::timeout(OP_TIMEOUT, client.read_range(Position(at), Position(end))).await {
+            let stop = now();
+            for (p, v) in values {
+                shared.push(Event {
+                    client: index,
+                    start,
+                    end: stop,
+                    op: Op::Read { position: p.0 },
+                    outcome: read_outcome(Ok(v)),
+                });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            at = end;
+            continue;
         }
-        shared.push(Event { client: index, start, end: now(), op: Op::Read { position: p }, outcome });
+        for p in at..end {
+            let mut outcome = Outcome::Unknown { error: String::new() };
+            let mut start = now();
+            for _ in 0..20 {
+                start = now();
+                outcome = read_outcome(client.read(Position(p)).await);
+                if !matches!(outcome, Outcome::Unknown { .. }) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            shared.push(Event { client: index, start, end: now(), op: Op::Read { position: p }, outcome });
+        }
+        at = end;
     }
     for name in STREAMS {
         stream_read(&shared, index, &client, name, 0).await;
