@@ -43,6 +43,7 @@ pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     storage_done: Option<oneshot::Receiver<()>>,
+    sequencer_done: Option<oneshot::Receiver<()>>,
     ctx: Arc<Ctx>,
 }
 
@@ -73,6 +74,9 @@ impl ServerHandle {
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
         drop(self.ctx);
+        if let Some(done) = self.sequencer_done {
+            let _ = tokio::time::timeout(STOP_STORAGE_WAIT, done).await;
+        }
         if let Some(done) = self.storage_done {
             let _ = tokio::time::timeout(STOP_STORAGE_WAIT, done).await;
         }
@@ -108,6 +112,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
     let mut node_id = config.node_id.unwrap_or_else(random_node_id);
     let mut storage_done = None;
+    let mut sequencer_done = None;
     let logunit = if config.roles.logunit {
         let options = StoreOptions {
             segment_positions: config.segment_positions,
@@ -161,7 +166,13 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             context: format!("reading the sequencer's token ceiling in {}", dir.display()),
             source,
         })?;
-        tokio::spawn(sequencer::Sequencer::with_ceiling(ceiling, config.token_ceiling_block).run(rx, Some(store)));
+        let seq = sequencer::Sequencer::with_ceiling(ceiling, config.token_ceiling_block);
+        let (done_tx, done_rx) = oneshot::channel();
+        sequencer_done = Some(done_rx);
+        tokio::spawn(async move {
+            seq.run(rx, Some(store)).await;
+            let _ = done_tx.send(());
+        });
         Some(tx)
     } else {
         None
@@ -216,7 +227,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         conns.shutdown().await;
     });
     tracing::info!(%addr, roles = ?ctx.config.roles.names(), "naxos server listening");
-    Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, ctx })
+    Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
 }
 
 /// If this node sequences and holds a layout, recovers the sequencer's state

@@ -257,6 +257,13 @@ impl Sequencer {
                 }
             }
         }
+        // A clean stop: every token handed out is below `next`, so storing it
+        // as the ceiling lets the next start continue without a gap.
+        if let (Some(next), Some(store)) = (self.next(), &store) {
+            if let Err(e) = store.save(next.0) {
+                tracing::warn!("cannot store the sequencer's tail at stop: {e}");
+            }
+        }
     }
 }
 
