@@ -3,7 +3,7 @@
 
 use crate::Error;
 use naxos_wire::net::Net;
-use naxos_wire::proto::{request, response, Bootstrap, Request, Seal, StatusOk};
+use naxos_wire::proto::{request, response, Bootstrap, CommitLayout, Request, Seal, StatusOk};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::{Epoch, ErrorCode, Layout};
 use std::sync::Arc;
@@ -69,4 +69,48 @@ pub async fn seal(net: Arc<dyn Net>, layout: &Layout, addr: &str, epoch: Epoch) 
 /// Whether an error means the node is not bootstrapped yet.
 pub fn is_not_bootstrapped(e: &Error) -> bool {
     matches!(e, Error::Server(s) if s.code == ErrorCode::NotBootstrapped)
+}
+
+/// Moves the cluster to the next epoch with the same members: seals every
+/// node at `layout.epoch + 1` (from then on no request of an older epoch is
+/// served anywhere), then commits the new layout to every node, layout
+/// servers first; sequencers recover for the new epoch. Each node is tried up
+/// to `attempts` times. Returns the new layout.
+pub async fn advance_epoch(net: Arc<dyn Net>, layout: &Layout, attempts: u32) -> Result<Layout, Error> {
+    let mut next = layout.clone();
+    next.epoch += 1;
+    let pool = Pool::new(net, rpc::Options { timeout_call: std::time::Duration::from_secs(1), ..Default::default() });
+    let nodes = layout.all_nodes();
+    for addr in &nodes {
+        let body = request::Body::Seal(Seal { epoch: next.epoch });
+        call_until_done(&pool, addr, layout, body, attempts).await?;
+    }
+    for addr in &nodes {
+        let body = request::Body::CommitLayout(CommitLayout { layout: Some(next.clone()) });
+        call_until_done(&pool, addr, &next, body, attempts).await?;
+    }
+    Ok(next)
+}
+
+async fn call_until_done(
+    pool: &Pool,
+    addr: &str,
+    layout: &Layout,
+    body: request::Body,
+    attempts: u32,
+) -> Result<(), Error> {
+    let mut last = String::new();
+    for _ in 0..attempts.max(1) {
+        let req =
+            Request { id: 0, cluster_id: layout.cluster_id.clone(), epoch: layout.epoch, body: Some(body.clone()) };
+        match pool.call(addr, req).await {
+            Ok(_) => return Ok(()),
+            Err(rpc::Error::Server { error, .. }) if error.code != ErrorCode::Unavailable => {
+                return Err(Error::Server(error))
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(Error::Unavailable(format!("{addr}: {last}")))
 }

@@ -53,9 +53,12 @@ impl Client {
         }
     }
 
-    /// Writes `entry` at the head of `chain`. A write whose answer was lost is
+    /// Writes `entry` at the head of `chain`. A write whose outcome is unknown
+    /// (lost answer, time-out, or a server that failed after taking it) is
     /// retried; if the retry finds the position taken, the head is read back
-    /// and the entry counts as ours only if it is byte-for-byte the same.
+    /// and the entry counts as ours only if it is byte-for-byte the same. If
+    /// that cannot be told, the append fails as "may or may not have happened"
+    /// rather than take a second position (the simulator found this: seed 225).
     pub(crate) async fn write_head(
         &self,
         layout: &Layout,
@@ -67,35 +70,68 @@ impl Client {
         let mut retry = Retry::new(self.config());
         let mut uncertain = false;
         loop {
-            match self.write_replica(head, layout, pos, entry).await {
+            let e = match self.write_replica(head, layout, pos, entry).await {
                 Ok(()) => return Ok(HeadWrite::Ours),
-                Err(e) if overwritten(&e).is_some() => {
-                    if uncertain {
-                        if let Ok(Some(held)) = self.read_replica(head, layout, pos).await {
-                            if held == *entry {
-                                return Ok(HeadWrite::Ours);
-                            }
-                        }
-                    }
+                Err(e) => e,
+            };
+            if overwritten(&e).is_some() {
+                if !uncertain {
                     return Ok(HeadWrite::Lost);
                 }
-                Err(e @ rpc::Error::Server { .. }) => {
-                    if e.server().is_some_and(|s| s.code == ErrorCode::WrongEpoch) && uncertain {
-                        return Err(Error::Unavailable(format!(
-                            "append at {pos} may or may not have happened: the layout changed while its outcome was unknown"
-                        )));
-                    }
-                    // WrongEpoch with nothing written: the caller takes a new token.
-                    if e.server().is_some_and(|s| s.code == ErrorCode::WrongEpoch) {
-                        self.refresh_layout().await?;
-                        return Ok(HeadWrite::Lost);
-                    }
-                    retry.on_error(self, e, "write at head").await?;
+                return self.settle_uncertain(layout, head, pos, entry).await;
+            }
+            match e.server().map(|s| s.code) {
+                Some(ErrorCode::WrongEpoch) if uncertain => {
+                    return Err(Error::Unavailable(format!(
+                        "append at {pos} may or may not have happened: the layout changed while its outcome was unknown"
+                    )));
                 }
-                Err(e) => {
-                    uncertain = true;
-                    retry.on_error(self, e, "write at head").await?;
+                // Refused before anything was written: the caller takes a new token.
+                Some(ErrorCode::WrongEpoch) => {
+                    self.refresh_layout().await?;
+                    return Ok(HeadWrite::Lost);
                 }
+                // Refused before it was applied.
+                Some(ErrorCode::Overloaded) => {}
+                // Not refused outright: the write may have reached the store
+                // (a failed sync answers Unavailable after buffering it).
+                Some(ErrorCode::Unavailable) | None => uncertain = true,
+                Some(_) => {}
+            }
+            if let Err(err) = retry.on_error(self, e, "write at head").await {
+                if uncertain {
+                    return Err(Error::Unavailable(format!("append at {pos} may or may not have happened: {err}")));
+                }
+                return Err(err);
+            }
+        }
+    }
+
+    /// After a write of unknown outcome found the head's position taken: ours
+    /// if the head holds exactly our entry, lost if it holds something else,
+    /// an unknown outcome if the head cannot be read.
+    async fn settle_uncertain(
+        &self,
+        layout: &Layout,
+        head: &str,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<HeadWrite, Error> {
+        let mut retry = Retry::new(self.config());
+        loop {
+            match self.read_replica(head, layout, pos).await {
+                Ok(Some(held)) if held == *entry => return Ok(HeadWrite::Ours),
+                Ok(Some(_)) => return Ok(HeadWrite::Lost),
+                // Taken a moment ago, empty now: the head lost unsynced state
+                // in a crash. Nobody can have seen it; let the caller retake.
+                Ok(None) => {
+                    return Err(Error::Unavailable(format!(
+                        "append at {pos} may or may not have happened: the head lost the position's state"
+                    )))
+                }
+                Err(e) => retry.on_error(self, e, "reading back an uncertain write").await.map_err(|err| {
+                    Error::Unavailable(format!("append at {pos} may or may not have happened: {err}"))
+                })?,
             }
         }
     }
@@ -111,15 +147,26 @@ impl Client {
         pos: Position,
         entry: &Entry,
     ) -> Result<(), Error> {
+        let mut layout = std::sync::Arc::new(layout.clone());
         for addr in chain.iter().skip(from) {
             let mut retry = Retry::new(self.config());
             loop {
-                match self.write_replica(addr, layout, pos, entry).await {
+                match self.write_replica(addr, &layout, pos, entry).await {
                     Ok(()) => break,
                     Err(e) if overwritten(&e).is_some() => break,
-                    Err(e) => retry.on_error(self, e, "chain write").await.map_err(|err| {
-                        Error::Unavailable(format!("write at {pos} reached part of its chain: {err}"))
-                    })?,
+                    Err(e) => {
+                        retry.on_error(self, e, "chain write").await.map_err(|err| {
+                            Error::Unavailable(format!("write at {pos} reached part of its chain: {err}"))
+                        })?;
+                        // A newer epoch with the same chain carries the write on.
+                        let fresh = self.layout();
+                        if fresh.epoch > layout.epoch {
+                            if fresh.placement(pos).map(|p| p.chain) != Some(chain) {
+                                return Err(Error::Unavailable(format!("the chain of {pos} changed under its write")));
+                            }
+                            layout = fresh;
+                        }
+                    }
                 }
             }
         }

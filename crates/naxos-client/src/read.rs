@@ -195,7 +195,13 @@ impl Client {
                             at = r.next;
                         }
                         Ok(_) => break,
-                        Err(e) => return Err(rpc_to_error(e)),
+                        Err(e) => match rpc_to_error(e) {
+                            // Below the trim mark nothing is there to read.
+                            Error::Trimmed(p) => return Err(Error::Trimmed(p)),
+                            // Any other failure: the positions are read one by
+                            // one below, each with the single read's retries.
+                            _ => break,
+                        },
                     }
                 }
             }

@@ -52,7 +52,7 @@ impl Client {
                         stripe_index: index as u32,
                         limit: QUERY_LIMIT,
                     });
-                    match self.call(head, &layout, body).await {
+                    match self.call(head, &self.layout(), body).await {
                         Ok(response::Body::StreamQuery(q)) => {
                             mine.extend(q.positions);
                             unknown.extend(q.unwritten);

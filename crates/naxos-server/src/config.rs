@@ -81,6 +81,10 @@ pub struct Config {
     /// (default 32768): one small fsync'd write per block; after a restart,
     /// up to one block of positions reads as holes.
     pub token_ceiling_block: u64,
+    /// Simulation knob (zero in production): the log unit waits up to this
+    /// long, pseudo-randomly, before each group-commit sync, as a slow disk
+    /// would. Only the simulator sets it.
+    pub sync_delay_max: std::time::Duration,
     /// Run the log unit's storage on a dedicated OS thread (true in production;
     /// false in the simulator, which must stay on one thread).
     pub storage_thread: bool,
@@ -108,6 +112,7 @@ impl Config {
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
             storage_thread: true,
+            sync_delay_max: std::time::Duration::ZERO,
             token_ceiling_block: crate::sequencer::CEILING_BLOCK,
             fs: Arc::new(StdFs),
             node_id: None,

@@ -68,6 +68,32 @@ impl LayoutStore {
     }
 }
 
+impl LayoutStore {
+    /// Stores a newer layout of the same cluster durably; an older or equal
+    /// epoch is ignored (returns false).
+    pub fn commit(&mut self, layout: Layout) -> Result<bool, ServerError> {
+        let Some(current) = &self.layout else {
+            return Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout; bootstrap it first"));
+        };
+        if layout.cluster_id != current.cluster_id {
+            return Err(ServerError::new(
+                ErrorCode::WrongCluster,
+                format!("layout of cluster {} offered to cluster {}", layout.cluster_id, current.cluster_id),
+            ));
+        }
+        if layout.epoch <= current.epoch {
+            return Ok(false);
+        }
+        layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
+        self.fs
+            .write_atomic(&self.path, &json)
+            .map_err(|e| ServerError::new(ErrorCode::Unavailable, format!("storing the layout: {e}")))?;
+        self.layout = Some(layout);
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,10 @@ pub struct LogUnit {
     /// answer from state it cannot vouch for.
     failed: Option<String>,
     entries_read: u64,
+    /// Slow-disk simulation: the longest wait before a sync, and the state of
+    /// the deterministic generator that picks each wait.
+    sync_delay_max: std::time::Duration,
+    delay_rng: u64,
 }
 
 fn storage_error(e: naxos_storage::Error) -> ServerError {
@@ -70,7 +74,23 @@ fn storage_error(e: naxos_storage::Error) -> ServerError {
 impl LogUnit {
     /// A log unit over `store`.
     pub fn new(store: Box<dyn Store>, entry_bytes_max: usize, read_range_bytes_max: usize) -> LogUnit {
-        LogUnit { store, entry_bytes_max, read_range_bytes_max, failed: None, entries_read: 0 }
+        LogUnit {
+            store,
+            entry_bytes_max,
+            read_range_bytes_max,
+            failed: None,
+            entries_read: 0,
+            sync_delay_max: std::time::Duration::ZERO,
+            delay_rng: 0,
+        }
+    }
+
+    /// Simulates a slow disk: waits up to `max` before each sync, chosen by a
+    /// generator seeded with `seed` (deterministic, for the simulator).
+    pub fn with_sync_delay(mut self, max: std::time::Duration, seed: u64) -> LogUnit {
+        self.sync_delay_max = max;
+        self.delay_rng = seed | 1;
+        self
     }
 
     /// The store's metadata.
@@ -269,6 +289,14 @@ impl LogUnit {
                 }
                 // The broken variant syncs "later", as a lazy flusher would.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if wrote && !self.sync_delay_max.is_zero() {
+                // xorshift64: a deterministic slow disk for the simulator.
+                self.delay_rng ^= self.delay_rng << 13;
+                self.delay_rng ^= self.delay_rng >> 7;
+                self.delay_rng ^= self.delay_rng << 17;
+                let max_us = self.sync_delay_max.as_micros().max(1) as u64;
+                tokio::time::sleep(std::time::Duration::from_micros(self.delay_rng % max_us)).await;
             }
             let synced = if wrote { self.sync() } else { Ok(()) };
             for (reply, result, is_write) in answers.drain(..) {

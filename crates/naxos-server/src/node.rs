@@ -133,7 +133,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             }
         }
         node_id = meta.node_id;
-        let unit = logunit::LogUnit::new(Box::new(store), config.entry_bytes_max, config.read_range_bytes_max);
+        let unit = logunit::LogUnit::new(Box::new(store), config.entry_bytes_max, config.read_range_bytes_max)
+            .with_sync_delay(config.sync_delay_max, node_id.0);
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         storage_done = Some(done_rx);
@@ -234,12 +235,16 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 /// from the log units in the background, retrying until it succeeds.
 fn start_recovery(ctx: &Arc<Ctx>) {
     let Some(seq) = ctx.sequencer.clone() else { return };
-    let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
+    if ctx.layout.lock().ok().and_then(|l| l.get().cloned()).is_none() {
+        return;
+    }
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(20);
         let mut shutdown = ctx.shutdown.clone();
         loop {
+            // The newest layout the node holds: a commit may arrive while we retry.
+            let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
             match recovery::recover(&ctx.pool, &layout).await {
                 Ok(r) => {
                     let streams = r
@@ -387,6 +392,11 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             let layout = b.layout.clone();
             tokio::spawn(async move { reply.send(bootstrap(&ctx, layout).await.map(|_| crate::reply::ok())) });
         }
+        request::Body::CommitLayout(c) => {
+            let ctx = ctx.clone();
+            let layout = c.layout.clone();
+            tokio::spawn(async move { reply.send(commit(&ctx, layout).await.map(|_| crate::reply::ok())) });
+        }
         request::Body::Seal(s) => {
             let ctx = ctx.clone();
             let epoch = Epoch(s.epoch);
@@ -434,6 +444,26 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
     ctx.layout.lock().map_err(|_| stopped())?.bootstrap(layout.clone())?;
     if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
         tracing::info!(cluster = %layout.cluster_id, "bootstrapped");
+        start_recovery(ctx);
+    }
+    Ok(())
+}
+
+/// Installs a newer layout; a sequencer on this node then recovers for its epoch.
+async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerError> {
+    let Some(layout) = layout else {
+        return Err(ServerError::new(ErrorCode::BadRequest, "commit without a layout"));
+    };
+    let epoch = Epoch(layout.epoch);
+    let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
+    if newer {
+        tracing::info!(%epoch, "layout committed");
+        if let Some(tx) = &ctx.sequencer {
+            let (otx, orx) = oneshot::channel();
+            tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
+            // An older epoch here means the sequencer already moved past it.
+            let _ = orx.await.map_err(|_| stopped())?;
+        }
         start_recovery(ctx);
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! The fault schedule: crashes (unsynced data lost) and restarts of servers,
 //! whole-cluster power loss, partitions both ways and one way, held (delayed)
 //! links, and changing message latency (reordering across connections), each
-//! chosen by the run's seeded RNG and undone after a seeded while. `heal`
-//! undoes everything for the quiescent phase.
+//! seals in the middle of traffic (every node sealed at the next epoch, then
+//! the next layout committed, by a sealer host), each chosen by the run's
+//! seeded RNG and undone after a seeded while. `heal` undoes everything for
+//! the quiescent phase.
 
 use crate::rng::Rng;
 use std::time::Duration;
@@ -24,13 +26,15 @@ pub struct Faults {
     next_at: Duration,
     pending: Vec<(Duration, Undo)>,
     down: Vec<String>,
+    seals: u32,
+    addrs: Vec<String>,
     /// What happened, with the simulated time: part of the run's trace.
     pub log: Vec<String>,
 }
 
 impl Faults {
     /// A schedule over these hosts.
-    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>) -> Faults {
+    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>, addrs: Vec<String>) -> Faults {
         Faults {
             rng: Rng::new(seed, 7),
             servers,
@@ -38,6 +42,8 @@ impl Faults {
             next_at: Duration::from_millis(100),
             pending: Vec::new(),
             down: Vec::new(),
+            seals: 0,
+            addrs,
             log: Vec::new(),
         }
     }
@@ -118,6 +124,12 @@ impl Faults {
                 sim.set_max_message_latency(Duration::from_millis(ms));
                 self.note(now, format!("max message latency {ms}ms"));
             }
+            69..=72 if self.seals < 3 => {
+                self.seals += 1;
+                let name = format!("sealer{}", self.seals);
+                self.note(now, format!("seal: {name} moves the cluster to the next epoch"));
+                sim.client(name.as_str(), seal_epoch(self.addrs.clone()));
+            }
             _ => {}
         }
     }
@@ -161,4 +173,28 @@ impl Faults {
         self.down.clear();
         self.note(now, "heal: links repaired, every server crashed and restarted".into());
     }
+}
+
+/// A sealer host: reads the newest layout, seals every node at the next
+/// epoch and commits the next layout, retrying while nodes are down.
+async fn seal_epoch(addrs: Vec<String>) -> turmoil::Result {
+    let net: std::sync::Arc<dyn naxos_wire::net::Net> = std::sync::Arc::new(crate::net::TurmoilNet);
+    for _ in 0..200 {
+        let mut newest: Option<naxos_wire::Layout> = None;
+        for a in &addrs {
+            if let Ok(c) = naxos_client::Client::connect(crate::workload::client_config(vec![a.clone()])).await {
+                let l = c.layout();
+                if newest.as_ref().is_none_or(|n| l.epoch > n.epoch) {
+                    newest = Some((*l).clone());
+                }
+            }
+        }
+        if let Some(layout) = newest {
+            if naxos_client::admin::advance_epoch(net.clone(), &layout, 20).await.is_ok() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("the sealer never completed its epoch change".into())
 }

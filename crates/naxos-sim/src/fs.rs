@@ -1,19 +1,64 @@
 //! `Fs` over turmoil's simulated per-host file system: unsynced data dies with
-//! a crash, multi-block writes can tear, and I/O can fail, so the real storage
-//! engine's durability is tested, not assumed.
+//! a crash and multi-block writes can tear, so the real storage engine's
+//! durability is tested, not assumed. I/O errors are injected here (seeded,
+//! and switched off for the quiescent phase): a failing call fails before it
+//! takes effect.
 
+use crate::rng::Rng;
 use naxos_storage::fs::{DataFile, DirLock, Fs};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use turmoil::fs::shim::std::fs as sfs;
 
+/// Seeded I/O error injection, shared by every simulated host of a run.
+#[derive(Debug)]
+pub struct IoFaults {
+    probability: f64,
+    on: AtomicBool,
+    rng: Mutex<Rng>,
+}
+
+impl IoFaults {
+    /// Errors with `probability` per data-file operation, from `seed`.
+    pub fn new(seed: u64, probability: f64) -> Arc<IoFaults> {
+        Arc::new(IoFaults { probability, on: AtomicBool::new(probability > 0.0), rng: Mutex::new(Rng::new(seed, 99)) })
+    }
+
+    /// Stops injecting errors (the quiescent phase).
+    pub fn stop(&self) {
+        self.on.store(false, Ordering::Relaxed);
+    }
+
+    fn check(&self, what: &str) -> io::Result<()> {
+        if !self.on.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let hit = self.rng.lock().map(|mut r| r.chance(self.probability)).unwrap_or(false);
+        if hit {
+            return Err(io::Error::other(format!("injected I/O error ({what})")));
+        }
+        Ok(())
+    }
+}
+
 /// The current simulated host's file system.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TurmoilFs;
+#[derive(Clone, Debug)]
+pub struct TurmoilFs {
+    faults: Arc<IoFaults>,
+}
+
+impl TurmoilFs {
+    /// The file system, with these injected errors.
+    pub fn new(faults: Arc<IoFaults>) -> TurmoilFs {
+        TurmoilFs { faults }
+    }
+}
 
 #[derive(Debug)]
-struct SimFile(sfs::File);
+struct SimFile(sfs::File, Arc<IoFaults>);
 
 impl DataFile for SimFile {
     fn len(&self) -> io::Result<u64> {
@@ -21,14 +66,17 @@ impl DataFile for SimFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.1.check("read")?;
         FileExt::read_exact_at(&self.0, buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.1.check("write")?;
         FileExt::write_all_at(&self.0, buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.1.check("sync")?;
         // The simulated file system makes length and bytes durable together.
         self.0.sync_all()
     }
@@ -86,12 +134,12 @@ impl Fs for TurmoilFs {
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn DataFile>> {
         let f = sfs::OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Box::new(SimFile(f)))
+        Ok(Box::new(SimFile(f, self.faults.clone())))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn DataFile>> {
         let f = sfs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        Ok(Box::new(SimFile(f)))
+        Ok(Box::new(SimFile(f, self.faults.clone())))
     }
 
     fn lock_dir(&self, _dir: &Path) -> io::Result<DirLock> {

@@ -22,11 +22,22 @@ use std::time::Duration;
 /// The port every simulated server listens on.
 pub const PORT: u16 = 7400;
 
-/// The history being recorded, shared by every simulated client.
+/// The history being recorded, shared by every simulated client, and the
+/// highest trim any client asked for (the final stream reads start there).
 #[derive(Clone, Default)]
-pub struct Shared(Arc<Mutex<Vec<Event>>>);
+pub struct Shared(Arc<Mutex<Vec<Event>>>, Arc<std::sync::atomic::AtomicU64>);
 
 impl Shared {
+    /// Notes a trim about to be asked for.
+    pub fn trimmed_to(&self, p: u64) {
+        self.1.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The highest trim asked for.
+    pub fn trim_mark(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records one event.
     pub fn push(&self, e: Event) {
         if let Ok(mut v) = self.0.lock() {
@@ -56,7 +67,7 @@ pub struct SimConfig {
     pub ops_per_client: usize,
     /// Inject faults during the workload.
     pub faults: bool,
-    /// Probability of an I/O error per file operation.
+    /// Probability of an injected I/O error per data-file read, write or sync.
     pub io_error_probability: f64,
     /// A deliberately broken protocol variant to run (mutation tests).
     pub mutation: Option<Mutation>,
@@ -73,7 +84,7 @@ impl SimConfig {
             clients: 3,
             ops_per_client: 40,
             faults: true,
-            io_error_probability: 0.0,
+            io_error_probability: 0.0005,
             mutation: None,
         }
     }
@@ -111,17 +122,28 @@ fn server_host(i: usize) -> String {
     format!("n{i}")
 }
 
-async fn server(i: usize, seed: u64) -> turmoil::Result {
+async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
     let mut config = naxos_server::Config::new(format!("0.0.0.0:{PORT}"), "/data");
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
     config.segment_positions = 64;
     config.token_ceiling_block = 16;
-    config.fs = Arc::new(fs::TurmoilFs);
+    config.fs = Arc::new(fs::TurmoilFs::new(io));
     config.node_id = Some(naxos_wire::NodeId(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)));
-    let mut handle = naxos_server::start(config, Arc::new(net::TurmoilNet)).await?;
-    handle.wait().await;
-    Ok(())
+    config.sync_delay_max = Duration::from_millis(3);
+    // A start can fail on an injected I/O error; a supervisor would retry it.
+    loop {
+        match naxos_server::start(config.clone(), Arc::new(net::TurmoilNet)).await {
+            Ok(mut handle) => {
+                handle.wait().await;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("simulated server {i} failed to start: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Runs one seed; `Err` if the simulation itself broke (a host failed or it ran too long).
@@ -144,13 +166,15 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         .min_message_latency(Duration::from_micros(100))
         .max_message_latency(Duration::from_millis(2))
         .enable_random_order();
-    builder.fs().block_size(4096).sync_probability(0.05).io_error_probability(config.io_error_probability);
+    builder.fs().block_size(4096).sync_probability(0.05);
     let mut sim = builder.build();
 
     let servers: Vec<String> = (0..config.servers).map(server_host).collect();
     let addrs: Vec<String> = servers.iter().map(|h| format!("{h}:{PORT}")).collect();
+    let io = fs::IoFaults::new(seed, config.io_error_probability);
     for (i, host) in servers.iter().enumerate() {
-        sim.host(host.as_str(), move || server(i, seed));
+        let io = io.clone();
+        sim.host(host.as_str(), move || server(i, seed, io.clone()));
     }
     let layout = Layout::initial(
         &format!("sim-{seed}"),
@@ -182,17 +206,23 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         sim.client(name.as_str(), workload::run(shared, i as u32, seed, ops, seeds));
     }
 
-    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone());
+    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone());
     loop {
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
-            Err(e) => return Err(format!("seed {seed}: simulation failed in the workload phase: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "seed {seed}: simulation failed in the workload phase: {e}\nfaults so far:\n{}",
+                    faults.log.join("\n")
+                ))
+            }
         }
         if config.faults {
             faults.step(&mut sim);
         }
     }
+    io.stop();
     faults.heal(&mut sim);
     let scanner = u32::try_from(config.clients).unwrap_or(u32::MAX);
     sim.client("scanner", workload::scan(shared.clone(), scanner, addrs.clone()));
@@ -200,7 +230,12 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
-            Err(e) => return Err(format!("seed {seed}: simulation failed in the quiescent phase: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "seed {seed}: simulation failed in the quiescent phase: {e}\nfaults:\n{}",
+                    faults.log.join("\n")
+                ))
+            }
         }
     }
     let sim_time = sim.elapsed();

@@ -152,6 +152,18 @@ pub async fn run(shared: Shared, index: u32, seed: u64, ops: usize, seeds: Vec<S
                 let from = if rng.chance(0.5) { 0 } else { rng.range(0, known_tail + 1) };
                 stream_read(&shared, index, &client, name, from).await;
             }
+            88 if rng.chance(0.5) => {
+                // A prefix trim, well below what readers still use.
+                let p = rng.range(0, known_tail / 3 + 1);
+                shared.trimmed_to(p);
+                record(&shared, index, Op::Trim { position: p }, async {
+                    match client.trim(Position(p)).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
             88..=92 => {
                 // A writer that dies between its token and its write.
                 if let Ok(p) = client.reserve(1).await {
@@ -283,7 +295,7 @@ pub async fn scan(shared: Shared, index: u32, seeds: Vec<String>) -> turmoil::Re
         at = end;
     }
     for name in STREAMS {
-        stream_read(&shared, index, &client, name, 0).await;
+        stream_read(&shared, index, &client, name, shared.trim_mark()).await;
     }
     Ok(())
 }

@@ -173,9 +173,14 @@ impl DiskStore {
         fs::create_dir_all(files, dir)?;
         let lock = fs::lock(files, dir)?;
         let names = fs::list(files, dir)?;
-        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        let stale: Vec<&String> = names.iter().filter(|n| n.ends_with(".tmp")).collect();
+        for name in &stale {
             // Left by an atomic replacement that crashed before its rename.
             fs::remove(files, dir, name)?;
+        }
+        if !stale.is_empty() {
+            // Durable before a new file may take one of those names.
+            fs::sync_dir(files, dir)?;
         }
         let logs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".log")).collect();
         let idxs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();

@@ -68,7 +68,11 @@ pub trait Fs: Send + Sync + Debug + 'static {
         let tmp = tmp_path(path);
         let step = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         match self.remove_file(&tmp) {
-            Ok(()) => {}
+            // Make the removal durable before a new file takes the name, so
+            // that no crash can replay the stale file's entry over the new one.
+            Ok(()) => self
+                .sync_dir(parent_dir(path))
+                .map_err(|e| step(&format!("syncing the removal of the stale {}", tmp.display()), e))?,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(step(&format!("deleting the stale {}", tmp.display()), e)),
         }

@@ -311,3 +311,25 @@ async fn a_damaged_segment_file_is_repaired_or_reported_never_served() {
     assert!(matches!(client.read(p).await.unwrap(), Value::Data(r) if &r.payload[..] == b"after repair"));
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_seal_and_a_new_epoch_clients_move_on_and_old_epochs_are_fenced() {
+    let c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    let before = client.append("epoch 0".into()).await.unwrap();
+    let tail_before = client.tail().await.unwrap();
+    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
+    let next = naxos_client::admin::advance_epoch(net, &c.layout, 10).await.unwrap();
+    assert_eq!(next.epoch, 1);
+    // The old epoch is fenced everywhere.
+    let e = raw_read(&pool(), &c.layout, &c.addrs[2], before).await.unwrap_err();
+    assert_eq!(e.server().unwrap().code, ErrorCode::WrongEpoch);
+    // The same client learns the new layout and goes on; nothing is lost.
+    let after = client.append("epoch 1".into()).await.unwrap();
+    assert!(after > before);
+    assert_eq!(client.layout().epoch, 1);
+    assert!(client.tail().await.unwrap() >= tail_before);
+    assert!(matches!(client.read(before).await.unwrap(), Value::Data(r) if &r.payload[..] == b"epoch 0"));
+    assert!(matches!(client.read(after).await.unwrap(), Value::Data(r) if &r.payload[..] == b"epoch 1"));
+    c.stop_all().await;
+}

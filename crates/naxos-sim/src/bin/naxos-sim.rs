@@ -53,6 +53,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // Logs go to stderr, off unless RUST_LOG asks (e.g. RUST_LOG=naxos_server=debug).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     match cli.command {
         Command::Run { seed, ops, trace } => {
             let mut c = SimConfig::new(seed);
