@@ -1,10 +1,10 @@
 //! The fault schedule: crashes (unsynced data lost) and restarts of servers,
 //! whole-cluster power loss, partitions both ways and one way, held (delayed)
-//! links, and changing message latency (reordering across connections), each
-//! seals in the middle of traffic (every node sealed at the next epoch, then
-//! the next layout committed, by a sealer host), each chosen by the run's
-//! seeded RNG and undone after a seeded while. `heal` undoes everything for
-//! the quiescent phase.
+//! links, flaky links that lose messages, changing message latency
+//! (reordering across connections), and seals in the middle of traffic (every
+//! node sealed at the next epoch, then the next layout committed, by a sealer
+//! host), each chosen by the run's seeded RNG and undone after a seeded while.
+//! `heal` undoes everything for the quiescent phase.
 
 use crate::rng::Rng;
 use std::time::Duration;
@@ -16,6 +16,7 @@ enum Undo {
     Repair(String, String),
     RepairOneway(String, String),
     Release(String, String),
+    Steady(String, String),
 }
 
 /// The seeded fault schedule of one run.
@@ -130,6 +131,20 @@ impl Faults {
                 self.note(now, format!("seal: {name} moves the cluster to the next epoch"));
                 sim.client(name.as_str(), seal_epoch(self.addrs.clone()));
             }
+            73..=78 => {
+                // A flaky link: it drops messages (and so breaks connections) at random.
+                let a = self.pick(&servers).clone();
+                let mut all = servers.clone();
+                all.extend(self.clients.iter().cloned());
+                let b = self.pick(&all).clone();
+                if a == b {
+                    return;
+                }
+                sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.05);
+                self.note(now, format!("flaky link {a} <-> {b} (message loss)"));
+                let at = later(&mut self.rng, 50, 800);
+                self.pending.push((at, Undo::Steady(a, b)));
+            }
             _ => {}
         }
     }
@@ -150,6 +165,11 @@ impl Faults {
             Undo::RepairOneway(a, b) => {
                 sim.repair_oneway(a.as_str(), b.as_str());
                 self.note(now, format!("repair {a} -> {b}"));
+            }
+            Undo::Steady(a, b) => {
+                sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
+                sim.repair(a.as_str(), b.as_str());
+                self.note(now, format!("steady link {a} <-> {b}"));
             }
             Undo::Release(a, b) => {
                 sim.release(a.as_str(), b.as_str());
