@@ -13,6 +13,8 @@ use naxos_wire::{Position, StreamId};
 
 /// Results asked for per stream query.
 const QUERY_LIMIT: u32 = 8192;
+/// Positions read at once.
+const READ_CHUNK: usize = 256;
 
 impl Client {
     /// The entries of `stream` from position `from` up to the current tail, in log order.
@@ -73,26 +75,26 @@ impl Client {
         }
         mine.sort_unstable();
         unknown.sort_unstable();
+        // Both lists, merged into log order; each position knows whether the
+        // index listed it (then it must be in the stream).
+        let mut todo: Vec<(u64, bool)> =
+            mine.iter().map(|&p| (p, true)).chain(unknown.iter().map(|&p| (p, false))).collect();
+        todo.sort_unstable();
         let mut out = Vec::with_capacity(mine.len());
-        let (mut i, mut j) = (0, 0);
-        // Merge the two sorted lists so the result comes out in log order.
-        while i < mine.len() || j < unknown.len() {
-            let take_mine = j >= unknown.len() || (i < mine.len() && mine[i] <= unknown[j]);
-            let (p, known) = if take_mine {
-                i += 1;
-                (mine[i - 1], true)
-            } else {
-                j += 1;
-                (unknown[j - 1], false)
-            };
-            match self.read(Position(p)).await? {
-                Value::Data(r) if r.streams.contains(&stream) => out.push((Position(p), r)),
-                Value::Data(_) if known => {
-                    return Err(Error::Invalid(format!(
-                        "stream index lists position {p}, whose entry is not in the stream"
-                    )));
+        // Read a chunk at a time, all of a chunk at once: a run of holes to
+        // fill costs one hole-fill wait, not one per position.
+        for chunk in todo.chunks(READ_CHUNK) {
+            let reads = futures::future::join_all(chunk.iter().map(|&(p, _)| self.read(Position(p)))).await;
+            for (&(p, known), value) in chunk.iter().zip(reads) {
+                match value? {
+                    Value::Data(r) if r.streams.contains(&stream) => out.push((Position(p), r)),
+                    Value::Data(_) if known => {
+                        return Err(Error::Invalid(format!(
+                            "stream index lists position {p}, whose entry is not in the stream"
+                        )));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         Ok(out)

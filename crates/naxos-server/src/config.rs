@@ -77,9 +77,10 @@ pub struct Config {
     pub segment_positions: u64,
     /// When writes are acknowledged: `Durable` (after fdatasync, the default).
     pub sync: SyncPolicy,
-    /// Positions the sequencer's durable token ceiling is raised by at a time
-    /// (default 32768): one small fsync'd write per block; after a restart,
-    /// up to one block of positions reads as holes.
+    /// The smallest step the sequencer's durable token ceiling is raised by
+    /// (default 1024; the step follows the token rate, about a quarter second
+    /// of tokens): one small fsync'd write per step; after a crash, up to one
+    /// step of positions reads as holes.
     pub token_ceiling_block: u64,
     /// Simulation knob (zero in production): the log unit waits up to this
     /// long, pseudo-randomly, before each group-commit sync, as a slow disk

@@ -8,8 +8,11 @@
 //! on the log units, so without it a restarted sequencer would report a tail
 //! below one a client already saw (the simulator found this: seed 78). The
 //! ceiling is raised a block at a time, so it costs one small atomic write per
-//! `CEILING_BLOCK` positions; after a restart the sequencer starts at the
-//! ceiling, and the unused rest of the block reads as holes.
+//! block; after a crash the sequencer starts at the ceiling, and the unused
+//! rest of the block reads as holes (a clean stop stores the exact tail). The
+//! block follows the token rate (about a quarter second of tokens, at least
+//! the configured minimum), so a quiet cluster leaves small gaps and a busy one
+//! does few writes.
 
 use crate::reply::{ok, Reply};
 use bytes::Bytes;
@@ -22,8 +25,12 @@ use tokio::sync::{mpsc, oneshot};
 pub const TOKEN_COUNT_MAX: u32 = 1 << 16;
 /// Most streams one token request may name.
 pub const TOKEN_STREAMS_MAX: usize = 64;
-/// Positions the durable token ceiling is raised by at a time.
-pub const CEILING_BLOCK: u64 = 1 << 15;
+/// The smallest block the durable token ceiling is raised by (default).
+pub const CEILING_BLOCK: u64 = 1024;
+/// The largest block the ceiling is raised by, however fast tokens go.
+pub const CEILING_BLOCK_MAX: u64 = 1 << 18;
+/// How much of the current token rate one block covers.
+const CEILING_LEAD: std::time::Duration = std::time::Duration::from_millis(250);
 /// The ceiling's file in the data directory.
 pub const CEILING_FILE: &str = "sequencer.json";
 
@@ -36,7 +43,7 @@ pub struct Sequencer {
     /// The durable token ceiling, if the sequencer keeps one: every position
     /// ever handed out is below it.
     ceiling: Option<u64>,
-    /// How far the ceiling is raised at a time.
+    /// The smallest step the ceiling is raised by.
     ceiling_block: u64,
 }
 
@@ -77,18 +84,26 @@ impl Sequencer {
     }
 
     /// A sequencer that keeps a durable token ceiling, starting from the one
-    /// it stored before (0 for a new one), raised `block` positions at a time.
+    /// it stored before (0 for a new one), raised at least `block` positions at a time.
     pub fn with_ceiling(ceiling: u64, block: u64) -> Sequencer {
         Sequencer { ceiling: Some(ceiling), ceiling_block: block.max(1), ..Sequencer::new() }
     }
 
-    /// The ceiling to make durable before `req` can be answered, if it needs
-    /// positions at or above the current one.
+    /// The least ceiling that must be durable before `req` can be answered,
+    /// if `req` needs positions at or above the current one.
     pub fn ceiling_needed(&self, req: &Request) -> Option<u64> {
         let ceiling = self.ceiling?;
         let (Some(request::Body::Token(t)), Some(state)) = (&req.body, &self.state) else { return None };
         let end = state.next.checked_add(u64::from(t.count))?;
-        (end > ceiling).then(|| end + self.ceiling_block)
+        (end > ceiling).then_some(end)
+    }
+
+    /// The ceiling to store when `end` is needed, given that `issued`
+    /// positions went out over `elapsed`: `end` plus about a quarter second of
+    /// tokens at that rate, within the block bounds.
+    pub fn next_ceiling(&self, end: u64, issued: u64, elapsed: std::time::Duration) -> u64 {
+        let per_lead = issued as f64 * CEILING_LEAD.as_secs_f64() / elapsed.as_secs_f64().max(1e-3);
+        end + (per_lead as u64).clamp(self.ceiling_block, CEILING_BLOCK_MAX.max(self.ceiling_block))
     }
 
     /// Records that `ceiling` is durable.
@@ -233,10 +248,21 @@ impl Sequencer {
     /// Runs the sequencer's task until every sender of `rx` is gone; the
     /// ceiling, if kept, is stored through `store`.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>, store: Option<CeilingStore>) {
+        // When the ceiling was last raised, and the tail then: the token rate.
+        let mut raised: Option<(tokio::time::Instant, u64)> = None;
         while let Some(op) = rx.recv().await {
             match op {
                 Op::Request(req, reply) => {
-                    if let (Some(c), Some(store)) = (self.ceiling_needed(&req), &store) {
+                    if let (Some(end), Some(store)) = (self.ceiling_needed(&req), &store) {
+                        let now = tokio::time::Instant::now();
+                        let from = self.next().map_or(end, |p| p.0);
+                        // No rate is known before the first raise: take the smallest step.
+                        let (issued, elapsed) = match raised {
+                            Some((at, tail)) => (from.saturating_sub(tail), now - at),
+                            None => (0, std::time::Duration::from_secs(1)),
+                        };
+                        let c = self.next_ceiling(end, issued, elapsed);
+                        raised = Some((now, from));
                         if let Err(e) = store.save(c) {
                             tracing::error!("cannot store the sequencer's token ceiling: {e}");
                             reply.send(Err(ServerError::new(
@@ -332,8 +358,11 @@ mod tests {
             body: Some(request::Body::Token(proto::Token { count: 3, streams: vec![] })),
             ..Default::default()
         };
-        let c = s.ceiling_needed(&req).expect("the first tokens need a ceiling");
-        assert!(c >= 3);
+        let end = s.ceiling_needed(&req).expect("the first tokens need a ceiling");
+        assert_eq!(end, 3);
+        let c = s.next_ceiling(end, 0, std::time::Duration::from_secs(1));
+        assert_eq!(c, 3 + 16, "a quiet sequencer raises by the minimum block");
+        assert_eq!(s.next_ceiling(end, 1_000_000, std::time::Duration::from_secs(1)), 3 + 250_000);
         s.raise_ceiling(c);
         assert_eq!(s.ceiling_needed(&req), None);
         assert_eq!(s.token(Epoch(0), 3, &[]).unwrap().start, 0);

@@ -165,7 +165,9 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_micros(100))
         .max_message_latency(Duration::from_millis(2))
-        .enable_random_order();
+        .enable_random_order()
+        // Simulated sockets have no flow control: give them room for bulk reads.
+        .tcp_capacity(1 << 16);
     builder.fs().block_size(4096).sync_probability(0.05);
     let mut sim = builder.build();
 

@@ -14,7 +14,9 @@ fn caught(mutation: Mutation, tune: impl Fn(&mut SimConfig)) -> (u64, String) {
         c.mutation = Some(mutation);
         tune(&mut c);
         match run(&c) {
-            Ok(r) if !r.violations.is_empty() => return (seed, r.explain()),
+            Ok(r) if !r.violations.is_empty() => {
+                return (seed, format!("{:.1}s simulated\n{}", r.sim_time.as_secs_f64(), r.explain()))
+            }
             Ok(_) => {}
             Err(e) => panic!("seed {seed} broke the simulation under {mutation:?}: {e}"),
         }
