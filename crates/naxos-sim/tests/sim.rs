@@ -9,7 +9,7 @@
 use std::process::Command;
 
 /// Seeds per CI run; sized to the CI budget (see docs/testing.md).
-const CI_SEEDS: u64 = 64;
+const CI_SEEDS: u64 = 100;
 
 fn run_seed(seed: u64, trace: bool) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_naxos-sim"));
