@@ -333,3 +333,40 @@ async fn after_a_seal_and_a_new_epoch_clients_move_on_and_old_epochs_are_fenced(
     assert!(matches!(client.read(after).await.unwrap(), Value::Data(r) if &r.payload[..] == b"epoch 1"));
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_in_flight_on_one_connection_are_refused_as_overloaded() {
+    use naxos_wire::frame;
+    use naxos_wire::proto::{request, response, Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = naxos_server::Config::new("127.0.0.1:0", dir.path());
+    config.inflight_max = 4;
+    let server = naxos_server::start(config, std::sync::Arc::new(naxos_wire::net::TcpNet)).await.unwrap();
+    let addr = server.advertise().to_string();
+    let layout = naxos_wire::Layout::initial("c", &[addr.clone()], 1, 1, vec![addr.clone()], vec![addr.clone()]);
+    naxos_client::admin::bootstrap(std::sync::Arc::new(naxos_wire::net::TcpNet), &layout).await.unwrap();
+    // 200 pipelined writes in one burst on one connection.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    for i in 0..200u64 {
+        let mut r: Request =
+            req(&layout, request::Body::Write(naxos_wire::proto::Write { position: i, entry: Some(data(b"x")) }));
+        r.id = i + 1;
+        frame::encode(&r, &mut buf);
+    }
+    conn.write_all(&buf).await.unwrap();
+    let (rd, _wr) = conn.into_split();
+    let mut reader = frame::FrameReader::new(rd, 1 << 20);
+    let (mut ok, mut overloaded) = (0, 0);
+    for _ in 0..200 {
+        let resp: Response = reader.next().await.unwrap().expect("an answer per request");
+        match resp.body {
+            Some(response::Body::Ok(_)) => ok += 1,
+            Some(response::Body::Error(e)) if e.code == ErrorCode::Overloaded as i32 => overloaded += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(overloaded > 0, "the limit of 4 in flight was never hit");
+    assert!(ok > 0 && ok + overloaded == 200);
+    server.stop().await;
+}
