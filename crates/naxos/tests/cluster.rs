@@ -343,7 +343,8 @@ async fn too_many_requests_in_flight_on_one_connection_are_refused_as_overloaded
     config.inflight_max = 4;
     let server = naxos_server::start(config, std::sync::Arc::new(naxos_wire::net::TcpNet)).await.unwrap();
     let addr = server.advertise().to_string();
-    let layout = naxos_wire::Layout::initial("c", &[addr.clone()], 1, 1, vec![addr.clone()], vec![addr.clone()]);
+    let layout =
+        naxos_wire::Layout::initial("c", std::slice::from_ref(&addr), 1, 1, vec![addr.clone()], vec![addr.clone()]);
     naxos_client::admin::bootstrap(std::sync::Arc::new(naxos_wire::net::TcpNet), &layout).await.unwrap();
     // 200 pipelined writes in one burst on one connection.
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
