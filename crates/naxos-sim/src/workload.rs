@@ -56,7 +56,8 @@ fn unknown(e: impl std::fmt::Display) -> Outcome {
     Outcome::Unknown { error: e.to_string() }
 }
 
-/// The outcome of a read as the history records it.
+/// The outcome of a read as the history records it (shared with the
+/// real-process fault test).
 pub fn read_outcome(r: Result<Value, Error>) -> Outcome {
     match r {
         Ok(Value::Data(rec)) => Outcome::Data { payload: rec.payload.to_vec() },
@@ -80,25 +81,28 @@ where
     shared.push(Event { client, start, end: now(), op, outcome });
 }
 
+/// A stream read as the history records it: the tail first, then the
+/// stream's entries in `[from, tail)`, with the tail used as `to`. Shared with
+/// the real-process fault test.
+pub async fn stream_outcome(client: &Client, stream: StreamId, from: u64) -> Outcome {
+    let to = match client.tail().await {
+        Ok(t) => t,
+        Err(e) => return unknown(e),
+    };
+    match client.read_stream_range(stream, Position(from), to).await {
+        Ok(entries) => {
+            Outcome::Stream { to: to.0, entries: entries.into_iter().map(|(p, r)| (p.0, r.payload.to_vec())).collect() }
+        }
+        Err(Error::Trimmed(_)) => Outcome::Trimmed,
+        Err(e) => unknown(e),
+    }
+}
+
 /// Reads a stream up to the current tail; records it.
 pub async fn stream_read(shared: &Shared, client_no: u32, client: &Client, name: &str, from: u64) {
     let stream = StreamId::from_name(name);
     let op = Op::StreamRead { stream: stream.0, from };
-    record(shared, client_no, op, async {
-        let to = match client.tail().await {
-            Ok(t) => t,
-            Err(e) => return unknown(e),
-        };
-        match client.read_stream_range(stream, Position(from), to).await {
-            Ok(entries) => Outcome::Stream {
-                to: to.0,
-                entries: entries.into_iter().map(|(p, r)| (p.0, r.payload.to_vec())).collect(),
-            },
-            Err(Error::Trimmed(_)) => Outcome::Trimmed,
-            Err(e) => unknown(e),
-        }
-    })
-    .await;
+    record(shared, client_no, op, stream_outcome(client, stream, from)).await;
 }
 
 /// One workload client: `ops` seeded operations.

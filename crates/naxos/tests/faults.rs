@@ -24,7 +24,8 @@ mod common;
 
 use common::run_cli;
 use naxos_check::{check_all, explain, Event, History, Op, Outcome};
-use naxos_client::{Client, Config, Error, Position, StreamId, Value};
+use naxos_client::{Client, Config, Position, StreamId};
+use naxos_sim::workload::{read_outcome, stream_outcome};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -594,16 +595,6 @@ fn unknown(e: impl std::fmt::Display) -> Outcome {
     Outcome::Unknown { error: e.to_string() }
 }
 
-fn read_outcome(r: Result<Value, Error>) -> Outcome {
-    match r {
-        Ok(Value::Data(rec)) => Outcome::Data { payload: rec.payload.to_vec() },
-        Ok(Value::Hole) => Outcome::Hole,
-        Err(Error::Unwritten(_)) => Outcome::Unwritten,
-        Err(Error::Trimmed(_)) => Outcome::Trimmed,
-        Err(e) => unknown(e),
-    }
-}
-
 /// One client's recorder: its number, the shared clock and history.
 #[derive(Clone)]
 struct Recorder {
@@ -628,21 +619,7 @@ impl Recorder {
     /// The tail, then the stream's entries in `[from, tail)`.
     async fn stream_read(&self, client: &Client, name: &str, from: u64, limit: Duration) -> Outcome {
         let stream = StreamId::from_name(name);
-        self.record(Op::StreamRead { stream: stream.0, from }, limit, async {
-            let to = match client.tail().await {
-                Ok(t) => t,
-                Err(e) => return unknown(e),
-            };
-            match client.read_stream_range(stream, Position(from), to).await {
-                Ok(entries) => Outcome::Stream {
-                    to: to.0,
-                    entries: entries.into_iter().map(|(p, r)| (p.0, r.payload.to_vec())).collect(),
-                },
-                Err(Error::Trimmed(_)) => Outcome::Trimmed,
-                Err(e) => unknown(e),
-            }
-        })
-        .await
+        self.record(Op::StreamRead { stream: stream.0, from }, limit, stream_outcome(client, stream, from)).await
     }
 }
 
