@@ -53,6 +53,16 @@ impl Faults {
         &v[self.rng.range(0, v.len() as u64) as usize]
     }
 
+    /// A link from a server to any other host (server or client); `None` if
+    /// the pick named one host twice.
+    fn pick_link(&mut self) -> Option<(String, String)> {
+        let a = self.pick(&self.servers.clone()).clone();
+        let mut all = self.servers.clone();
+        all.extend(self.clients.iter().cloned());
+        let b = self.pick(&all).clone();
+        (a != b).then_some((a, b))
+    }
+
     fn note(&mut self, now: Duration, what: String) {
         self.log.push(format!("{:>10.3}ms fault: {what}", now.as_secs_f64() * 1e3));
     }
@@ -94,13 +104,7 @@ impl Faults {
                 self.pending.push((at, Undo::Bounce(servers.clone())));
             }
             24..=43 => {
-                let a = self.pick(&servers).clone();
-                let mut all = servers.clone();
-                all.extend(self.clients.iter().cloned());
-                let b = self.pick(&all).clone();
-                if a == b {
-                    return;
-                }
+                let Some((a, b)) = self.pick_link() else { return };
                 let at = later(&mut self.rng, 50, 1500);
                 if self.rng.chance(0.5) {
                     sim.partition(a.as_str(), b.as_str());
@@ -133,13 +137,7 @@ impl Faults {
             }
             73..=78 => {
                 // A flaky link: it drops messages (and so breaks connections) at random.
-                let a = self.pick(&servers).clone();
-                let mut all = servers.clone();
-                all.extend(self.clients.iter().cloned());
-                let b = self.pick(&all).clone();
-                if a == b {
-                    return;
-                }
+                let Some((a, b)) = self.pick_link() else { return };
                 sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.05);
                 self.note(now, format!("flaky link {a} <-> {b} (message loss)"));
                 let at = later(&mut self.rng, 50, 800);

@@ -146,6 +146,32 @@ async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
     }
 }
 
+/// Steps the simulation until every client host is done, injecting faults
+/// after each step if asked; a host's failure ends the run with the fault log.
+fn run_phase(
+    sim: &mut turmoil::Sim<'_>,
+    faults: &mut faults::Faults,
+    inject: bool,
+    seed: u64,
+    phase: &str,
+) -> Result<(), String> {
+    loop {
+        match sim.step() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(format!(
+                    "seed {seed}: simulation failed in the {phase} phase: {e}\nfaults so far:\n{}",
+                    faults.log.join("\n")
+                ))
+            }
+        }
+        if inject {
+            faults.step(sim);
+        }
+    }
+}
+
 /// Runs one seed; `Err` if the simulation itself broke (a host failed or it ran too long).
 pub fn run(config: &SimConfig) -> Result<Report, String> {
     if !naxos_wire::mutation::set(config.mutation) {
@@ -209,37 +235,12 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     }
 
     let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone());
-    loop {
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                return Err(format!(
-                    "seed {seed}: simulation failed in the workload phase: {e}\nfaults so far:\n{}",
-                    faults.log.join("\n")
-                ))
-            }
-        }
-        if config.faults {
-            faults.step(&mut sim);
-        }
-    }
+    run_phase(&mut sim, &mut faults, config.faults, seed, "workload")?;
     io.stop();
     faults.heal(&mut sim);
     let scanner = u32::try_from(config.clients).unwrap_or(u32::MAX);
     sim.client("scanner", workload::scan(shared.clone(), scanner, addrs.clone()));
-    loop {
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                return Err(format!(
-                    "seed {seed}: simulation failed in the quiescent phase: {e}\nfaults:\n{}",
-                    faults.log.join("\n")
-                ))
-            }
-        }
-    }
+    run_phase(&mut sim, &mut faults, false, seed, "quiescent")?;
     let sim_time = sim.elapsed();
     let mut events = shared.take();
     // Events are pushed when they end; order them by start for readability
