@@ -1,7 +1,10 @@
 //! One module per system; each gives the workload the same three calls.
 
+mod etcd;
+mod nats;
 mod naxos;
 mod redis;
+mod zookeeper;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +17,12 @@ pub enum System {
     Naxos,
     /// Redis Streams: XADD, XRANGE in pages.
     Redis,
+    /// etcd: Put of sequential keys, range Gets.
+    Etcd,
+    /// ZooKeeper: PERSISTENT_SEQUENTIAL znodes, getData per znode.
+    Zookeeper,
+    /// NATS JetStream: publish with ack to a file stream, pull consumer.
+    Nats,
 }
 
 /// What the read-back phase saw.
@@ -41,5 +50,8 @@ pub async fn open(system: System, addr: &[String], name: &str) -> anyhow::Result
     Ok(match system {
         System::Naxos => Arc::new(naxos::Naxos::open(addr).await?),
         System::Redis => Arc::new(redis::Redis::open(addr, name).await?),
+        System::Etcd => Arc::new(etcd::Etcd::open(addr, name).await?),
+        System::Zookeeper => Arc::new(zookeeper::ZooKeeper::open(addr, name).await?),
+        System::Nats => Arc::new(nats::Nats::open(addr, name).await?),
     })
 }
