@@ -80,6 +80,9 @@ pub struct MeasureArgs {
     /// Appends in flight (tasks, each with one append outstanding).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     pub in_flight: Vec<usize>,
+    /// Which round of a repeated run this is (ratios compare rows of one round).
+    #[arg(long, default_value_t = 1)]
+    pub round: u32,
     /// The results file (JSON lines); rows are appended.
     #[arg(long)]
     pub out: PathBuf,

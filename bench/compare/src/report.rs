@@ -30,11 +30,14 @@ pub struct Row {
     pub notes: Vec<String>,
     /// Set when the system was not measured at all: why.
     pub skipped: Option<String>,
+    /// Which round of `run --repeat` the row is from (ratios compare rows of one round).
+    #[serde(default)]
+    pub round: u32,
 }
 
 impl Row {
-    pub fn new(label: &str, durable: &str, size: usize, in_flight: usize, duration_s: f64) -> Row {
-        Row { label: label.into(), durable: durable.into(), size, in_flight, duration_s, ..Row::default() }
+    pub fn new(label: &str, durable: &str, size: usize, in_flight: usize, duration_s: f64, round: u32) -> Row {
+        Row { label: label.into(), durable: durable.into(), size, in_flight, duration_s, round, ..Row::default() }
     }
 
     pub fn skipped(label: String, reason: String) -> Row {
@@ -43,6 +46,19 @@ impl Row {
 
     fn appends_per_s(&self) -> Option<f64> {
         (self.appends > 0 && self.append_secs > 0.0).then(|| self.appends as f64 / self.append_secs)
+    }
+
+    fn append_mb_per_s(&self) -> Option<f64> {
+        self.appends_per_s().map(|a| a * self.size as f64 / 1e6)
+    }
+
+    fn latency_ms(&self, i: usize) -> Option<f64> {
+        self.latency_us.map(|l| l[i] as f64 / 1000.0)
+    }
+
+    fn read_mb_per_s(&self) -> Option<f64> {
+        self.read_records?;
+        (self.read_secs > 0.0).then(|| self.read_bytes as f64 / self.read_secs / 1e6)
     }
 
     fn reads_per_s(&self) -> Option<f64> {
@@ -87,18 +103,20 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-fn mb(bytes: f64) -> String {
-    format!("{:.1}", bytes / 1e6)
-}
-
-fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
-    match (ours, theirs) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "n/a".into(),
+/// The median of the values that are there (the mean of the middle two for an even count).
+fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().flatten().collect();
+    if v.is_empty() {
+        return None;
     }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
 }
 
-/// Prints the results file as one Markdown table.
+/// Prints the results file as one Markdown table: one line per system and
+/// case, each figure the median over the rounds, each ratio the median of the
+/// ratios within a round (so a noisy round does not pair with a quiet one).
 pub fn print(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rows = Vec::new();
@@ -106,25 +124,49 @@ pub fn print(path: &Path) -> anyhow::Result<()> {
         let row: Row = serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         rows.push(row);
     }
-    let (skipped, mut measured): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.skipped.is_some());
-    // Stable: within a case, systems stay in the order they ran.
-    measured.sort_by_key(|r| (r.size, r.in_flight));
-    let find = |label: &str, r: &Row| {
-        measured.iter().find(|b| b.label == label && b.size == r.size && b.in_flight == r.in_flight)
+    let (skipped, measured): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.skipped.is_some());
+    // Groups of (label, size, in flight), in the order the systems first ran.
+    let mut groups: Vec<Vec<&Row>> = Vec::new();
+    for r in &measured {
+        match groups.iter_mut().find(|g| g[0].label == r.label && g[0].size == r.size && g[0].in_flight == r.in_flight)
+        {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups.sort_by_key(|g| (g[0].size, g[0].in_flight));
+    let baseline = |label: &str, r: &Row| {
+        measured
+            .iter()
+            .find(|b| b.label == label && b.size == r.size && b.in_flight == r.in_flight && b.round == r.round)
+    };
+    let ratio = |g: &[&Row], label: &str, metric: fn(&Row) -> Option<f64>| {
+        median(g.iter().map(|r| {
+            let ours = baseline(label, r).and_then(metric)?;
+            metric(r).filter(|&theirs| theirs > 0.0).map(|theirs| ours / theirs)
+        }))
+        .map(|x| format!("{x:.2}x"))
+        .unwrap_or_else(|| "n/a".into())
+    };
+    let fig = |g: &[&Row], metric: fn(&Row) -> Option<f64>, decimals: usize| {
+        opt(median(g.iter().map(|r| metric(r))), decimals)
     };
     println!(
         "| System | Durable | Size | In flight | Appends/s | MB/s | p50 ms | p99 ms | p999 ms | Read rec/s | Read MB/s \
          | RF=1 ÷ this: appends | RF=1 ÷ this: reads | RF=3 ÷ this: appends | Notes |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &measured {
-        let rf1 = find(BASELINE_RF1, r);
-        let rf3 = find(BASELINE_RF3, r);
-        let lat = r
-            .latency_us
-            .map(|l| [ms(l[0]), ms(l[1]), ms(l[2])])
-            .unwrap_or_else(|| ["n/a".into(), "n/a".into(), "n/a".into()]);
-        let mut notes = r.notes.clone();
+    for g in &groups {
+        let r = g[0];
+        let mut notes: Vec<String> = Vec::new();
+        if g.len() > 1 {
+            notes.push(format!("median of {} runs", g.len()));
+        }
+        for n in g.iter().flat_map(|r| r.notes.iter()) {
+            if !notes.contains(n) {
+                notes.push(n.clone());
+            }
+        }
         if !r.read_method.is_empty() {
             notes.push(format!("reads: {}", r.read_method));
         }
@@ -134,24 +176,25 @@ pub fn print(path: &Path) -> anyhow::Result<()> {
             r.durable,
             if r.size % 1024 == 0 { format!("{} KiB", r.size / 1024) } else { format!("{} B", r.size) },
             r.in_flight,
-            opt(r.appends_per_s(), 0),
-            r.appends_per_s().map(|a| mb(a * r.size as f64)).unwrap_or_else(|| "n/a".into()),
-            lat[0],
-            lat[1],
-            lat[2],
-            opt(r.reads_per_s(), 0),
-            if r.read_secs > 0.0 && r.read_records.is_some() {
-                mb(r.read_bytes as f64 / r.read_secs)
-            } else {
-                "n/a".into()
-            },
-            ratio(rf1.and_then(Row::appends_per_s), r.appends_per_s()),
-            ratio(rf1.and_then(Row::reads_per_s), r.reads_per_s()),
-            ratio(rf3.and_then(Row::appends_per_s), r.appends_per_s()),
+            fig(g, Row::appends_per_s, 0),
+            fig(g, Row::append_mb_per_s, 1),
+            fig(g, |r| r.latency_ms(0), 2),
+            fig(g, |r| r.latency_ms(1), 2),
+            fig(g, |r| r.latency_ms(2), 2),
+            fig(g, Row::reads_per_s, 0),
+            fig(g, Row::read_mb_per_s, 1),
+            ratio(g, BASELINE_RF1, Row::appends_per_s),
+            ratio(g, BASELINE_RF1, Row::reads_per_s),
+            ratio(g, BASELINE_RF3, Row::appends_per_s),
             notes.join("; ")
         );
     }
+    let mut seen: Vec<&str> = Vec::new();
     for r in &skipped {
+        if seen.contains(&r.label.as_str()) {
+            continue;
+        }
+        seen.push(&r.label);
         println!(
             "| {} | n/a | | | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | not measured: {} |",
             r.label,

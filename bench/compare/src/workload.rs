@@ -24,7 +24,7 @@ pub async fn measure(a: MeasureArgs) -> anyhow::Result<()> {
     for &size in &a.sizes {
         for &in_flight in &a.in_flight {
             let name = format!("{}-{size}-{in_flight}-{run_id}", slug(&a.label));
-            let mut row = Row::new(&a.label, &a.durable, size, in_flight, a.duration);
+            let mut row = Row::new(&a.label, &a.durable, size, in_flight, a.duration, a.round);
             match peers::open(a.system, &a.addr, &name).await {
                 Ok(log) => run_case(log, size, in_flight, Duration::from_secs_f64(a.duration), &mut row).await,
                 Err(e) => row.notes.push(format!("n/a: {e:#}")),
