@@ -18,9 +18,15 @@ const LATENCY_US_MAX: u64 = 60_000_000;
 /// refusing); the row then says so.
 const TASK_ERRORS_MAX: u64 = 100;
 
+/// Appends of the warm-up, which are not measured.
+const WARM_UP_APPENDS: u32 = 200;
+/// The warm-up stops after this long even if it has not done its appends.
+const WARM_UP_MAX: Duration = Duration::from_secs(10);
+
 /// Runs every (size, in flight) case against one system and appends a row per case.
 pub async fn measure(a: MeasureArgs) -> anyhow::Result<()> {
     let run_id = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    warm_up(&a, &format!("{}-warmup-{run_id}", slug(&a.label))).await;
     for &size in &a.sizes {
         for &in_flight in &a.in_flight {
             let name = format!("{}-{size}-{in_flight}-{run_id}", slug(&a.label));
@@ -34,6 +40,21 @@ pub async fn measure(a: MeasureArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A few appends to a namespace of its own before the first case, so that a
+/// system that has only just opened its port (etcd electing itself leader,
+/// the JVM loading ZooKeeper's classes, first connections) does not charge
+/// that to the first case. Errors are left for the cases to report.
+async fn warm_up(a: &MeasureArgs, name: &str) {
+    let deadline = Instant::now() + WARM_UP_MAX;
+    let Ok(log) = peers::open(a.system, &a.addr, name).await else { return };
+    let payload = payload(a.sizes.first().copied().unwrap_or(128));
+    for _ in 0..WARM_UP_APPENDS {
+        if Instant::now() >= deadline || log.append(payload.clone()).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Bytes that do not compress, the same for every system.
