@@ -189,6 +189,7 @@ pub fn print(path: &Path) -> anyhow::Result<()> {
             notes.join("; ")
         );
     }
+    print_best_peer(&groups);
     let mut seen: Vec<&str> = Vec::new();
     for r in &skipped {
         if seen.contains(&r.label.as_str()) {
@@ -202,4 +203,53 @@ pub fn print(path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Under the table, one line per case: the best durable peer (by appends/s)
+/// and where Naxos stands against it, the comparison issue 4's targets are
+/// stated in. Medians, as in the table.
+fn print_best_peer(groups: &[Vec<&Row>]) {
+    let med = |g: &[&Row], metric: fn(&Row) -> Option<f64>| median(g.iter().map(|r| metric(r)));
+    let mut lines = Vec::new();
+    let mut cases: Vec<(usize, usize)> = groups.iter().map(|g| (g[0].size, g[0].in_flight)).collect();
+    cases.dedup();
+    for (size, in_flight) in cases {
+        let in_case = || groups.iter().filter(move |g| g[0].size == size && g[0].in_flight == in_flight);
+        let best = in_case()
+            .filter(|g| g[0].durable == "yes" && !g[0].label.starts_with("Naxos"))
+            .filter_map(|g| med(g, Row::appends_per_s).map(|a| (g, a)))
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        let Some((best, best_rate)) = best else { continue };
+        let best_p50 = med(best, |r| r.latency_ms(0));
+        let lowest_p50 = in_case()
+            .filter(|g| g[0].durable == "yes" && !g[0].label.starts_with("Naxos"))
+            .filter_map(|g| med(g, |r| r.latency_ms(0)).map(|p| (g[0].label.as_str(), p)))
+            .min_by(|x, y| x.1.total_cmp(&y.1));
+        let mut parts = vec![format!(
+            "{} x{in_flight}: most appends/s of the durable peers: {} {best_rate:.0}/s (p50 {} ms)",
+            if size % 1024 == 0 { format!("{} KiB", size / 1024) } else { format!("{size} B") },
+            best[0].label,
+            opt(best_p50, 2)
+        )];
+        for label in [BASELINE_RF1, BASELINE_RF3] {
+            if let Some(g) = in_case().find(|g| g[0].label == label) {
+                let rate = med(g, Row::appends_per_s);
+                parts.push(format!(
+                    "{label} {:.2}x that, p50 {} ms",
+                    rate.unwrap_or(0.0) / best_rate,
+                    opt(med(g, |r| r.latency_ms(0)), 2)
+                ));
+            }
+        }
+        if let Some((label, p50)) = lowest_p50 {
+            parts.push(format!("lowest durable-peer p50: {label} {p50:.2} ms"));
+        }
+        lines.push(parts.join("; "));
+    }
+    if !lines.is_empty() {
+        println!();
+        for l in lines {
+            println!("- {l}");
+        }
+    }
 }
