@@ -98,6 +98,18 @@ pub async fn stream_outcome(client: &Client, stream: StreamId, from: u64) -> Out
     }
 }
 
+/// One batch append (one token request for all) as the history records it:
+/// one outcome per payload, in order, `Unknown` for all if the batch failed or
+/// took longer than `limit`. Shared with the real-process fault test.
+pub async fn batch_outcomes(client: &Client, payloads: &[Vec<u8>], limit: Duration) -> Vec<Outcome> {
+    let batch = client.append_batch(payloads.iter().map(|p| Bytes::from(p.clone())).collect());
+    match tokio::time::timeout(limit, batch).await {
+        Ok(Ok(positions)) => positions.into_iter().map(|p| Outcome::Appended { position: p.0 }).collect(),
+        Ok(Err(e)) => payloads.iter().map(|_| unknown(&e)).collect(),
+        Err(_) => payloads.iter().map(|_| unknown("timed out")).collect(),
+    }
+}
+
 /// Reads a stream up to the current tail; records it.
 pub async fn stream_read(shared: &Shared, client_no: u32, client: &Client, name: &str, from: u64) {
     let stream = StreamId::from_name(name);
@@ -189,21 +201,12 @@ pub async fn run(shared: Shared, index: u32, seed: u64, ops: usize, seeds: Vec<S
                 let count = rng.range(2, 6) as usize;
                 let payloads: Vec<Vec<u8>> = (0..count).map(|k| format!("c{index}-{n}-b{k}").into_bytes()).collect();
                 let start = now();
-                let r = tokio::time::timeout(
-                    OP_TIMEOUT,
-                    client.append_batch(payloads.iter().map(|p| Bytes::from(p.clone())).collect()),
-                )
-                .await;
+                let outcomes = batch_outcomes(&client, &payloads, OP_TIMEOUT).await;
                 let end = now();
-                for (k, p) in payloads.into_iter().enumerate() {
-                    let outcome = match &r {
-                        Ok(Ok(positions)) => {
-                            known_tail = known_tail.max(positions[k].0 + 1);
-                            Outcome::Appended { position: positions[k].0 }
-                        }
-                        Ok(Err(e)) => unknown(e),
-                        Err(_) => unknown("timed out"),
-                    };
+                for (p, outcome) in payloads.into_iter().zip(outcomes) {
+                    if let Outcome::Appended { position } = outcome {
+                        known_tail = known_tail.max(position + 1);
+                    }
                     shared.push(Event {
                         client: index,
                         start,

@@ -25,7 +25,7 @@ mod common;
 use common::run_cli;
 use naxos_check::{check_all, explain, Event, History, Op, Outcome};
 use naxos_client::{Client, Config, Position, StreamId};
-use naxos_sim::workload::{read_outcome, stream_outcome};
+use naxos_sim::workload::{batch_outcomes, read_outcome, stream_outcome};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -662,22 +662,13 @@ async fn workload(rec: Recorder, client: Client, seed: u64, until: Instant) {
                     })
                     .collect();
                 let start = rec.clock.now();
-                let r = tokio::time::timeout(
-                    OP_TIMEOUT,
-                    client.append_batch(payloads.iter().map(|p| p.clone().into()).collect()),
-                )
-                .await;
+                let outcomes = batch_outcomes(&client, &payloads, OP_TIMEOUT).await;
                 let end = rec.clock.now();
                 let mut shared = rec.shared.lock().expect("no recorder panics while holding the lock");
-                for (k, p) in payloads.into_iter().enumerate() {
-                    let outcome = match &r {
-                        Ok(Ok(positions)) => {
-                            known_tail = known_tail.max(positions[k].0 + 1);
-                            Outcome::Appended { position: positions[k].0 }
-                        }
-                        Ok(Err(e)) => unknown(e),
-                        Err(_) => unknown("timed out"),
-                    };
+                for (p, outcome) in payloads.into_iter().zip(outcomes) {
+                    if let Outcome::Appended { position } = outcome {
+                        known_tail = known_tail.max(position + 1);
+                    }
                     shared.push(Event::new(
                         rec.client,
                         start,
