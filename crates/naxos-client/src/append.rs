@@ -2,6 +2,7 @@
 //! Losing the position at the head (a reader filled it first) is normal: the
 //! append takes a new token and tries again, within the retry budget.
 
+use crate::batch::Item;
 use crate::chain::HeadWrite;
 use crate::retry::Retry;
 use crate::{Client, Error};
@@ -16,50 +17,23 @@ impl Client {
         self.append_to(&[], payload).await
     }
 
-    /// Appends `payload` to the log and to each of `streams`.
+    /// Appends `payload` to the log and to each of `streams`. Concurrent
+    /// appends of one client share token and write requests (see `Config::batches_in_flight`).
     pub async fn append_to(&self, streams: &[StreamId], payload: Bytes) -> Result<Position, Error> {
-        let raw: Vec<Bytes> = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
-        let mut retry = Retry::new(self.config());
-        loop {
-            let (layout, token) = self.token(1, &raw).await?;
-            let entry = Entry {
-                kind: EntryKind::Data as i32,
-                payload: payload.clone(),
-                streams: raw.clone(),
-                backpointers: token.backpointers.clone(),
-            };
-            let pos = Position(token.start);
-            if self.write_at(&layout, pos, &entry).await? {
-                return Ok(pos);
-            }
-            retry.wait(&format!("position {pos} was taken before the append reached it")).await?;
-        }
+        let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        self.submit(Item { streams, payload: Some(payload), count: 1 }).await
     }
 
-    /// Appends many entries with one token request; the writes go out in
-    /// parallel. Returns the positions in the order of `payloads` (each is
-    /// contiguous with the others unless a position was lost and retaken).
+    /// Appends many entries with one token request and one write request per
+    /// replica. Returns the positions in the order of `payloads` (contiguous
+    /// unless a position was lost and retaken), or the first error.
     pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Vec<Position>, Error> {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let count = u32::try_from(payloads.len()).map_err(|_| Error::Invalid("batch too large".into()))?;
-        let (layout, token) = self.token(count, &[]).await?;
-        let writes = payloads.iter().enumerate().map(|(i, payload)| {
-            let layout = layout.clone();
-            let entry = Entry { kind: EntryKind::Data as i32, payload: payload.clone(), ..Default::default() };
-            let pos = Position(token.start + i as u64);
-            async move { self.write_at(&layout, pos, &entry).await.map(|ok| (pos, ok)) }
-        });
-        let results = futures::future::join_all(writes).await;
-        let mut out = Vec::with_capacity(payloads.len());
-        for (result, payload) in results.into_iter().zip(payloads) {
-            match result? {
-                (pos, true) => out.push(pos),
-                (_, false) => out.push(self.append(payload).await?),
-            }
-        }
-        Ok(out)
+        let items: Vec<Item> =
+            payloads.into_iter().map(|p| Item { streams: Vec::new(), payload: Some(p), count: 1 }).collect();
+        self.append_many(&items).await.into_iter().collect()
     }
 
     /// Reserves `count` positions without writing them and returns the first.
@@ -67,8 +41,32 @@ impl Client {
     /// holes: it is for benchmarking the sequencer and for tests of a writer
     /// that dies between its token and its write.
     pub async fn reserve(&self, count: u32) -> Result<Position, Error> {
-        let (_, t) = self.token(count, &[]).await?;
-        Ok(Position(t.start))
+        if count == 0 {
+            return Err(Error::Invalid("reserve at least one position".into()));
+        }
+        self.submit(Item { streams: Vec::new(), payload: None, count }).await
+    }
+
+    /// One item on its own: a token, then (for an append) the write through
+    /// its chain; a position lost at the head means a new token, within the
+    /// retry budget.
+    pub(crate) async fn append_alone(&self, item: &Item) -> Result<Position, Error> {
+        let mut retry = Retry::new(self.config());
+        loop {
+            let (layout, token) = self.token(item.count, &item.streams).await?;
+            let pos = Position(token.start);
+            let Some(payload) = &item.payload else { return Ok(pos) };
+            let entry = Entry {
+                kind: EntryKind::Data as i32,
+                payload: payload.clone(),
+                streams: item.streams.clone(),
+                backpointers: token.backpointers,
+            };
+            if self.write_at(&layout, pos, &entry).await? {
+                return Ok(pos);
+            }
+            retry.wait(&format!("position {pos} was taken before the append reached it")).await?;
+        }
     }
 
     /// Reserves `count` positions for `streams` under the current layout.

@@ -66,11 +66,26 @@ impl Client {
         pos: Position,
         entry: &Entry,
     ) -> Result<HeadWrite, Error> {
+        let first = self.write_replica(&chain[0], layout, pos, entry).await;
+        self.settle_head(layout, chain, pos, entry, first).await
+    }
+
+    /// Carries a head write on from the result of its first try (alone or in
+    /// a batch): `write_head` after its first call.
+    pub(crate) async fn settle_head(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        pos: Position,
+        entry: &Entry,
+        first: Result<(), rpc::Error>,
+    ) -> Result<HeadWrite, Error> {
         let head = &chain[0];
         let mut retry = Retry::new(self.config());
         let mut uncertain = false;
+        let mut result = first;
         loop {
-            let e = match self.write_replica(head, layout, pos, entry).await {
+            let e = match result {
                 Ok(()) => return Ok(HeadWrite::Ours),
                 Err(e) => e,
             };
@@ -104,6 +119,7 @@ impl Client {
                 }
                 return Err(err);
             }
+            result = self.write_replica(head, layout, pos, entry).await;
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod admin;
 mod append;
+mod batch;
 mod chain;
 mod read;
 mod retry;
@@ -112,6 +113,11 @@ pub struct Config {
     pub retries_max: u32,
     /// The network (real TCP by default; the simulator supplies its own).
     pub net: Arc<dyn Net>,
+    /// Batches of concurrent appends in flight at once (default 4): appends
+    /// made while that many are out wait and go together in the next batch
+    /// (one token request, one write request per replica). 0 sends every
+    /// append on its own.
+    pub batches_in_flight: usize,
 }
 
 impl Config {
@@ -123,6 +129,7 @@ impl Config {
             hole_fill_wait: Duration::from_millis(50),
             retries_max: 12,
             net: Arc::new(TcpNet),
+            batches_in_flight: 4,
         }
     }
 }
@@ -132,6 +139,8 @@ struct Inner {
     pool: Pool,
     layout: RwLock<Arc<Layout>>,
     refresh: tokio::sync::Mutex<()>,
+    /// Where concurrent appends wait for their batch (none if coalescing is off).
+    coalescer: Option<batch::Queue>,
 }
 
 /// A handle to a Naxos cluster; cheap to clone, safe to share between tasks.
@@ -159,14 +168,14 @@ impl Client {
         }
         let pool = Pool::new(config.net.clone(), config.rpc.clone());
         let layout = fetch_layout(&pool, &config.seeds).await?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                config,
-                pool,
-                layout: RwLock::new(Arc::new(layout)),
-                refresh: tokio::sync::Mutex::new(()),
-            }),
-        })
+        let inner = Arc::new_cyclic(|weak| Inner {
+            coalescer: (config.batches_in_flight > 0).then(|| batch::start(weak.clone(), config.batches_in_flight)),
+            config,
+            pool,
+            layout: RwLock::new(Arc::new(layout)),
+            refresh: tokio::sync::Mutex::new(()),
+        });
+        Ok(Client { inner })
     }
 
     /// The cached layout.

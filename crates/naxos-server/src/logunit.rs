@@ -19,6 +19,8 @@ pub const STREAM_QUERY_LIMIT_MAX: usize = 65536;
 pub enum Op {
     /// A client request.
     Request(Request, Reply),
+    /// The log unit's requests of one `Batch`: applied in order, in one group commit.
+    Requests(Vec<(Request, Reply)>),
     /// Record the cluster id at bootstrap (refused if another is recorded).
     SetCluster(String, oneshot::Sender<Result<(), ServerError>>),
     /// Report the unit's tail, node id and sealed epoch.
@@ -267,6 +269,13 @@ impl LogUnit {
                         let (result, is_write) = self.apply(&req);
                         wrote |= is_write && result.is_ok();
                         answers.push((reply, result, is_write));
+                    }
+                    Op::Requests(reqs) => {
+                        for (req, reply) in reqs {
+                            let (result, is_write) = self.apply(&req);
+                            wrote |= is_write && result.is_ok();
+                            answers.push((reply, result, is_write));
+                        }
                     }
                     Op::SetCluster(id, tx) => {
                         let _ = tx.send(self.set_cluster(id));

@@ -351,7 +351,13 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         }
         _ => {}
     }
+    if matches!(body, request::Body::Batch(_)) {
+        return dispatch_batch(ctx, req, reply);
+    }
     match body {
+        request::Body::Batch(_) => {
+            reply.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
+        }
         request::Body::Write(_)
         | request::Body::Read(_)
         | request::Body::ReadRange(_)
@@ -405,6 +411,62 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         request::Body::Status(_) => {
             let ctx = ctx.clone();
             tokio::spawn(async move { reply.send(Ok(response::Body::Status(status(&ctx).await))) });
+        }
+    }
+}
+
+/// Routes each request of a batch as if it came alone, under the batch's
+/// cluster and epoch; the answers are gathered into one `BatchOk`.
+fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
+    let Some(request::Body::Batch(batch)) = req.body else {
+        return reply.send(Err(ServerError::new(ErrorCode::BadRequest, "not a batch")));
+    };
+    let count = batch.requests.len();
+    if count > ctx.config.inflight_max {
+        return reply.send(Err(ServerError::new(
+            ErrorCode::BadRequest,
+            format!("a batch holds at most {} requests, this one {count}", ctx.config.inflight_max),
+        )));
+    }
+    if count == 0 {
+        return reply.send(Ok(response::Body::Batch(proto::BatchOk { responses: Vec::new() })));
+    }
+    // Each role gets its share of the batch in one message, so the log unit
+    // applies all of its writes in one group commit.
+    let mut unit = Vec::new();
+    let mut seq = Vec::new();
+    for (mut sub, r) in batch.requests.into_iter().zip(Reply::batch(reply, count)) {
+        let r = r.with_id(sub.id);
+        sub.cluster_id.clone_from(&req.cluster_id);
+        sub.epoch = req.epoch;
+        match sub.body {
+            Some(request::Body::Batch(_)) => {
+                r.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
+            }
+            Some(
+                request::Body::Write(_)
+                | request::Body::Read(_)
+                | request::Body::ReadRange(_)
+                | request::Body::Trim(_)
+                | request::Body::UnitTail(_)
+                | request::Body::StreamQuery(_),
+            ) if ctx.logunit.is_some() => unit.push((sub, r)),
+            Some(request::Body::Token(_) | request::Body::SeqTail(_)) if ctx.sequencer.is_some() => seq.push((sub, r)),
+            _ => dispatch(ctx, sub, r),
+        }
+    }
+    if let (false, Some(tx)) = (unit.is_empty(), &ctx.logunit) {
+        if let Err(mpsc::error::SendError(logunit::Op::Requests(reqs))) = tx.send(logunit::Op::Requests(unit)) {
+            for (_, r) in reqs {
+                r.send(Err(ServerError::new(ErrorCode::Unavailable, "log unit stopped")));
+            }
+        }
+    }
+    if let (false, Some(tx)) = (seq.is_empty(), &ctx.sequencer) {
+        if let Err(mpsc::error::SendError(sequencer::Op::Requests(reqs))) = tx.send(sequencer::Op::Requests(seq)) {
+            for (_, r) in reqs {
+                r.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer stopped")));
+            }
         }
     }
 }

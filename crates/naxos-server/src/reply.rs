@@ -1,10 +1,11 @@
 //! Where a role sends its answer: back to the connection that asked (which also
-//! releases the connection's in-flight slot), or to an in-process waiter.
+//! releases the connection's in-flight slot), to an in-process waiter, or into
+//! its slot of a `Batch`, whose one answer goes out when its last slot is filled.
 
 use naxos_wire::proto::{response, Response};
 use naxos_wire::ServerError;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// The answer address of one request.
@@ -16,6 +17,18 @@ pub struct Reply {
 enum To {
     Conn { tx: mpsc::UnboundedSender<Response>, inflight: Arc<AtomicUsize> },
     Once(oneshot::Sender<Response>),
+    Batch { collector: Arc<Collector>, index: usize },
+}
+
+/// The answers of one `Batch` as they arrive, and where the whole goes.
+pub struct Collector {
+    state: Mutex<Gathering>,
+}
+
+struct Gathering {
+    responses: Vec<Response>,
+    remaining: usize,
+    reply: Option<Reply>,
 }
 
 impl Reply {
@@ -28,6 +41,20 @@ impl Reply {
     pub fn once(id: u64) -> (Reply, oneshot::Receiver<Response>) {
         let (tx, rx) = oneshot::channel();
         (Reply { id, to: To::Once(tx) }, rx)
+    }
+
+    /// One answer address per request of a batch of `count`; the batch's
+    /// answer goes to `reply` once every one of them was used.
+    pub fn batch(reply: Reply, count: usize) -> Vec<Reply> {
+        let gathering = Gathering { responses: vec![Response::default(); count], remaining: count, reply: Some(reply) };
+        let collector = Arc::new(Collector { state: Mutex::new(gathering) });
+        (0..count).map(|index| Reply { id: 0, to: To::Batch { collector: collector.clone(), index } }).collect()
+    }
+
+    /// Sets the request id the answer carries (a batch's requests keep theirs).
+    pub fn with_id(mut self, id: u64) -> Reply {
+        self.id = id;
+        self
     }
 
     /// Sends the result (a lost receiver means the asker went away; nothing to do).
@@ -44,6 +71,21 @@ impl Reply {
             }
             To::Once(tx) => {
                 let _ = tx.send(resp);
+            }
+            To::Batch { collector, index } => {
+                let done = {
+                    let Ok(mut g) = collector.state.lock() else { return };
+                    g.responses[index] = resp;
+                    g.remaining -= 1;
+                    if g.remaining == 0 {
+                        g.reply.take().map(|r| (r, std::mem::take(&mut g.responses)))
+                    } else {
+                        None
+                    }
+                };
+                if let Some((reply, responses)) = done {
+                    reply.send(Ok(response::Body::Batch(naxos_wire::proto::BatchOk { responses })));
+                }
             }
         }
     }

@@ -57,6 +57,8 @@ struct State {
 pub enum Op {
     /// A client request (token, tail, bootstrap).
     Request(Request, Reply),
+    /// The sequencer's requests of one `Batch`, handled in order.
+    Requests(Vec<(Request, Reply)>),
     /// Seal at an epoch; the sequencer then waits for a bootstrap at that epoch.
     Seal(Epoch, oneshot::Sender<Result<(), ServerError>>),
     /// Report (epoch, next position if ready).
@@ -245,6 +247,36 @@ impl Sequencer {
         }
     }
 
+    /// Answers one request, first raising the durable ceiling if it needs to.
+    fn handle(
+        &mut self,
+        req: Request,
+        reply: Reply,
+        store: Option<&CeilingStore>,
+        raised: &mut Option<(tokio::time::Instant, u64)>,
+    ) {
+        if let (Some(end), Some(store)) = (self.ceiling_needed(&req), store) {
+            let now = tokio::time::Instant::now();
+            let from = self.next().map_or(end, |p| p.0);
+            // No rate is known before the first raise: take the smallest step.
+            let (issued, elapsed) = match *raised {
+                Some((at, tail)) => (from.saturating_sub(tail), now - at),
+                None => (0, std::time::Duration::from_secs(1)),
+            };
+            let c = self.next_ceiling(end, issued, elapsed);
+            *raised = Some((now, from));
+            if let Err(e) = store.save(c) {
+                tracing::error!("cannot store the sequencer's token ceiling: {e}");
+                return reply.send(Err(ServerError::new(
+                    ErrorCode::Unavailable,
+                    format!("sequencer cannot store its token ceiling: {e}"),
+                )));
+            }
+            self.raise_ceiling(c);
+        }
+        reply.send(self.apply(&req))
+    }
+
     /// Runs the sequencer's task until every sender of `rx` is gone; the
     /// ceiling, if kept, is stored through `store`.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>, store: Option<CeilingStore>) {
@@ -252,28 +284,11 @@ impl Sequencer {
         let mut raised: Option<(tokio::time::Instant, u64)> = None;
         while let Some(op) = rx.recv().await {
             match op {
-                Op::Request(req, reply) => {
-                    if let (Some(end), Some(store)) = (self.ceiling_needed(&req), &store) {
-                        let now = tokio::time::Instant::now();
-                        let from = self.next().map_or(end, |p| p.0);
-                        // No rate is known before the first raise: take the smallest step.
-                        let (issued, elapsed) = match raised {
-                            Some((at, tail)) => (from.saturating_sub(tail), now - at),
-                            None => (0, std::time::Duration::from_secs(1)),
-                        };
-                        let c = self.next_ceiling(end, issued, elapsed);
-                        raised = Some((now, from));
-                        if let Err(e) = store.save(c) {
-                            tracing::error!("cannot store the sequencer's token ceiling: {e}");
-                            reply.send(Err(ServerError::new(
-                                ErrorCode::Unavailable,
-                                format!("sequencer cannot store its token ceiling: {e}"),
-                            )));
-                            continue;
-                        }
-                        self.raise_ceiling(c);
+                Op::Request(req, reply) => self.handle(req, reply, store.as_ref(), &mut raised),
+                Op::Requests(reqs) => {
+                    for (req, reply) in reqs {
+                        self.handle(req, reply, store.as_ref(), &mut raised);
                     }
-                    reply.send(self.apply(&req))
                 }
                 Op::Seal(epoch, tx) => {
                     let _ = tx.send(self.seal(epoch));

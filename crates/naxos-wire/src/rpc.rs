@@ -5,7 +5,7 @@
 
 use crate::frame::{self, FrameReader};
 use crate::net::Net;
-use crate::proto::{response, Request, Response};
+use crate::proto::{request, response, Request, Response};
 use crate::ServerError;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +46,19 @@ pub enum Error {
         /// What it said.
         error: ServerError,
     },
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Error {
+        match self {
+            Error::Connect { addr, source } => {
+                Error::Connect { addr: addr.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            Error::ConnectionLost { addr } => Error::ConnectionLost { addr: addr.clone() },
+            Error::Timeout { addr, timeout } => Error::Timeout { addr: addr.clone(), timeout: *timeout },
+            Error::Server { addr, error } => Error::Server { addr: addr.clone(), error: error.clone() },
+        }
+    }
 }
 
 impl Error {
@@ -217,6 +230,55 @@ impl Conn {
     }
 }
 
+/// What each request of a batch came to: its answer's body, or its error.
+pub type BatchResults = Vec<Result<response::Body, Error>>;
+
+impl Conn {
+    /// Sends `bodies` as one `Batch` under `cluster_id` and `epoch` and waits
+    /// for the one answer; the outer error (the batch got no answer) applies to
+    /// every request in it. A single body goes out as a plain request.
+    pub async fn call_batch(
+        &self,
+        cluster_id: &str,
+        epoch: u64,
+        bodies: Vec<request::Body>,
+    ) -> Result<BatchResults, Error> {
+        let wrap = |body| Request { id: 0, cluster_id: cluster_id.to_string(), epoch, body: Some(body) };
+        if bodies.len() == 1 {
+            let body = bodies.into_iter().next().map(wrap).unwrap_or_default();
+            return Ok(vec![self.call(body).await]);
+        }
+        let count = bodies.len();
+        let requests = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Request { id: i as u64, cluster_id: String::new(), epoch: 0, body: Some(body) })
+            .collect();
+        let bad = |why: &str| Error::Server {
+            addr: self.addr.to_string(),
+            error: ServerError::new(crate::ErrorCode::BadRequest, format!("answer to a batch {why}")),
+        };
+        let answer = match self.call(wrap(request::Body::Batch(crate::proto::Batch { requests }))).await? {
+            response::Body::Batch(ok) => ok,
+            _ => return Err(bad("is not a batch answer")),
+        };
+        if answer.responses.len() != count {
+            return Err(bad(&format!("holds {} answers for {count} requests", answer.responses.len())));
+        }
+        Ok(answer
+            .responses
+            .into_iter()
+            .map(|resp| match resp.body {
+                Some(response::Body::Error(e)) => {
+                    Err(Error::Server { addr: self.addr.to_string(), error: ServerError::from_proto(e) })
+                }
+                Some(body) => Ok(body),
+                None => Err(bad("holds an empty answer")),
+            })
+            .collect())
+    }
+}
+
 /// One connection per peer address, made on first use and remade after a break.
 #[derive(Clone)]
 pub struct Pool {
@@ -259,5 +321,16 @@ impl Pool {
     /// Calls `addr` with `req`.
     pub async fn call(&self, addr: &str, req: Request) -> Result<response::Body, Error> {
         self.get(addr).await?.call(req).await
+    }
+
+    /// Calls `addr` with `bodies` as one batch (see `Conn::call_batch`).
+    pub async fn call_batch(
+        &self,
+        addr: &str,
+        cluster_id: &str,
+        epoch: u64,
+        bodies: Vec<request::Body>,
+    ) -> Result<BatchResults, Error> {
+        self.get(addr).await?.call_batch(cluster_id, epoch, bodies).await
     }
 }

@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// Entries per operation for append-batch, positions per token for tokens.
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
+    /// Batches of concurrent appends (or token requests) a client keeps in
+    /// flight; appends made meanwhile share the next batch. 0 sends each
+    /// append (each token request) on its own.
+    #[arg(long, default_value_t = 4)]
+    pub batches_in_flight: usize,
     /// Entries appended first by read and scan.
     #[arg(long, default_value_t = 20_000)]
     pub prefill: u64,
@@ -63,7 +68,8 @@ struct Outcome {
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
-    let config = Config::new(a.cluster.cluster.iter().cloned());
+    let mut config = Config::new(a.cluster.cluster.iter().cloned());
+    config.batches_in_flight = a.batches_in_flight;
     let first = Client::connect(config.clone()).await.context("connecting")?;
     let payload = Bytes::from(vec![b'x'; a.size]);
     let mut range = (Position(0), Position(0));

@@ -1,0 +1,258 @@
+//! Coalescing: the appends (and reservations) that the tasks of one client
+//! make concurrently are gathered into batches, so N appends cost one token
+//! request and one write request per replica instead of N of each, and each
+//! log unit makes them durable in one group commit. A batch goes out at once
+//! when the client is idle; while `Config::batches_in_flight` batches are out,
+//! new appends wait and join the next one, so batches grow with the load and
+//! an idle client adds no delay. Every entry keeps its own outcome: the fast
+//! path handles the common answers for the whole batch, and an entry that
+//! meets anything else (a lost position, an uncertain write, a broken
+//! connection) finishes alone on the one-entry path with its own retries.
+
+use crate::chain::HeadWrite;
+use crate::{Client, Error, Inner};
+use bytes::Bytes;
+use naxos_wire::proto::{request, response, Entry, EntryKind, Token, Write};
+use naxos_wire::{rpc, ErrorCode, Layout, Position};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Most entries in one batch.
+const BATCH_ENTRIES_MAX: usize = 1024;
+/// Most payload bytes in one batch (one request frame per replica carries them).
+const BATCH_BYTES_MAX: usize = 8 << 20;
+
+/// One append or reservation of a batch.
+pub(crate) struct Item {
+    /// The streams of the entry (raw stream ids).
+    pub streams: Vec<Bytes>,
+    /// The payload, or `None` for a reservation (positions only, nothing written).
+    pub payload: Option<Bytes>,
+    /// Positions taken: 1 for an append.
+    pub count: u32,
+}
+
+/// An item waiting for a batch, and where its outcome goes.
+pub(crate) struct Job {
+    item: Item,
+    done: oneshot::Sender<Result<Position, Error>>,
+}
+
+/// The sending side of a client's coalescer.
+pub(crate) type Queue = mpsc::UnboundedSender<Job>;
+
+/// Starts the coalescer task of the client behind `inner`.
+pub(crate) fn start(inner: Weak<Inner>, batches_in_flight: usize) -> Queue {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(inner, rx, batches_in_flight.max(1)));
+    tx
+}
+
+async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>, batches_in_flight: usize) {
+    let permits = Arc::new(Semaphore::new(batches_in_flight));
+    while let Some(first) = rx.recv().await {
+        // Wait for a free slot first: whatever arrives meanwhile joins this batch.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let mut bytes = first.item.payload.as_ref().map_or(0, Bytes::len);
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH_ENTRIES_MAX && bytes < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.item.payload.as_ref().map_or(0, Bytes::len);
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let client = Client { inner };
+        tokio::spawn(async move {
+            let (items, dones): (Vec<Item>, Vec<_>) = jobs.into_iter().map(|j| (j.item, j.done)).unzip();
+            let results = client.append_many(&items).await;
+            drop(permit);
+            for (done, result) in dones.into_iter().zip(results) {
+                let _ = done.send(result);
+            }
+        });
+    }
+}
+
+impl Client {
+    /// Hands `item` to the coalescer (or, without one, runs it alone).
+    pub(crate) async fn submit(&self, item: Item) -> Result<Position, Error> {
+        if let Some(queue) = &self.inner.coalescer {
+            let (done, outcome) = oneshot::channel();
+            match queue.send(Job { item, done }) {
+                Ok(()) => {
+                    return outcome
+                        .await
+                        .map_err(|_| Error::Unavailable("the client's append batch was dropped".into()))?
+                }
+                Err(mpsc::error::SendError(job)) => return self.append_alone(&job.item).await,
+            }
+        }
+        self.append_alone(&item).await
+    }
+
+    /// Appends (or reserves) every item, sharing one token request and one
+    /// write request per replica; returns each item's outcome, in order.
+    pub(crate) async fn append_many(&self, items: &[Item]) -> Vec<Result<Position, Error>> {
+        let layout = self.layout();
+        let tokens = self.batch_tokens(&layout, items).await;
+        let mut results: Vec<Option<Result<Position, Error>>> = (0..items.len()).map(|_| None).collect();
+        // Entries grouped by the chain that stores them.
+        let mut groups: BTreeMap<&[String], Vec<(usize, Position, Entry)>> = BTreeMap::new();
+        for (i, (item, token)) in items.iter().zip(tokens).enumerate() {
+            let Some((pos, backpointers)) = token else { continue };
+            let Some(payload) = &item.payload else {
+                results[i] = Some(Ok(pos));
+                continue;
+            };
+            let Some(placement) = layout.placement(pos) else {
+                results[i] = Some(Err(Error::Invalid(format!("no segment of the layout holds position {pos}"))));
+                continue;
+            };
+            let entry = Entry {
+                kind: EntryKind::Data as i32,
+                payload: payload.clone(),
+                streams: item.streams.clone(),
+                backpointers,
+            };
+            groups.entry(placement.chain).or_default().push((i, pos, entry));
+        }
+        let written =
+            futures::future::join_all(groups.iter().map(|(chain, group)| self.write_group(&layout, chain, group)))
+                .await;
+        for (group, outcomes) in groups.values().zip(written) {
+            for ((i, pos, _), outcome) in group.iter().zip(outcomes) {
+                match outcome {
+                    Ok(true) => results[*i] = Some(Ok(*pos)),
+                    Ok(false) => {} // lost at the head: a new token, alone
+                    Err(e) => results[*i] = Some(Err(e)),
+                }
+            }
+        }
+        // Whatever is left (no token, or its position lost) goes alone.
+        let alone: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+        let retried = futures::future::join_all(alone.iter().map(|&i| self.append_alone(&items[i]))).await;
+        for (i, r) in alone.into_iter().zip(retried) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("batch item without outcome".into()))))
+            .collect()
+    }
+
+    /// One token request (a batch of them) for every item: stream-less items
+    /// share one `Token`, each item with streams gets its own (for its
+    /// back-pointers). `None` for an item whose token did not come.
+    async fn batch_tokens(&self, layout: &Layout, items: &[Item]) -> Vec<Option<(Position, Vec<u64>)>> {
+        let mut out = vec![None; items.len()];
+        let Ok(sequencer) = Self::sequencer(layout) else { return out };
+        let mut groups: Vec<(Vec<usize>, Token)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match groups.last_mut() {
+                Some((members, token)) if item.streams.is_empty() && token.streams.is_empty() => {
+                    members.push(i);
+                    token.count += item.count;
+                }
+                _ => groups.push((vec![i], Token { count: item.count, streams: item.streams.clone() })),
+            }
+        }
+        let bodies = groups.iter().map(|(_, t)| request::Body::Token(t.clone())).collect();
+        let Ok(answers) = self.inner.pool.call_batch(sequencer, &layout.cluster_id, layout.epoch, bodies).await else {
+            return out;
+        };
+        for ((members, asked), answer) in groups.iter().zip(answers) {
+            let Ok(response::Body::Token(t)) = answer else { continue };
+            if t.count != asked.count {
+                continue;
+            }
+            let mut next = t.start;
+            for &i in members {
+                let backpointers = if items[i].streams.is_empty() { Vec::new() } else { t.backpointers.clone() };
+                out[i] = Some((Position(next), backpointers));
+                next += u64::from(items[i].count);
+            }
+        }
+        out
+    }
+
+    /// Writes a group of entries through their chain, one batch per replica;
+    /// `Ok(true)` for an entry now at every replica, `Ok(false)` for one that
+    /// lost its position at the head.
+    async fn write_group(
+        &self,
+        layout: &Layout,
+        chain: &[String],
+        group: &[(usize, Position, Entry)],
+    ) -> Vec<Result<bool, Error>> {
+        let mut out: Vec<Option<Result<bool, Error>>> = (0..group.len()).map(|_| None).collect();
+        let firsts = self.write_batch(layout, &chain[0], group.iter().map(|(_, p, e)| (*p, e))).await;
+        let heads = futures::future::join_all(
+            group
+                .iter()
+                .zip(firsts)
+                .map(|((_, pos, entry), first)| self.settle_head(layout, chain, *pos, entry, first)),
+        )
+        .await;
+        let mut going = Vec::with_capacity(group.len());
+        for (k, head) in heads.into_iter().enumerate() {
+            match head {
+                Ok(HeadWrite::Ours) => going.push(k),
+                Ok(HeadWrite::Lost) => out[k] = Some(Ok(false)),
+                Err(e) => out[k] = Some(Err(e)),
+            }
+        }
+        for (replica, addr) in chain.iter().enumerate().skip(1) {
+            if going.is_empty() {
+                break;
+            }
+            let answers = self.write_batch(layout, addr, going.iter().map(|&k| (group[k].1, &group[k].2))).await;
+            let mut next = Vec::with_capacity(going.len());
+            let mut stragglers = Vec::new();
+            for (k, answer) in going.into_iter().zip(answers) {
+                match answer {
+                    Ok(()) => next.push(k),
+                    // Write-once and chain order: what this replica holds is ours.
+                    Err(e) if e.server().is_some_and(|s| s.code == ErrorCode::Overwritten) => next.push(k),
+                    Err(_) => stragglers.push(k),
+                }
+            }
+            let finished = futures::future::join_all(
+                stragglers.iter().map(|&k| self.complete_chain(layout, chain, replica, group[k].1, &group[k].2)),
+            )
+            .await;
+            for (k, r) in stragglers.into_iter().zip(finished) {
+                out[k] = Some(r.map(|()| true));
+            }
+            going = next;
+        }
+        for k in going {
+            out[k] = Some(Ok(true));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("chain write without outcome".into()))))
+            .collect()
+    }
+
+    /// One batch of writes to one replica; each write's own result (a batch
+    /// that got no answer gives every write that error: outcome unknown).
+    async fn write_batch<'a>(
+        &self,
+        layout: &Layout,
+        addr: &str,
+        writes: impl Iterator<Item = (Position, &'a Entry)>,
+    ) -> Vec<Result<(), rpc::Error>> {
+        let bodies: Vec<request::Body> = writes
+            .map(|(pos, entry)| request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) }))
+            .collect();
+        let count = bodies.len();
+        match self.inner.pool.call_batch(addr, &layout.cluster_id, layout.epoch, bodies).await {
+            Ok(answers) => answers.into_iter().map(|a| a.map(|_| ())).collect(),
+            Err(e) => vec![Err(e); count],
+        }
+    }
+}
