@@ -29,6 +29,7 @@ mod segment;
 use crate::fs::{DirLock, Fs, StdFs};
 use crate::query::{self, Budget};
 use crate::{validate_entry, Corruption, Error, Meta, Result, Store, StreamQuery, StripeFilter};
+use bytes::Bytes;
 use index::{SlotKind, StreamIndex};
 use naxos_wire::proto::{Entry, EntryKind};
 use naxos_wire::{NodeId, Position, StreamId, DEFAULT_ENTRY_BYTES_MAX};
@@ -148,6 +149,9 @@ pub struct DiskStore {
     /// Held for the store's lifetime; released on drop.
     _lock: DirLock,
 }
+
+/// Most bytes one read of a run of records fetches (`read_range`).
+const RUN_BYTES_MAX: u64 = 1 << 20;
 
 impl DiskStore {
     /// Opens (or creates) the store in `dir`: loads the metadata, loads valid
@@ -422,8 +426,16 @@ impl DiskStore {
     /// Reads and verifies the record held at `position` (a data or hole slot).
     fn read_held(&mut self, n: u64, position: u64) -> Result<Entry> {
         let seg = self.segments.get(&n).expect("callers looked the segment up");
+        let bytes = seg.record_bytes(seg.slot(position))?;
+        self.check_record(n, position, bytes)
+    }
+
+    /// Decodes the record read for `position` of segment `n` and checks it is
+    /// the one the index promised; anything else is a corruption, noted.
+    fn check_record(&mut self, n: u64, position: u64, bytes: Option<Bytes>) -> Result<Entry> {
+        let seg = self.segments.get(&n).expect("callers looked the segment up");
         let slot = seg.slot(position);
-        let decoded = match seg.record_bytes(slot)? {
+        let decoded = match bytes {
             None => Err(format!("the file ends before the record's {} bytes", slot.len())),
             Some(bytes) => record::decode(bytes),
         };
@@ -660,24 +672,57 @@ impl Store for DiskStore {
             } else {
                 to.0.min(seg.first + seg.slots.len() as u64)
             };
-            for p in lo..hi {
+            let mut p = lo;
+            while p < hi {
+                // A run of held records that lie back to back: one read for all.
                 let seg = &self.segments[&n];
-                let read = match seg.kind(p) {
-                    SlotKind::Empty => continue,
-                    SlotKind::Corrupted => Err(self.corrupted_error(seg, p)),
-                    SlotKind::Data | SlotKind::Hole => self.read_held(n, p),
-                };
-                match read {
-                    Ok(entry) => {
-                        if !budget.take(entry.payload.len()) {
-                            return Ok((out, Position(p)));
-                        }
-                        out.push((Position(p), entry));
+                let (run_end, run) = match seg.kind(p) {
+                    SlotKind::Empty => {
+                        p += 1;
+                        continue;
                     }
+                    SlotKind::Corrupted => (p + 1, Err(self.corrupted_error(seg, p))),
+                    SlotKind::Data | SlotKind::Hole => {
+                        let start = seg.slot(p).offset();
+                        let in_file = start < seg.written_len;
+                        let mut end = start + u64::from(seg.slot(p).len());
+                        let mut q = p + 1;
+                        while q < hi && end - start < RUN_BYTES_MAX && budget.allows(end - start) {
+                            let slot = seg.slot(q);
+                            let held = matches!(seg.kind(q), SlotKind::Data | SlotKind::Hole);
+                            if !held || slot.offset() != end || (slot.offset() < seg.written_len) != in_file {
+                                break;
+                            }
+                            end += u64::from(slot.len());
+                            q += 1;
+                        }
+                        (q, seg.span_bytes(start, (end - start) as usize).map(|b| (start, b)))
+                    }
+                };
+                let (start, bytes) = match run {
+                    Ok(run) => run,
                     // Deliver what was gathered; the next call starts at the corruption and reports it.
                     Err(Error::Corrupted { .. }) if !budget.is_empty() => return Ok((out, Position(p))),
                     Err(e) => return Err(e),
+                };
+                for r in p..run_end {
+                    let slot = self.segments[&n].slot(r);
+                    let at = (slot.offset() - start) as usize;
+                    let record = bytes.as_ref().map(|b| b.slice(at..at + slot.len() as usize));
+                    let read = self.check_record(n, r, record);
+                    match read {
+                        Ok(entry) => {
+                            if !budget.take(entry.payload.len()) {
+                                return Ok((out, Position(r)));
+                            }
+                            out.push((Position(r), entry));
+                        }
+                        // Deliver what was gathered; the next call starts at the corruption and reports it.
+                        Err(Error::Corrupted { .. }) if !budget.is_empty() => return Ok((out, Position(r))),
+                        Err(e) => return Err(e),
+                    }
                 }
+                p = run_end;
             }
         }
         Ok((out, to))

@@ -112,6 +112,12 @@ impl Budget {
         true
     }
 
+    /// Whether `record_bytes` more bytes of records could still fit (records
+    /// are larger than their payloads, so this errs on the side of less).
+    pub(crate) fn allows(&self, record_bytes: u64) -> bool {
+        self.entries < RANGE_ENTRIES_MAX && (self.bytes as u64).saturating_add(record_bytes) <= self.bytes_max as u64
+    }
+
     /// Whether anything was taken yet.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries == 0

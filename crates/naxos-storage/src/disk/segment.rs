@@ -117,7 +117,12 @@ impl Segment {
     /// The bytes of the record in `slot`, from the pending buffer or the file.
     /// `Ok(None)` if the file is shorter than the slot says.
     pub(crate) fn record_bytes(&self, slot: Slot) -> Result<Option<Bytes>> {
-        let (offset, len) = (slot.offset(), slot.len() as usize);
+        self.span_bytes(slot.offset(), slot.len() as usize)
+    }
+
+    /// `len` bytes at `offset`, all in the file or all in the pending buffer
+    /// (one read for a run of records). `Ok(None)` if the file is shorter.
+    pub(crate) fn span_bytes(&self, offset: u64, len: usize) -> Result<Option<Bytes>> {
         if offset >= self.written_len {
             let at = (offset - self.written_len) as usize;
             let bytes = self.pending.get(at..at + len).expect("pending slots point inside the pending buffer");
