@@ -15,6 +15,11 @@ pub struct Cli {
     /// Print results (and errors, on stderr) as JSON, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Threads that run network work (a server's log unit has its own thread
+    /// besides). Default: a quarter of the cores, at least 1, at most 4: on
+    /// small machines every extra thread costs more in wake-ups than it gives.
+    #[arg(long, global = true, env = "NAXOS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
