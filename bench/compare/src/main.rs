@@ -90,7 +90,16 @@ pub struct MeasureArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // The same runtime for every system's client: a quarter of the cores (at
+    // least 1), as the naxos binary uses; NAXOS_WORKER_THREADS overrides.
+    let workers = std::env::var("NAXOS_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or_else(|| {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4).clamp(1, 4)
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     rt.block_on(async move {
         match cli.command {
             Command::FreePort => {
