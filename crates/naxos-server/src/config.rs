@@ -77,6 +77,10 @@ pub struct Config {
     pub segment_positions: u64,
     /// When writes are acknowledged: `Durable` (after fdatasync, the default).
     pub sync: SyncPolicy,
+    /// Zeros each log segment file is extended by ahead of its records while
+    /// the log unit is idle (default 1 MiB; 0 turns it off). Syncs that stay
+    /// inside preallocated space need no file-system journal commit.
+    pub preallocate_bytes: u64,
     /// The smallest step the sequencer's durable token ceiling is raised by
     /// (default 1024; the step follows the token rate, about a quarter second
     /// of tokens): one small fsync'd write per step; after a crash, up to one
@@ -112,6 +116,7 @@ impl Config {
             read_range_bytes_max: 16 << 20,
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
+            preallocate_bytes: 1 << 20,
             storage_thread: true,
             sync_delay_max: std::time::Duration::ZERO,
             token_ceiling_block: crate::sequencer::CEILING_BLOCK,

@@ -50,6 +50,8 @@ pub struct LogUnit {
     /// answer from state it cannot vouch for.
     failed: Option<String>,
     entries_read: u64,
+    /// Set when upkeep (preallocation) failed; the unit serves on without it.
+    maintain_off: bool,
     /// Slow-disk simulation: the longest wait before a sync, and the state of
     /// the deterministic generator that picks each wait.
     sync_delay_max: std::time::Duration,
@@ -82,6 +84,7 @@ impl LogUnit {
             read_range_bytes_max,
             failed: None,
             entries_read: 0,
+            maintain_off: false,
             sync_delay_max: std::time::Duration::ZERO,
             delay_rng: 0,
         }
@@ -312,6 +315,13 @@ impl LogUnit {
                 match (&synced, is_write) {
                     (Err(e), _) if result.is_ok() => reply.send(Err(e.clone())),
                     _ => reply.send(result),
+                }
+            }
+            // Nothing waiting: preallocate file space while the disk is free.
+            if rx.is_empty() && self.failed.is_none() && !self.maintain_off {
+                if let Err(e) = self.store.maintain() {
+                    tracing::warn!("log unit upkeep failed, preallocation stops until restart: {e}");
+                    self.maintain_off = true;
                 }
             }
         }

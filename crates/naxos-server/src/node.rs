@@ -118,6 +118,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             segment_positions: config.segment_positions,
             entry_bytes_max: config.entry_bytes_max,
             sync: config.sync,
+            preallocate_bytes: config.preallocate_bytes,
             fs: config.fs.clone(),
             node_id: config.node_id,
         };

@@ -127,6 +127,8 @@ async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
     config.segment_positions = 64;
+    // Small preallocation steps: records land in and past the zeros under every fault.
+    config.preallocate_bytes = 4096;
     config.token_ceiling_block = 16;
     config.fs = Arc::new(fs::TurmoilFs::new(io));
     config.node_id = Some(naxos_wire::NodeId(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)));

@@ -66,6 +66,9 @@ pub struct Options {
     /// The file system every file of the store is reached through (default
     /// [`StdFs`]; a simulator passes its own).
     pub fs: Arc<dyn Fs>,
+    /// Zeros a segment file is extended by, ahead of its records, when the
+    /// store is idle (default 1 MiB; 0 turns preallocation off).
+    pub preallocate_bytes: u64,
     /// The node id written into the metadata of a *new* directory (default
     /// `None`: a random one). An existing directory keeps its own; a simulator
     /// sets it so that runs are deterministic.
@@ -79,6 +82,7 @@ impl Default for Options {
             entry_bytes_max: DEFAULT_ENTRY_BYTES_MAX,
             sync: SyncPolicy::Durable,
             fs: Arc::new(StdFs),
+            preallocate_bytes: 1 << 20,
             node_id: None,
         }
     }
@@ -633,6 +637,37 @@ impl Store for DiskStore {
             self.index_due = false;
         }
         Ok(())
+    }
+
+    fn maintain(&mut self) -> Result<bool> {
+        let step = self.options.preallocate_bytes;
+        if step == 0 || self.failed.is_some() {
+            return Ok(false);
+        }
+        let Some(newest) = self.segments.keys().next_back().copied() else { return Ok(false) };
+        let mut did = false;
+        // Older segments give their spare zeros back once their writes are synced.
+        let older: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(n, seg)| **n != newest && seg.allocated_len > seg.written_len && !self.touched.contains(n))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in older {
+            if let Some(seg) = self.segments.get_mut(&n) {
+                seg.release_spare()?;
+                did = true;
+            }
+        }
+        let touched = self.touched.contains(&newest);
+        if let Some(seg) = self.segments.get_mut(&newest) {
+            // Keep at least one step of zeros ahead of the newest segment's records.
+            if !touched && seg.damaged_at.is_none() && !seg.is_full() && seg.spare() < step {
+                seg.preallocate(step)?;
+                did = true;
+            }
+        }
+        Ok(did)
     }
 
     fn read(&mut self, position: Position) -> Result<Option<Entry>> {

@@ -143,6 +143,13 @@ pub trait Store: Send + 'static {
     /// Makes every buffered write durable (one fdatasync per touched file).
     fn sync(&mut self) -> Result<()>;
 
+    /// Upkeep for an idle moment (the disk store preallocates file space
+    /// ahead of its records); returns whether it did anything. Nothing it does
+    /// can lose data: a failure only means no preallocation.
+    fn maintain(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Closes the store cleanly: syncs, and writes what makes the next start
     /// quick (the disk store's index files). Dropping without it is a crash.
     fn close(&mut self) -> Result<()> {

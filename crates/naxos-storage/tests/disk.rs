@@ -196,8 +196,9 @@ fn torn_tail_is_truncated_on_recovery() {
 }
 
 #[test]
-fn garbage_or_zeros_after_the_last_record_are_truncated() {
+fn garbage_after_the_last_record_is_truncated_and_zeros_kept_as_spare_space() {
     for tail in [vec![0u8; 100], vec![0x5A; 7], b"\x40\x00\x00\x00garbage that is no record".to_vec()] {
+        let zeros = tail.iter().all(|b| *b == 0);
         let dir = tempfile::tempdir().expect("temp dir");
         let log = seg_path(dir.path(), 0, "log");
         let mut store = open(dir.path(), 16);
@@ -208,10 +209,97 @@ fn garbage_or_zeros_after_the_last_record_are_truncated() {
         bytes.extend_from_slice(&tail);
         fs::write(&log, bytes).expect("append");
         let mut store = open(dir.path(), 16);
-        assert_eq!(file_len(&log), good_len, "the tail {tail:?} is cut off");
+        if zeros {
+            assert_eq!(file_len(&log), good_len + 100, "zeros are preallocated space, kept");
+        } else {
+            assert_eq!(file_len(&log), good_len, "the tail {tail:?} is cut off");
+        }
         assert!(store.corruptions().is_empty());
         assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+        // The next record goes right after the last one, zeros or not.
+        write_tagged(&mut store, 2, &[3]);
+        store.simulate_crash();
+        let mut store = open(dir.path(), 16);
+        assert!(store.corruptions().is_empty());
+        assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
+        assert_eq!(store.tail(), p(3));
     }
+}
+
+fn preallocating(segment_positions: u64) -> Options {
+    Options { segment_positions, preallocate_bytes: 4096, ..Options::default() }
+}
+
+#[test]
+fn preallocated_space_takes_records_without_growing_and_survives_crashes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = DiskStore::open(dir.path(), preallocating(64)).expect("open");
+    write_tagged(&mut store, 0, &[1, 2]);
+    let data_len = file_len(&log);
+    assert!(store.maintain().expect("upkeep"), "an idle store preallocates");
+    assert_eq!(file_len(&log), data_len + 4096, "zeros follow the records");
+    assert!(!store.maintain().expect("upkeep"), "one step ahead is enough");
+    write_tagged(&mut store, 2, &[3]);
+    assert_eq!(file_len(&log), data_len + 4096, "a record in preallocated space does not grow the file");
+    store.simulate_crash();
+
+    let mut store = DiskStore::open(dir.path(), preallocating(64)).expect("reopen");
+    assert!(store.corruptions().is_empty(), "zeros past the records are not damage");
+    assert_eq!(store.tail(), p(3));
+    for (i, tag) in [1u8, 2, 3].into_iter().enumerate() {
+        assert_eq!(store.read(p(i as u64)).expect("read"), Some(data(&payload(tag), &[])));
+    }
+    assert_eq!(store.read(p(3)).expect("read"), None);
+    write_tagged(&mut store, 3, &[4]);
+    assert_eq!(file_len(&log), data_len + 4096, "the record after a restart lands after the last one");
+    store.simulate_crash();
+    let mut store = DiskStore::open(dir.path(), preallocating(64)).expect("reopen");
+    assert_eq!(store.read(p(3)).expect("read"), Some(data(&payload(4), &[])));
+    assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
+}
+
+#[test]
+fn a_torn_record_inside_preallocated_space_is_cut_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = DiskStore::open(dir.path(), preallocating(64)).expect("open");
+    write_tagged(&mut store, 0, &[1, 2]);
+    let good_len = file_len(&log);
+    store.maintain().expect("upkeep");
+    write_tagged(&mut store, 2, &[3]);
+    store.simulate_crash();
+    // The last record's write was cut short: its end never reached the disk.
+    let at = find(&log, &payload(3));
+    let mut bytes = fs::read(&log).expect("read");
+    bytes[at + 8..at + 32].fill(0);
+    fs::write(&log, bytes).expect("write");
+
+    let mut store = DiskStore::open(dir.path(), preallocating(64)).expect("reopen");
+    assert!(store.corruptions().is_empty(), "a torn tail is not corruption");
+    assert_eq!(file_len(&log), good_len, "cut off at the torn record");
+    assert_eq!(store.read(p(2)).expect("read"), None, "the torn write never happened");
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert_eq!(store.tail(), p(2));
+}
+
+#[test]
+fn older_segments_give_their_spare_space_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = seg_path(dir.path(), 0, "log");
+    let mut store = DiskStore::open(dir.path(), preallocating(4)).expect("open");
+    write_tagged(&mut store, 0, &[1, 2]);
+    let data_len = file_len(&first);
+    store.maintain().expect("upkeep");
+    assert_eq!(file_len(&first), data_len + 4096);
+    write_tagged(&mut store, 4, &[5]);
+    store.maintain().expect("upkeep");
+    assert_eq!(file_len(&first), data_len, "no longer the newest: zeros given back");
+    assert_eq!(file_len(&seg_path(dir.path(), 4, "log")), file_len(&first) / 2 + 4096, "the newest has spare space");
+    store.close().expect("close");
+    let mut store = DiskStore::open(dir.path(), preallocating(4)).expect("reopen");
+    assert_eq!(store.read(p(4)).expect("read"), Some(data(&payload(5), &[])));
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
 }
 
 #[test]

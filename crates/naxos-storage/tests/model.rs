@@ -31,6 +31,8 @@ enum Op {
     SetEpoch(u64),
     /// Close cleanly (sync + index files) and open again.
     Reopen,
+    /// Idle upkeep: preallocates zeros past the newest segment's records.
+    Maintain,
     /// Sync, then drop the store as a crash would, and open again.
     CrashAfterSync,
 }
@@ -67,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..5).prop_map(Op::SetEpoch),
         1 => Just(Op::Reopen),
         1 => Just(Op::CrashAfterSync),
+        2 => Just(Op::Maintain),
     ]
 }
 
@@ -82,7 +85,9 @@ fn norm<T: std::fmt::Debug>(r: naxos_storage::Result<T>) -> Result<T, String> {
 
 fn open(dir: &Path, segment_positions: u64) -> DiskStore {
     // The behaviour compared does not depend on fsync; skipping it keeps the cases fast.
-    let options = Options { segment_positions, sync: SyncPolicy::UnsafeNoSync, ..Options::default() };
+    // Small preallocation steps, so records land both in and past the zeros.
+    let options =
+        Options { segment_positions, sync: SyncPolicy::UnsafeNoSync, preallocate_bytes: 64, ..Options::default() };
     DiskStore::open(dir, options).expect("open")
 }
 
@@ -137,6 +142,9 @@ fn run(ops: Vec<Op>, segment_positions: u64) -> Result<(), TestCaseError> {
             Op::SetEpoch(e) => {
                 let meta = Meta { sealed_epoch: Epoch(e), ..mem.meta().clone() };
                 prop_assert_eq!(norm(mem.set_meta(meta.clone())), norm(d.set_meta(meta)));
+            }
+            Op::Maintain => {
+                d.maintain().expect("upkeep");
             }
             Op::Reopen => {
                 disk.take().expect("open").close().expect("close");

@@ -39,6 +39,11 @@ pub struct Tuning {
     /// or power loss then loses acknowledged entries.
     #[arg(long)]
     pub unsafe_no_fsync: bool,
+    /// Zeros (in bytes) each log segment file is extended by ahead of its
+    /// records while the log unit is idle; syncs inside preallocated space
+    /// skip the file system's journal commit. 0 turns it off.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub preallocate_bytes: u64,
 }
 
 /// Flags of `naxos bootstrap`.
@@ -80,6 +85,7 @@ fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Con
     let mut c = Config::new(listen, data_dir);
     c.roles = roles;
     c.entry_bytes_max = tuning.entry_bytes_max;
+    c.preallocate_bytes = tuning.preallocate_bytes;
     if tuning.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
         c.sync = SyncPolicy::UnsafeNoSync;

@@ -100,6 +100,21 @@ impl Reader<'_> {
     }
 
     /// The offset of the first valid record starting after `offset`.
+    /// Whether every byte from `offset` to the end of the file is zero (the
+    /// preallocated space past the last record).
+    fn zeros_from(&mut self, offset: u64) -> Result<bool> {
+        let mut at = offset;
+        while at < self.file_len {
+            let len = (self.file_len - at).min(CHUNK_BYTES as u64) as usize;
+            let Some(bytes) = self.get(at, len)? else { return Ok(false) };
+            if bytes.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            at += len as u64;
+        }
+        Ok(true)
+    }
+
     fn next_valid_after(&mut self, offset: u64) -> Result<Option<u64>> {
         let mut at = offset + 1;
         while at + HEADER_BYTES as u64 <= self.file_len {
@@ -127,6 +142,8 @@ pub(crate) struct Outcome {
     pub(crate) truncated_at: Option<u64>,
     /// Records indexed by the scan.
     pub(crate) records: u64,
+    /// Where the records end when only preallocated zeros follow them.
+    pub(crate) data_end: Option<u64>,
 }
 
 /// Scans the segment's data file from `from` (the end of what its index file
@@ -161,6 +178,11 @@ pub(crate) fn scan(
             found.push((offset, header));
             offset += u64::from(header.len);
             continue;
+        }
+        // Only zeros from here on: the preallocated space past the last record.
+        if reader.zeros_from(offset)? {
+            outcome.data_end = Some(offset);
+            break;
         }
         // Not a valid record of this segment. If the framing is sound (a chain
         // of self-consistent headers leading to a valid record), the damage is
@@ -221,11 +243,13 @@ pub(crate) fn scan(
         }
     }
     segment.damaged_at = damaged_at;
-    segment.written_len = file_len;
+    segment.written_len = outcome.data_end.unwrap_or(file_len);
+    segment.allocated_len = file_len;
     if let Some(at) = outcome.truncated_at {
         segment.file.truncate(at)?;
         segment.file.sync_data()?;
         segment.written_len = at;
+        segment.allocated_len = at;
     }
     Ok(outcome)
 }
