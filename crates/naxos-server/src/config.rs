@@ -81,6 +81,10 @@ pub struct Config {
     /// the log unit is idle (default 1 MiB; 0 turns it off). Syncs that stay
     /// inside preallocated space need no file-system journal commit.
     pub preallocate_bytes: u64,
+    /// Log segments whose position index and open file are kept in memory at
+    /// once (default 64, about 48 MiB at 65,536 positions a segment); older
+    /// ones are loaded from their index files when read. 0: no limit.
+    pub resident_segments_max: usize,
     /// The smallest step the sequencer's durable token ceiling is raised by
     /// (default 1024; the step follows the token rate, about a quarter second
     /// of tokens): one small fsync'd write per step; after a crash, up to one
@@ -117,6 +121,7 @@ impl Config {
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
             preallocate_bytes: 1 << 20,
+            resident_segments_max: 64,
             storage_thread: true,
             sync_delay_max: std::time::Duration::ZERO,
             token_ceiling_block: crate::sequencer::CEILING_BLOCK,

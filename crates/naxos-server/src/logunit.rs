@@ -210,7 +210,7 @@ impl LogUnit {
         response::Body::Tail(proto::TailOk { tail: self.store.tail().0, streams })
     }
 
-    fn stream_query(&self, q: &proto::StreamQuery) -> Result<response::Body, ServerError> {
+    fn stream_query(&mut self, q: &proto::StreamQuery) -> Result<response::Body, ServerError> {
         let Some(stream) = StreamId::from_slice(&q.stream) else {
             return Err(ServerError::new(ErrorCode::BadRequest, "stream ids are 16 bytes"));
         };

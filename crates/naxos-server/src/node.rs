@@ -119,6 +119,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             entry_bytes_max: config.entry_bytes_max,
             sync: config.sync,
             preallocate_bytes: config.preallocate_bytes,
+            resident_segments_max: config.resident_segments_max,
             fs: config.fs.clone(),
             node_id: config.node_id,
         };

@@ -129,6 +129,8 @@ async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
     config.segment_positions = 64;
     // Small preallocation steps: records land in and past the zeros under every fault.
     config.preallocate_bytes = 4096;
+    // Few resident segments: older ones are evicted and reloaded from their index files.
+    config.resident_segments_max = 2;
     config.token_ceiling_block = 16;
     config.fs = Arc::new(fs::TurmoilFs::new(io));
     config.node_id = Some(naxos_wire::NodeId(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)));

@@ -66,6 +66,11 @@ pub struct Options {
     /// The file system every file of the store is reached through (default
     /// [`StdFs`]; a simulator passes its own).
     pub fs: Arc<dyn Fs>,
+    /// Segments whose slot index (12 bytes per position) and open file are
+    /// kept in memory at once (default 64); the others are loaded from their
+    /// index files when next used, so memory does not grow with the data.
+    /// 0 keeps every segment resident.
+    pub resident_segments_max: usize,
     /// Zeros a segment file is extended by, ahead of its records, when the
     /// store is idle (default 1 MiB; 0 turns preallocation off).
     pub preallocate_bytes: u64,
@@ -83,6 +88,7 @@ impl Default for Options {
             sync: SyncPolicy::Durable,
             fs: Arc::new(StdFs),
             preallocate_bytes: 1 << 20,
+            resident_segments_max: 64,
             node_id: None,
         }
     }
@@ -150,6 +156,8 @@ pub struct DiskStore {
     failed: Option<String>,
     /// Closed or abandoned: dropping does nothing more.
     closed: bool,
+    /// Counts uses of segments (least recently used ones are evicted first).
+    tick: u64,
     /// Held for the store's lifetime; released on drop.
     _lock: DirLock,
 }
@@ -210,6 +218,7 @@ impl DiskStore {
             failed: None,
             // Until open succeeds, dropping must not write anything.
             closed: true,
+            tick: 0,
             _lock: lock,
         };
         let s = store.options.segment_positions;
@@ -242,6 +251,7 @@ impl DiskStore {
         // Closed segments that had to be scanned get an index now, so the next
         // start-up does not scan them again.
         store.write_indexes(false)?;
+        store.evict_beyond_cap(None);
         store.closed = false;
         tracing::info!(
             dir = %dir.display(),
@@ -262,6 +272,11 @@ impl DiskStore {
     /// The file system the store works through.
     fn fs(&self) -> &dyn Fs {
         self.options.fs.as_ref()
+    }
+
+    /// How many segments have their slots and file in memory now.
+    pub fn resident_segments(&self) -> usize {
+        self.segments.values().filter(|seg| seg.is_resident()).count()
     }
 
     /// The options in force (`segment_positions` is the directory's own).
@@ -294,6 +309,92 @@ impl DiskStore {
                 context: format!("the store stopped taking writes after a failed fsync ({reason}); restart it to recover from its files"),
                 source: std::io::Error::other("earlier fsync failure"),
             }),
+        }
+    }
+
+    /// Makes segment `n` (if it exists) resident: its slots and open file in
+    /// memory, loaded from its index file if it was evicted.
+    fn make_resident(&mut self, n: u64) -> Result<()> {
+        self.tick += 1;
+        let tick = self.tick;
+        let Some(seg) = self.segments.get_mut(&n) else { return Ok(()) };
+        seg.used = tick;
+        if seg.is_resident() {
+            return Ok(());
+        }
+        self.load_segment(n)?;
+        self.evict_beyond_cap(Some(n));
+        Ok(())
+    }
+
+    /// Loads an evicted segment back: its slots from its index file (which
+    /// described it exactly when it was evicted); if that file is no longer
+    /// valid, from a scan of the data file, as at start-up.
+    fn load_segment(&mut self, n: u64) -> Result<()> {
+        let s = self.options.segment_positions;
+        let first = n * s;
+        let file = fs::DataFile::open(self.fs(), &self.dir.join(log_name(first)))?;
+        let file_len = file.len()?;
+        let index = fs::read(self.fs(), &self.dir, &idx_name(first))?;
+        let seg = self.segments.get_mut(&n).expect("make_resident found it");
+        seg.file = Some(file);
+        let decoded = index.map(|bytes| index::decode(&bytes, first, s, file_len));
+        match decoded {
+            Some(Ok(ix)) if ix.covered == seg.written_len => {
+                seg.slots = ix.slots;
+                seg.allocated_len = file_len;
+                tracing::debug!(segment = first, "segment loaded from its index file");
+            }
+            other => {
+                let why = match other {
+                    Some(Err(reason)) => reason,
+                    None => "it is missing".into(),
+                    Some(Ok(_)) => "it covers a different length".into(),
+                };
+                tracing::warn!(segment = first, %why, "index file of an evicted segment is not valid; scanning the segment");
+                seg.slots = Vec::new();
+                seg.held = 0;
+                seg.indexed_len = None;
+                recovery::scan(seg, &mut self.streams, 0, file_len, self.meta.trim_mark.0, &mut self.corruptions)?;
+                self.index_dirty.insert(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether segment `n` may be evicted: synced, fully described by its
+    /// index file, undamaged and without spare preallocated space.
+    fn evictable(&self, n: u64, seg: &Segment) -> bool {
+        seg.is_resident()
+            && seg.pending.is_empty()
+            && seg.damaged_at.is_none()
+            && seg.indexed_len == Some(seg.written_len)
+            && seg.allocated_len == seg.written_len
+            && !self.touched.contains(&n)
+            && !self.index_dirty.contains(&n)
+    }
+
+    /// Evicts least recently used segments (never `keep`, never the newest)
+    /// until at most `resident_segments_max` are resident.
+    fn evict_beyond_cap(&mut self, keep: Option<u64>) {
+        let cap = self.options.resident_segments_max;
+        if cap == 0 {
+            return;
+        }
+        let newest = self.segments.keys().next_back().copied();
+        let mut resident = self.segments.values().filter(|seg| seg.is_resident()).count();
+        while resident > cap {
+            let victim = self
+                .segments
+                .iter()
+                .filter(|(n, seg)| Some(**n) != keep && Some(**n) != newest && self.evictable(**n, seg))
+                .min_by_key(|(_, seg)| seg.used)
+                .map(|(n, _)| *n);
+            let Some(v) = victim else { return };
+            if let Some(seg) = self.segments.get_mut(&v) {
+                seg.evict();
+            }
+            resident -= 1;
         }
     }
 
@@ -458,25 +559,31 @@ impl DiskStore {
     }
 
     /// Up to `limit` positions of the stripe in `[from, end)` that hold nothing.
-    fn unwritten(&self, from: u64, end: u64, stripe: StripeFilter, limit: usize) -> Vec<u64> {
+    fn unwritten(&mut self, from: u64, end: u64, stripe: StripeFilter, limit: usize) -> Result<Vec<u64>> {
         let step = query::stripe_step(stripe);
         let mut out = Vec::new();
         let mut next = query::stripe_at_or_after(stripe, from);
+        let mut resident = None;
         while let Some(p) = next.filter(|p| *p < end) {
             if out.len() >= limit {
                 break;
             }
-            match self.segments.get(&self.segment_number(p)) {
-                Some(seg) if seg.is_full() => {
-                    next = query::stripe_at_or_after(stripe, seg.end());
-                    continue;
-                }
+            let n = self.segment_number(p);
+            if let Some(seg) = self.segments.get(&n).filter(|seg| seg.is_full()) {
+                next = query::stripe_at_or_after(stripe, seg.end());
+                continue;
+            }
+            if resident != Some(n) {
+                self.make_resident(n)?;
+                resident = Some(n);
+            }
+            match self.segments.get(&n) {
                 Some(seg) if seg.kind(p) != SlotKind::Empty => {}
                 _ => out.push(p),
             }
             next = p.checked_add(step);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -576,6 +683,7 @@ impl Store for DiskStore {
         }
         let p = position.0;
         let n = self.segment_number(p);
+        self.make_resident(n)?;
         match self.segments.get(&n) {
             Some(seg) => match seg.kind(p) {
                 SlotKind::Empty => {}
@@ -618,7 +726,7 @@ impl Store for DiskStore {
             // A failed write leaves the buffer in place; a retry rewrites it at the same offset.
             seg.flush()?;
             if durable {
-                if let Err(e) = seg.file.sync_data() {
+                if let Err(e) = seg.file().sync_data() {
                     self.failed = Some(e.to_string());
                     return Err(e);
                 }
@@ -635,6 +743,7 @@ impl Store for DiskStore {
         if self.index_due {
             self.write_indexes(false)?;
             self.index_due = false;
+            self.evict_beyond_cap(None);
         }
         Ok(())
     }
@@ -650,7 +759,9 @@ impl Store for DiskStore {
         let older: Vec<u64> = self
             .segments
             .iter()
-            .filter(|(n, seg)| **n != newest && seg.allocated_len > seg.written_len && !self.touched.contains(n))
+            .filter(|(n, seg)| {
+                **n != newest && seg.is_resident() && seg.allocated_len > seg.written_len && !self.touched.contains(n)
+            })
             .map(|(n, _)| *n)
             .collect();
         for n in older {
@@ -658,6 +769,9 @@ impl Store for DiskStore {
                 seg.release_spare()?;
                 did = true;
             }
+        }
+        if did {
+            self.evict_beyond_cap(None);
         }
         let touched = self.touched.contains(&newest);
         if let Some(seg) = self.segments.get_mut(&newest) {
@@ -676,6 +790,7 @@ impl Store for DiskStore {
         }
         let p = position.0;
         let n = self.segment_number(p);
+        self.make_resident(n)?;
         let Some(seg) = self.segments.get(&n) else {
             return Ok(None);
         };
@@ -700,6 +815,7 @@ impl Store for DiskStore {
         let numbers: Vec<u64> =
             self.segments.range(self.segment_number(from.0)..=self.segment_number(to.0 - 1)).map(|(n, _)| *n).collect();
         for n in numbers {
+            self.make_resident(n)?;
             let seg = &self.segments[&n];
             let lo = from.0.max(seg.first);
             let hi = if seg.damaged_at.is_some() {
@@ -776,7 +892,7 @@ impl Store for DiskStore {
     }
 
     fn stream_query(
-        &self,
+        &mut self,
         stream: StreamId,
         from: Position,
         to: Position,
@@ -788,7 +904,7 @@ impl Store for DiskStore {
         }
         let positions = self.streams.positions(stream, from.0, to.0, limit);
         let end = to.min(self.tail()).0;
-        let unwritten = self.unwritten(from.0, end, stripe, limit);
+        let unwritten = self.unwritten(from.0, end, stripe, limit)?;
         Ok(query::merge(positions, unwritten, to, limit))
     }
 

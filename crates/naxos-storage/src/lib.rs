@@ -184,7 +184,7 @@ pub trait Store: Send + 'static {
     /// positions there (below `tail()` only), returning at most `limit` of them
     /// together; `next` says where the examination stopped.
     fn stream_query(
-        &self,
+        &mut self,
         stream: StreamId,
         from: Position,
         to: Position,

@@ -102,7 +102,7 @@ impl Store for MemStore {
     }
 
     fn stream_query(
-        &self,
+        &mut self,
         stream: StreamId,
         from: Position,
         to: Position,

@@ -635,3 +635,42 @@ fn a_directory_is_opened_by_one_store_at_a_time() {
     drop(first);
     let _again = open(dir.path(), 16);
 }
+
+#[test]
+fn only_a_bounded_number_of_segments_stay_in_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bounded = || Options { segment_positions: 4, resident_segments_max: 2, ..Options::default() };
+    let mut store = DiskStore::open(dir.path(), bounded()).expect("open");
+    // Ten segments, each with one position left empty (3 of 4 written).
+    for n in 0..10u64 {
+        for i in 0..3 {
+            let at = n * 4 + i;
+            store.write(p(at), &data(&[at as u8; 8], &[])).expect("write");
+        }
+        store.sync().expect("sync");
+    }
+    assert!(store.resident_segments() <= 2, "older segments were evicted: {}", store.resident_segments());
+    for at in 0..40u64 {
+        let want = (at % 4 != 3).then(|| data(&[at as u8; 8], &[]));
+        assert_eq!(store.read(p(at)).expect("read"), want, "position {at}");
+        assert!(store.resident_segments() <= 2);
+    }
+    let all = store.read_range(p(0), p(40), usize::MAX).expect("range").0;
+    assert_eq!(all.len(), 30);
+    // A write into an evicted segment loads it, and is kept.
+    store.write(p(3), &data(b"late", &[])).expect("write into an old segment");
+    assert!(matches!(store.write(p(1), &data(b"again", &[])), Err(Error::Overwritten { .. })));
+    store.sync().expect("sync");
+    store.close().expect("close");
+
+    // An evicted segment whose index file is gone is scanned instead.
+    let mut store = DiskStore::open(dir.path(), bounded()).expect("reopen");
+    assert!(store.resident_segments() <= 2);
+    fs::remove_file(seg_path(dir.path(), 16, "idx")).expect("remove an index file");
+    assert_eq!(store.read(p(17)).expect("read"), Some(data(&[17; 8], &[])));
+    assert_eq!(store.read(p(19)).expect("read"), None);
+    assert_eq!(store.read(p(3)).expect("read"), Some(data(b"late", &[])));
+    assert!(store.corruptions().is_empty());
+    store.close().expect("close");
+    assert!(seg_path(dir.path(), 16, "idx").exists(), "the scanned segment got its index file back");
+}

@@ -86,8 +86,14 @@ fn norm<T: std::fmt::Debug>(r: naxos_storage::Result<T>) -> Result<T, String> {
 fn open(dir: &Path, segment_positions: u64) -> DiskStore {
     // The behaviour compared does not depend on fsync; skipping it keeps the cases fast.
     // Small preallocation steps, so records land both in and past the zeros.
-    let options =
-        Options { segment_positions, sync: SyncPolicy::UnsafeNoSync, preallocate_bytes: 64, ..Options::default() };
+    // One resident segment: every other one is evicted and reloaded as it is used.
+    let options = Options {
+        segment_positions,
+        sync: SyncPolicy::UnsafeNoSync,
+        preallocate_bytes: 64,
+        resident_segments_max: 1,
+        ..Options::default()
+    };
     DiskStore::open(dir, options).expect("open")
 }
 

@@ -44,6 +44,11 @@ pub struct Tuning {
     /// skip the file system's journal commit. 0 turns it off.
     #[arg(long, default_value_t = 1 << 20)]
     pub preallocate_bytes: u64,
+    /// Log segments whose position index (12 bytes a position) and open file
+    /// stay in memory; older ones are loaded from their index files when
+    /// read. Bounds memory however much is stored. 0: no limit.
+    #[arg(long, default_value_t = 64)]
+    pub resident_segments: usize,
 }
 
 /// Flags of `naxos bootstrap`.
@@ -86,6 +91,7 @@ fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Con
     c.roles = roles;
     c.entry_bytes_max = tuning.entry_bytes_max;
     c.preallocate_bytes = tuning.preallocate_bytes;
+    c.resident_segments_max = tuning.resident_segments;
     if tuning.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
         c.sync = SyncPolicy::UnsafeNoSync;

@@ -49,7 +49,7 @@ impl Reader<'_> {
             let want = (self.file_len - offset).min(len.max(CHUNK_BYTES) as u64) as usize;
             self.buf.resize(want, 0);
             self.start = offset;
-            if !self.segment.file.read_exact_at(&mut self.buf, offset)? {
+            if !self.segment.file().read_exact_at(&mut self.buf, offset)? {
                 // The file shrank under us; treat the rest as absent.
                 self.buf.clear();
                 self.file_len = offset;
@@ -246,8 +246,8 @@ pub(crate) fn scan(
     segment.written_len = outcome.data_end.unwrap_or(file_len);
     segment.allocated_len = file_len;
     if let Some(at) = outcome.truncated_at {
-        segment.file.truncate(at)?;
-        segment.file.sync_data()?;
+        segment.file().truncate(at)?;
+        segment.file().sync_data()?;
         segment.written_len = at;
         segment.allocated_len = at;
     }

@@ -23,8 +23,10 @@ pub(crate) struct Segment {
     pub(crate) first: u64,
     /// Number of positions in the range.
     pub(crate) positions: u64,
-    /// The data file.
-    pub(crate) file: DataFile,
+    /// The data file, while the segment is resident (see `evict`).
+    pub(crate) file: Option<DataFile>,
+    /// When the segment was last used (the store's tick), to pick whom to evict.
+    pub(crate) used: u64,
     /// Bytes of the file that hold records (written, maybe not yet synced).
     pub(crate) written_len: u64,
     /// Encoded records not yet written to the file; they follow `written_len`.
@@ -50,7 +52,8 @@ impl Segment {
         Segment {
             first,
             positions,
-            file,
+            file: Some(file),
+            used: 0,
             written_len: 0,
             pending: Vec::new(),
             allocated_len: 0,
@@ -61,6 +64,27 @@ impl Segment {
         }
     }
 
+    /// The open data file. Callers make the segment resident first.
+    pub(crate) fn file(&self) -> &DataFile {
+        match &self.file {
+            Some(f) => f,
+            None => panic!("segment {} used while not resident", self.first),
+        }
+    }
+
+    /// Whether the slots and the file handle are in memory.
+    pub(crate) fn is_resident(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Drops the slots and closes the file; they are loaded again from the
+    /// segment's index file when the segment is next used. Only for a segment
+    /// whose index file describes it exactly and that holds nothing unsynced.
+    pub(crate) fn evict(&mut self) {
+        self.slots = Vec::new();
+        self.file = None;
+    }
+
     /// One past the last position of the range (saturating at `u64::MAX`).
     pub(crate) fn end(&self) -> u64 {
         self.first.saturating_add(self.positions)
@@ -68,12 +92,13 @@ impl Segment {
 
     /// The file name, for reports.
     pub(crate) fn file_name(&self) -> String {
-        self.file.path().display().to_string()
+        self.file().path().display().to_string()
     }
 
     /// The slot of `position` (empty if never set).
     pub(crate) fn slot(&self, position: u64) -> Slot {
         debug_assert!(position >= self.first && position < self.end());
+        assert!(self.file.is_some(), "segment {} read while not resident", self.first);
         self.slots.get((position - self.first) as usize).copied().unwrap_or_default()
     }
 
@@ -136,7 +161,7 @@ impl Segment {
             return Ok(Some(Bytes::copy_from_slice(bytes)));
         }
         let mut buf = vec![0u8; len];
-        if !self.file.read_exact_at(&mut buf, offset)? {
+        if !self.file().read_exact_at(&mut buf, offset)? {
             return Ok(None);
         }
         Ok(Some(Bytes::from(buf)))
@@ -155,8 +180,8 @@ impl Segment {
             return Ok(());
         }
         let zeros = vec![0u8; bytes as usize];
-        self.file.write_all_at(&zeros, self.allocated_len)?;
-        self.file.sync_data()?;
+        self.file().write_all_at(&zeros, self.allocated_len)?;
+        self.file().sync_data()?;
         self.allocated_len += bytes;
         Ok(())
     }
@@ -167,8 +192,8 @@ impl Segment {
         if !self.pending.is_empty() || self.allocated_len <= self.written_len {
             return Ok(());
         }
-        self.file.truncate(self.written_len)?;
-        self.file.sync_data()?;
+        self.file().truncate(self.written_len)?;
+        self.file().sync_data()?;
         self.allocated_len = self.written_len;
         Ok(())
     }
@@ -180,7 +205,7 @@ impl Segment {
         }
         // Positioned at `written_len`: a retry after a failed (maybe partial)
         // write rewrites the same bytes at the same place.
-        self.file.write_all_at(&self.pending, self.written_len)?;
+        self.file().write_all_at(&self.pending, self.written_len)?;
         self.written_len += self.pending.len() as u64;
         self.allocated_len = self.allocated_len.max(self.written_len);
         self.pending.clear();
