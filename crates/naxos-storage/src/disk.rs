@@ -243,11 +243,15 @@ impl DiskStore {
                 continue;
             }
             store.recover_segment(first)?;
+            if let Some(h) = store.segments.get(&(first / s)).and_then(highest_possible) {
+                store.high = store.high.max(h);
+            }
+            // Bounded memory from the start: evict as segments are loaded.
+            store.evict_beyond_cap(None);
         }
         if removed {
             fs::sync_dir(files, dir)?;
         }
-        store.high = store.segments.values().filter_map(highest_possible).max().unwrap_or(0);
         // Closed segments that had to be scanned get an index now, so the next
         // start-up does not scan them again.
         store.write_indexes(false)?;
@@ -363,13 +367,12 @@ impl DiskStore {
     }
 
     /// Whether segment `n` may be evicted: synced, fully described by its
-    /// index file, undamaged and without spare preallocated space.
+    /// index file and undamaged.
     fn evictable(&self, n: u64, seg: &Segment) -> bool {
         seg.is_resident()
             && seg.pending.is_empty()
             && seg.damaged_at.is_none()
             && seg.indexed_len == Some(seg.written_len)
-            && seg.allocated_len == seg.written_len
             && !self.touched.contains(&n)
             && !self.index_dirty.contains(&n)
     }
@@ -392,6 +395,11 @@ impl DiskStore {
                 .map(|(n, _)| *n);
             let Some(v) = victim else { return };
             if let Some(seg) = self.segments.get_mut(&v) {
+                // Its spare zeros go back first: only the newest segment keeps some.
+                if let Err(e) = seg.release_spare() {
+                    tracing::warn!(segment = seg.first, "cannot give back preallocated space: {e}; not evicting");
+                    return;
+                }
                 seg.evict();
             }
             resident -= 1;
@@ -479,6 +487,8 @@ impl DiskStore {
         let bytes = index::encode(seg.first, seg.written_len, &seg.slots, &streams);
         fs::write_atomic(self.options.fs.as_ref(), &self.dir, &idx_name(seg.first), &bytes)?;
         seg.indexed_len = Some(seg.written_len);
+        // Indexed means closed or idle: its write buffer's memory goes back.
+        seg.pending = Vec::new();
         self.index_dirty.remove(&n);
         Ok(())
     }

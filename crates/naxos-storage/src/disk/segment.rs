@@ -82,6 +82,7 @@ impl Segment {
     /// whose index file describes it exactly and that holds nothing unsynced.
     pub(crate) fn evict(&mut self) {
         self.slots = Vec::new();
+        self.pending = Vec::new();
         self.file = None;
     }
 
@@ -119,6 +120,12 @@ impl Segment {
     pub(crate) fn set_slot(&mut self, position: u64, slot: Slot) {
         let i = (position - self.first) as usize;
         if self.slots.len() <= i {
+            // Grow by doubling, but never past the segment's range: a full
+            // segment's slots take exactly 12 bytes a position.
+            if self.slots.capacity() <= i {
+                let want = (i + 1).max(self.slots.capacity() * 2).min(self.positions as usize);
+                self.slots.reserve_exact(want - self.slots.len());
+            }
             self.slots.resize(i + 1, Slot::default());
         }
         assert_eq!(self.slots[i].kind(), SlotKind::Empty, "a slot is set once (write-once is checked before)");
