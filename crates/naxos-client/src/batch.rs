@@ -12,8 +12,8 @@
 use crate::chain::HeadWrite;
 use crate::{Client, Error, Inner};
 use bytes::Bytes;
-use naxos_wire::proto::{request, response, Entry, EntryKind, Token, Write};
-use naxos_wire::{rpc, ErrorCode, Layout, Position};
+use naxos_wire::proto::{request, response, Append, Entry, EntryKind, Token, Write};
+use naxos_wire::{rpc, ErrorCode, Layout, Position, ServerError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -78,6 +78,24 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>, batches_i
     }
 }
 
+/// A head write's first answer, as `settle_head` takes it.
+type HeadResult = Result<(), rpc::Error>;
+
+/// How an `Append` round trip went.
+enum Combined {
+    /// Every entry's position (and back-pointers), and the head writes done.
+    Done(Vec<Option<(Position, Vec<u64>)>>, Vec<Option<HeadResult>>),
+    /// Refused as a whole: nothing was written.
+    Refused,
+    /// No answer: entries may have been written at unknown positions.
+    Unknown(String),
+}
+
+/// An answer that never came (its outcome is unknown: `settle_head` retries).
+fn lost_answer(addr: &str) -> rpc::Error {
+    rpc::Error::ConnectionLost { addr: addr.to_string() }
+}
+
 impl Client {
     /// Hands `item` to the coalescer (or, without one, runs it alone).
     pub(crate) async fn submit(&self, item: Item) -> Result<Position, Error> {
@@ -99,10 +117,32 @@ impl Client {
     /// write request per replica; returns each item's outcome, in order.
     pub(crate) async fn append_many(&self, items: &[Item]) -> Vec<Result<Position, Error>> {
         let layout = self.layout();
-        let tokens = self.batch_tokens(&layout, items).await;
+        let mut heads: Vec<Option<HeadResult>> = (0..items.len()).map(|_| None).collect();
+        let tokens = if self.combined(&layout, items) {
+            match self.append_rpc(&layout, items).await {
+                Combined::Done(tokens, written) => {
+                    heads = written;
+                    tokens
+                }
+                // Refused before anything was written: tokens the usual way.
+                Combined::Refused => self.batch_tokens(&layout, items).await,
+                // Tokens may have been taken and heads written at positions we
+                // do not know: retrying could append twice.
+                Combined::Unknown(why) => {
+                    return items
+                        .iter()
+                        .map(|_| Err(Error::Unavailable(format!("append may or may not have happened: {why}"))))
+                        .collect();
+                }
+            }
+        } else {
+            self.batch_tokens(&layout, items).await
+        };
         let mut results: Vec<Option<Result<Position, Error>>> = (0..items.len()).map(|_| None).collect();
-        // Entries grouped by the chain that stores them.
+        // Entries grouped by the chain that stores them, with the head's
+        // answer when the sequencer's node already wrote it.
         let mut groups: BTreeMap<&[String], Vec<(usize, Position, Entry)>> = BTreeMap::new();
+        let mut group_heads: BTreeMap<&[String], Vec<Option<HeadResult>>> = BTreeMap::new();
         for (i, (item, token)) in items.iter().zip(tokens).enumerate() {
             let Some((pos, backpointers)) = token else { continue };
             let Some(payload) = &item.payload else {
@@ -120,10 +160,13 @@ impl Client {
                 backpointers,
             };
             groups.entry(placement.chain).or_default().push((i, pos, entry));
+            group_heads.entry(placement.chain).or_default().push(heads[i].take());
         }
-        let written =
-            futures::future::join_all(groups.iter().map(|(chain, group)| self.write_group(&layout, chain, group)))
-                .await;
+        let written = futures::future::join_all(groups.iter().map(|(chain, group)| {
+            let heads = group_heads.remove(chain).unwrap_or_default();
+            self.write_group(&layout, chain, group, heads)
+        }))
+        .await;
         for (group, outcomes) in groups.values().zip(written) {
             for ((i, pos, _), outcome) in group.iter().zip(outcomes) {
                 match outcome {
@@ -188,9 +231,19 @@ impl Client {
         layout: &Layout,
         chain: &[String],
         group: &[(usize, Position, Entry)],
+        mut heads: Vec<Option<HeadResult>>,
     ) -> Vec<Result<bool, Error>> {
         let mut out: Vec<Option<Result<bool, Error>>> = (0..group.len()).map(|_| None).collect();
-        let firsts = self.write_batch(layout, &chain[0], group.iter().map(|(_, p, e)| (*p, e))).await;
+        heads.resize_with(group.len(), || None);
+        // The head writes not already done by the sequencer's node, in one batch.
+        let missing: Vec<usize> = (0..group.len()).filter(|&k| heads[k].is_none()).collect();
+        if !missing.is_empty() {
+            let written = self.write_batch(layout, &chain[0], missing.iter().map(|&k| (group[k].1, &group[k].2))).await;
+            for (k, r) in missing.into_iter().zip(written) {
+                heads[k] = Some(r);
+            }
+        }
+        let firsts = heads.into_iter().map(|h| h.unwrap_or_else(|| Err(lost_answer(&chain[0]))));
         let heads = futures::future::join_all(
             group
                 .iter()
@@ -236,6 +289,53 @@ impl Client {
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("chain write without outcome".into()))))
             .collect()
+    }
+
+    /// Whether to append with one `Append` round trip: every item is an
+    /// append, and the sequencer heads a chain of the newest segment.
+    fn combined(&self, layout: &Layout, items: &[Item]) -> bool {
+        let Ok(sequencer) = Self::sequencer(layout) else { return false };
+        self.config().combined_append
+            && items.iter().all(|i| i.payload.is_some())
+            && layout
+                .segments
+                .last()
+                .is_some_and(|s| s.stripes.iter().any(|st| st.chain.first().is_some_and(|h| h == sequencer)))
+    }
+
+    /// Tokens and (where the sequencer's node heads the chain) head writes in
+    /// one round trip.
+    async fn append_rpc(&self, layout: &Layout, items: &[Item]) -> Combined {
+        let Ok(sequencer) = Self::sequencer(layout) else { return Combined::Refused };
+        let entries = items
+            .iter()
+            .map(|it| Entry {
+                kind: EntryKind::Data as i32,
+                payload: it.payload.clone().unwrap_or_default(),
+                streams: it.streams.clone(),
+                backpointers: Vec::new(),
+            })
+            .collect();
+        let answer = match self.call(sequencer, layout, request::Body::Append(Append { entries })).await {
+            Ok(response::Body::Append(ok)) if ok.results.len() == items.len() => ok,
+            Ok(_) => return Combined::Unknown(format!("{sequencer} answered an append with something else")),
+            // An error for the whole request: nothing was written.
+            Err(e) if e.server().is_some() => return Combined::Refused,
+            Err(e) => return Combined::Unknown(e.to_string()),
+        };
+        let mut tokens = Vec::with_capacity(items.len());
+        let mut heads = Vec::with_capacity(items.len());
+        for r in answer.results {
+            tokens.push(Some((Position(r.position), r.backpointers)));
+            heads.push(r.head.map(|resp| match resp.body {
+                Some(response::Body::Error(e)) => {
+                    Err(rpc::Error::Server { addr: sequencer.to_string(), error: ServerError::from_proto(e) })
+                }
+                Some(_) => Ok(()),
+                None => Err(lost_answer(sequencer)),
+            }));
+        }
+        Combined::Done(tokens, heads)
     }
 
     /// One batch of writes to one replica; each write's own result (a batch

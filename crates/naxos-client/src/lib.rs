@@ -118,6 +118,12 @@ pub struct Config {
     /// (one token request, one write request per replica). 0 sends every
     /// append on its own.
     pub batches_in_flight: usize,
+    /// When the sequencer also heads the chain (as in `naxos dev`, or a node
+    /// running every role), take tokens and write the heads in one `Append`
+    /// round trip (default on). The price: if that round trip gets no answer,
+    /// the appends fail as "may or may not have happened" instead of being
+    /// retried, since their positions are unknown.
+    pub combined_append: bool,
 }
 
 impl Config {
@@ -130,6 +136,7 @@ impl Config {
             retries_max: 12,
             net: Arc::new(TcpNet),
             batches_in_flight: 4,
+            combined_append: true,
         }
     }
 }

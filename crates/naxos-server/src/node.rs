@@ -385,6 +385,22 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             }
             None => reply.send(Err(wrong_role(ctx, "sequencer"))),
         },
+        request::Body::Append(_) => match &ctx.sequencer {
+            Some(_) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let Some(seq) = &ctx.sequencer else { return };
+                    let roles = crate::append::Roles {
+                        sequencer: seq,
+                        logunit: ctx.logunit.as_ref(),
+                        layout: ctx.layout.lock().ok().and_then(|l| l.get().cloned()),
+                        me: &ctx.advertise,
+                    };
+                    reply.send(crate::append::append(roles, req, ctx.config.inflight_max).await)
+                });
+            }
+            None => reply.send(Err(wrong_role(ctx, "sequencer"))),
+        },
         request::Body::GetLayout(_) => {
             let layout = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
             reply.send(match layout {

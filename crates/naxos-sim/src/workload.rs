@@ -39,11 +39,15 @@ pub fn client_config(seeds: Vec<String>) -> Config {
     c
 }
 
-/// Connects, retrying while the cluster boots.
-pub async fn connect(seeds: Vec<String>) -> Result<Client, Error> {
+/// Connects, retrying while the cluster boots. `combined`: whether appends
+/// may use the one-round-trip `Append` (half the workload clients do, so both
+/// append paths run under every fault).
+pub async fn connect(seeds: Vec<String>, combined: bool) -> Result<Client, Error> {
     let mut last = None;
     for _ in 0..200 {
-        match Client::connect(client_config(seeds.clone())).await {
+        let mut config = client_config(seeds.clone());
+        config.combined_append = combined;
+        match Client::connect(config).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -121,7 +125,7 @@ pub async fn stream_read(shared: &Shared, client_no: u32, client: &Client, name:
 pub async fn run(shared: Shared, index: u32, seed: u64, ops: usize, seeds: Vec<String>) -> turmoil::Result {
     let mut rng = Rng::new(seed, 1000 + u64::from(index));
     tokio::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
-    let client = connect(seeds).await?;
+    let client = connect(seeds, index.is_multiple_of(2)).await?;
     let mut known_tail = 0u64;
     for n in 0..ops {
         // Think time, so that the workload overlaps the fault schedule.
@@ -244,7 +248,7 @@ async fn head_only_write(client: &Client, payload: Bytes) -> Result<(), String> 
 /// stream, and the tail, through the normal read path (with repair and hole
 /// filling).
 pub async fn scan(shared: Shared, index: u32, seeds: Vec<String>) -> turmoil::Result {
-    let client = connect(seeds).await?;
+    let client = connect(seeds, true).await?;
     let tail = {
         let mut t = None;
         for _ in 0..50 {

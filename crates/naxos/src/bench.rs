@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// append (each token request) on its own.
     #[arg(long, default_value_t = 4)]
     pub batches_in_flight: usize,
+    /// Take tokens and write heads in separate round trips even where the
+    /// sequencer heads the chain (no `Append` request).
+    #[arg(long)]
+    pub no_combined_append: bool,
     /// Entries appended first by read and scan.
     #[arg(long, default_value_t = 20_000)]
     pub prefill: u64,
@@ -70,6 +74,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     let mut config = Config::new(a.cluster.cluster.iter().cloned());
     config.batches_in_flight = a.batches_in_flight;
+    config.combined_append = !a.no_combined_append;
     let first = Client::connect(config.clone()).await.context("connecting")?;
     let payload = Bytes::from(vec![b'x'; a.size]);
     let mut range = (Position(0), Position(0));

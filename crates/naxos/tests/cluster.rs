@@ -371,3 +371,56 @@ async fn too_many_requests_in_flight_on_one_connection_are_refused_as_overloaded
     assert!(ok > 0 && ok + overloaded == 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_append_request_takes_tokens_and_writes_only_the_heads_its_node_leads() {
+    use naxos_wire::proto::{request, response, Append};
+    // Two chains of two over four nodes: node 0 runs the sequencer and heads chain 0 only.
+    let c = Cluster::start(4, 2, 2).await;
+    let client = c.client().await;
+    client.tail().await.expect("the sequencer recovers");
+    let pool = pool();
+    let s = StreamId::from_name("combined");
+    let mut with_stream = data(b"c");
+    with_stream.streams = vec![bytes::Bytes::copy_from_slice(&s.to_bytes())];
+    let entries = vec![data(b"a"), data(b"b"), with_stream, data(b"d")];
+    let body = request::Body::Append(Append { entries: entries.clone() });
+    let ok = match pool.call(&c.addrs[0], req(&c.layout, body)).await.unwrap() {
+        response::Body::Append(ok) => ok,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    assert_eq!(ok.results.len(), 4);
+    let positions: Vec<u64> = ok.results.iter().map(|r| r.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions in order: {positions:?}");
+    assert_eq!(ok.results[2].backpointers, vec![u64::MAX], "the stream's first entry points nowhere");
+    let mut written_here = 0;
+    for (r, sent) in ok.results.iter().zip(&entries) {
+        let p = Position(r.position);
+        let chain = c.layout.placement(p).unwrap().chain.to_vec();
+        let at_head = raw_read(&pool, &c.layout, &chain[0], p).await.unwrap();
+        if chain[0] == c.addrs[0] {
+            let head = r.head.as_ref().expect("node 0 wrote the head of its own chain");
+            assert!(!matches!(head.body, Some(response::Body::Error(_))), "head write failed: {head:?}");
+            assert_eq!(at_head.expect("written at the head").payload, sent.payload);
+            written_here += 1;
+        } else {
+            assert!(r.head.is_none(), "node 0 does not head {p}'s chain");
+            assert!(at_head.is_none(), "nothing written on another node's chain");
+        }
+        assert!(raw_read(&pool, &c.layout, &chain[1], p).await.unwrap().is_none(), "the client writes the rest");
+    }
+    assert_eq!(written_here, 2, "half the positions fall on node 0's chain");
+    // A node without the sequencer refuses it as a whole.
+    let body = request::Body::Append(Append { entries: vec![data(b"e")] });
+    let e = pool.call(&c.addrs[1], req(&c.layout, body)).await.unwrap_err();
+    assert_eq!(e.server().unwrap().code, ErrorCode::WrongRole);
+    // The client's own appends use it and complete every chain.
+    for i in 0..4 {
+        let p = client.append(format!("via append {i}").into()).await.unwrap();
+        for addr in c.layout.placement(p).unwrap().chain {
+            let held = raw_read(&pool, &c.layout, addr, p).await.unwrap().expect("on every replica");
+            assert_eq!(held.payload, format!("via append {i}").as_bytes());
+        }
+    }
+    c.stop_all().await;
+}
