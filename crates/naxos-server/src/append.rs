@@ -84,8 +84,8 @@ pub(crate) async fn append(roles: Roles<'_>, req: Request, entries_max: usize) -
     let (Some(unit), Some(layout)) = (roles.logunit, roles.layout.filter(|l| l.epoch == req.epoch)) else {
         return Ok(response::Body::Append(proto::AppendOk { results }));
     };
-    let mut ops = Vec::new();
-    let mut waits = Vec::new();
+    let mut writes = Vec::new();
+    let mut written = Vec::new();
     for (i, (entry, r)) in a.entries.into_iter().zip(&results).enumerate() {
         let heads_here =
             layout.placement(Position(r.position)).and_then(|p| p.chain.first()).is_some_and(|h| h == roles.me);
@@ -93,18 +93,23 @@ pub(crate) async fn append(roles: Roles<'_>, req: Request, entries_max: usize) -
             continue;
         }
         let entry = Entry { backpointers: r.backpointers.clone(), ..entry };
-        let (reply, rx) = Reply::once(0);
-        ops.push((sub(request::Body::Write(Write { position: r.position, entry: Some(entry) })), reply));
-        waits.push((i, rx));
+        writes.push(sub(request::Body::Write(Write { position: r.position, entry: Some(entry) })));
+        written.push(i);
     }
-    if !ops.is_empty() {
+    if !writes.is_empty() {
+        // The answers are gathered as a batch's are: one wake-up for them all.
+        let (all, rx) = Reply::once(0);
+        let ops = writes.into_iter().zip(Reply::batch(all, written.len())).collect();
         unit.send(logunit::Op::Requests(ops)).map_err(|_| stopped("log unit"))?;
-        for (i, rx) in waits {
+        let answers = match rx.await.map(|r| r.body) {
+            Ok(Some(response::Body::Batch(b))) if b.responses.len() == written.len() => b.responses,
             // A lost answer is reported like any unknown outcome: the client settles it.
-            let head = rx.await.unwrap_or_else(|_| Response {
-                id: 0,
-                body: Some(response::Body::Error(stopped("log unit").to_proto())),
-            });
+            _ => vec![
+                Response { id: 0, body: Some(response::Body::Error(stopped("log unit").to_proto())) };
+                written.len()
+            ],
+        };
+        for (i, head) in written.into_iter().zip(answers) {
             results[i].head = Some(head);
         }
     }
