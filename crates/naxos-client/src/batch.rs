@@ -12,7 +12,7 @@
 use crate::chain::HeadWrite;
 use crate::{Client, Error, Inner};
 use bytes::Bytes;
-use naxos_wire::proto::{request, response, Append, Entry, EntryKind, Token, Write};
+use naxos_wire::proto::{request, response, Append, Entry, EntryKind, Write};
 use naxos_wire::{rpc, ErrorCode, Layout, Position, ServerError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -194,16 +194,7 @@ impl Client {
     async fn batch_tokens(&self, layout: &Layout, items: &[Item]) -> Vec<Option<(Position, Vec<u64>)>> {
         let mut out = vec![None; items.len()];
         let Ok(sequencer) = Self::sequencer(layout) else { return out };
-        let mut groups: Vec<(Vec<usize>, Token)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match groups.last_mut() {
-                Some((members, token)) if item.streams.is_empty() && token.streams.is_empty() => {
-                    members.push(i);
-                    token.count += item.count;
-                }
-                _ => groups.push((vec![i], Token { count: item.count, streams: item.streams.clone() })),
-            }
-        }
+        let groups = naxos_wire::tokens::groups(items.iter().map(|i| (&i.streams[..], i.count)));
         let bodies = groups.iter().map(|(_, t)| request::Body::Token(t.clone())).collect();
         let Ok(answers) = self.inner.pool.call_batch(sequencer, &layout.cluster_id, layout.epoch, bodies).await else {
             return out;

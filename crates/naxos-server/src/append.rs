@@ -7,7 +7,7 @@
 
 use crate::reply::Reply;
 use crate::{logunit, sequencer};
-use naxos_wire::proto::{self, request, response, Entry, Request, Response, Token, Write};
+use naxos_wire::proto::{self, request, response, Entry, Request, Response, Write};
 use naxos_wire::{ErrorCode, Layout, Position, ServerError};
 use tokio::sync::mpsc;
 
@@ -45,18 +45,8 @@ pub(crate) async fn append(roles: Roles<'_>, req: Request, entries_max: usize) -
         ));
     }
     let sub = |body| Request { id: 0, cluster_id: req.cluster_id.clone(), epoch: req.epoch, body: Some(body) };
-    // Stream-less entries share one token; an entry with streams gets its own
-    // (for its back-pointers), as the client groups them.
-    let mut groups: Vec<(Vec<usize>, Token)> = Vec::new();
-    for (i, e) in a.entries.iter().enumerate() {
-        match groups.last_mut() {
-            Some((members, t)) if e.streams.is_empty() && t.streams.is_empty() => {
-                members.push(i);
-                t.count += 1;
-            }
-            _ => groups.push((vec![i], Token { count: 1, streams: e.streams.clone() })),
-        }
-    }
+    // Grouped as the client groups a batch (naxos_wire::tokens).
+    let groups = naxos_wire::tokens::groups(a.entries.iter().map(|e| (&e.streams[..], 1)));
     let mut waits = Vec::with_capacity(groups.len());
     let mut ops = Vec::with_capacity(groups.len());
     for (_, t) in &groups {

@@ -1,0 +1,40 @@
+//! How many appends share token requests: entries without streams take
+//! consecutive positions from one `Token`; an entry with streams gets a
+//! `Token` of its own, so that its back-pointers are its streams' own. The
+//! client (coalesced batches) and the server (`Append`) group the same way.
+
+use crate::proto::Token;
+use bytes::Bytes;
+
+/// The `Token`s for items given as (streams, positions wanted), in order, each
+/// with the indexes of the items it serves (their positions follow each other
+/// from the token's start, in that order).
+pub fn groups<'a>(items: impl IntoIterator<Item = (&'a [Bytes], u32)>) -> Vec<(Vec<usize>, Token)> {
+    let mut groups: Vec<(Vec<usize>, Token)> = Vec::new();
+    for (i, (streams, count)) in items.into_iter().enumerate() {
+        match groups.last_mut() {
+            Some((members, token)) if streams.is_empty() && token.streams.is_empty() => {
+                members.push(i);
+                token.count += count;
+            }
+            _ => groups.push((vec![i], Token { count, streams: streams.to_vec() })),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_less_items_share_a_token_and_stream_items_get_their_own() {
+        let s = Bytes::from_static(&[7; 16]);
+        let none: &[Bytes] = &[];
+        let one = std::slice::from_ref(&s);
+        let g = groups([(none, 1), (none, 3), (one, 1), (one, 1), (none, 2)]);
+        let shape: Vec<(Vec<usize>, u32, usize)> =
+            g.iter().map(|(m, t)| (m.clone(), t.count, t.streams.len())).collect();
+        assert_eq!(shape, vec![(vec![0, 1], 4, 0), (vec![2], 1, 1), (vec![3], 1, 1), (vec![4], 2, 0)]);
+    }
+}
