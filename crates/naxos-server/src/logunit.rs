@@ -15,6 +15,10 @@ pub const BATCH_REQUESTS_MAX: usize = 4096;
 /// Most results one stream query returns.
 pub const STREAM_QUERY_LIMIT_MAX: usize = 65536;
 
+/// Answers waiting for a batch's sync: where each goes, the result, and
+/// whether the request was a write.
+type Answers = Vec<(Reply, Result<response::Body, ServerError>, bool)>;
+
 /// A message to the log unit task.
 pub enum Op {
     /// A client request.
@@ -105,6 +109,15 @@ impl LogUnit {
 
     fn sealed(&self) -> Epoch {
         self.store.meta().sealed_epoch
+    }
+
+    /// Applies one request and queues its answer for after the batch's sync;
+    /// returns whether it wrote something.
+    fn apply_into(&mut self, req: &Request, reply: Reply, answers: &mut Answers) -> bool {
+        let (result, is_write) = self.apply(req);
+        let wrote = is_write && result.is_ok();
+        answers.push((reply, result, is_write));
+        wrote
     }
 
     /// Applies one request; returns the result and whether it wrote (and so
@@ -256,7 +269,7 @@ impl LogUnit {
     /// Runs the unit's task until every sender of `rx` is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut batch: Vec<Op> = Vec::with_capacity(256);
-        let mut answers: Vec<(Reply, Result<response::Body, ServerError>, bool)> = Vec::with_capacity(256);
+        let mut answers: Answers = Vec::with_capacity(256);
         while let Some(first) = rx.recv().await {
             batch.push(first);
             while batch.len() < BATCH_REQUESTS_MAX {
@@ -268,16 +281,10 @@ impl LogUnit {
             let mut wrote = false;
             for op in batch.drain(..) {
                 match op {
-                    Op::Request(req, reply) => {
-                        let (result, is_write) = self.apply(&req);
-                        wrote |= is_write && result.is_ok();
-                        answers.push((reply, result, is_write));
-                    }
+                    Op::Request(req, reply) => wrote |= self.apply_into(&req, reply, &mut answers),
                     Op::Requests(reqs) => {
                         for (req, reply) in reqs {
-                            let (result, is_write) = self.apply(&req);
-                            wrote |= is_write && result.is_ok();
-                            answers.push((reply, result, is_write));
+                            wrote |= self.apply_into(&req, reply, &mut answers);
                         }
                     }
                     Op::SetCluster(id, tx) => {

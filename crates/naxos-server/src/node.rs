@@ -330,6 +330,24 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
 
+/// Requests the log unit answers.
+fn for_logunit(body: &request::Body) -> bool {
+    matches!(
+        body,
+        request::Body::Write(_)
+            | request::Body::Read(_)
+            | request::Body::ReadRange(_)
+            | request::Body::Trim(_)
+            | request::Body::UnitTail(_)
+            | request::Body::StreamQuery(_)
+    )
+}
+
+/// Requests the sequencer answers.
+fn for_sequencer(body: &request::Body) -> bool {
+    matches!(body, request::Body::Token(_) | request::Body::SeqTail(_) | request::Body::SeqBootstrap(_))
+}
+
 fn is_admin(body: &request::Body) -> bool {
     matches!(body, request::Body::GetLayout(_) | request::Body::Status(_) | request::Body::Bootstrap(_))
 }
@@ -360,12 +378,7 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         request::Body::Batch(_) => {
             reply.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
         }
-        request::Body::Write(_)
-        | request::Body::Read(_)
-        | request::Body::ReadRange(_)
-        | request::Body::Trim(_)
-        | request::Body::UnitTail(_)
-        | request::Body::StreamQuery(_) => match &ctx.logunit {
+        b if for_logunit(b) => match &ctx.logunit {
             Some(tx) => {
                 if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) =
                     tx.send(logunit::Op::Request(req, reply))
@@ -375,7 +388,7 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             }
             None => reply.send(Err(wrong_role(ctx, "logunit"))),
         },
-        request::Body::Token(_) | request::Body::SeqTail(_) | request::Body::SeqBootstrap(_) => match &ctx.sequencer {
+        b if for_sequencer(b) => match &ctx.sequencer {
             Some(tx) => {
                 if let Err(mpsc::error::SendError(sequencer::Op::Request(_, reply))) =
                     tx.send(sequencer::Op::Request(req, reply))
@@ -430,6 +443,8 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             let ctx = ctx.clone();
             tokio::spawn(async move { reply.send(Ok(response::Body::Status(status(&ctx).await))) });
         }
+        // Every role request matched a guard above; nothing else is left.
+        _ => reply.send(Err(ServerError::new(ErrorCode::BadRequest, "request of no known kind"))),
     }
 }
 
@@ -461,15 +476,8 @@ fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             Some(request::Body::Batch(_)) => {
                 r.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
             }
-            Some(
-                request::Body::Write(_)
-                | request::Body::Read(_)
-                | request::Body::ReadRange(_)
-                | request::Body::Trim(_)
-                | request::Body::UnitTail(_)
-                | request::Body::StreamQuery(_),
-            ) if ctx.logunit.is_some() => unit.push((sub, r)),
-            Some(request::Body::Token(_) | request::Body::SeqTail(_)) if ctx.sequencer.is_some() => seq.push((sub, r)),
+            Some(ref b) if for_logunit(b) && ctx.logunit.is_some() => unit.push((sub, r)),
+            Some(ref b) if for_sequencer(b) && ctx.sequencer.is_some() => seq.push((sub, r)),
             _ => dispatch(ctx, sub, r),
         }
     }
