@@ -20,6 +20,7 @@ impl Client {
     /// Appends `payload` to the log and to each of `streams`. Concurrent
     /// appends of one client share token and write requests (see `Config::batches_in_flight`).
     pub async fn append_to(&self, streams: &[StreamId], payload: Bytes) -> Result<Position, Error> {
+        self.check_size(&payload)?;
         let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
         self.submit(Item { streams, payload: Some(payload), count: 1 }).await
     }
@@ -30,6 +31,9 @@ impl Client {
     pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<Vec<Position>, Error> {
         if payloads.is_empty() {
             return Ok(Vec::new());
+        }
+        for p in &payloads {
+            self.check_size(p)?;
         }
         let items: Vec<Item> =
             payloads.into_iter().map(|p| Item { streams: Vec::new(), payload: Some(p), count: 1 }).collect();
@@ -45,6 +49,17 @@ impl Client {
             return Err(Error::Invalid("reserve at least one position".into()));
         }
         self.submit(Item { streams: Vec::new(), payload: None, count }).await
+    }
+
+    /// Refuses a payload above the entry limit before any position is taken
+    /// for it (an oversize entry would otherwise use up a position, and one
+    /// above the frame limit would lose the connection).
+    fn check_size(&self, payload: &Bytes) -> Result<(), Error> {
+        let max = self.config().entry_bytes_max;
+        if payload.len() > max {
+            return Err(Error::TooLarge { bytes: payload.len(), max });
+        }
+        Ok(())
     }
 
     /// One item on its own: a token, then (for an append) the write through

@@ -87,6 +87,9 @@ enum Combined {
     Done(Vec<Option<(Position, Vec<u64>)>>, Vec<Option<HeadResult>>),
     /// Refused as a whole: nothing was written.
     Refused,
+    /// Refused as a whole for a reason no retry can help (an entry over the
+    /// node's size limit): every entry fails with it, no token is taken.
+    Failed(ServerError),
     /// No answer: entries may have been written at unknown positions.
     Unknown(String),
 }
@@ -126,6 +129,7 @@ impl Client {
                 }
                 // Refused before anything was written: tokens the usual way.
                 Combined::Refused => self.batch_tokens(&layout, items).await,
+                Combined::Failed(e) => return items.iter().map(|_| Err(Error::Server(e.clone()))).collect(),
                 // Tokens may have been taken and heads written at positions we
                 // do not know: retrying could append twice.
                 Combined::Unknown(why) => {
@@ -311,6 +315,9 @@ impl Client {
             Ok(response::Body::Append(ok)) if ok.results.len() == items.len() => ok,
             Ok(_) => return Combined::Unknown(format!("{sequencer} answered an append with something else")),
             // An error for the whole request: nothing was written.
+            Err(rpc::Error::Server { error, .. }) if error.code == ErrorCode::TooLarge => {
+                return Combined::Failed(error)
+            }
             Err(e) if e.server().is_some() => return Combined::Refused,
             Err(e) => return Combined::Unknown(e.to_string()),
         };

@@ -88,7 +88,16 @@ pub enum Error {
         /// Whether it holds a hole (else data).
         hole: bool,
     },
-    /// The request is not valid (too large, bad position, ...).
+    /// An entry is larger than the cluster's entry limit; refused before a
+    /// position was taken for it.
+    #[error("entry of {bytes} bytes exceeds the limit of {max} bytes (the servers' --entry-bytes-max)")]
+    TooLarge {
+        /// The entry's payload size.
+        bytes: usize,
+        /// The limit (`Config::entry_bytes_max`).
+        max: usize,
+    },
+    /// The request is not valid (bad position, ...).
     #[error("{0}")]
     Invalid(String),
     /// The cluster could not serve the call within the retry budget; for an
@@ -124,6 +133,12 @@ pub struct Config {
     /// the appends fail as "may or may not have happened" instead of being
     /// retried, since their positions are unknown.
     pub combined_append: bool,
+    /// The largest payload an append may carry (default
+    /// [`naxos_wire::DEFAULT_ENTRY_BYTES_MAX`], as the servers' default
+    /// `--entry-bytes-max`). Checked before a position is taken, so an
+    /// oversize entry costs no position and no round trip; set it to the
+    /// servers' limit if they were started with another one.
+    pub entry_bytes_max: usize,
 }
 
 impl Config {
@@ -137,6 +152,7 @@ impl Config {
             net: Arc::new(TcpNet),
             batches_in_flight: 4,
             combined_append: true,
+            entry_bytes_max: naxos_wire::DEFAULT_ENTRY_BYTES_MAX,
         }
     }
 }

@@ -26,7 +26,12 @@ fn stopped(role: &str) -> ServerError {
 }
 
 /// Answers an `Append`: tokens for every entry, then the writes this node heads.
-pub(crate) async fn append(roles: Roles<'_>, req: Request, entries_max: usize) -> Result<response::Body, ServerError> {
+pub(crate) async fn append(
+    roles: Roles<'_>,
+    req: Request,
+    entries_max: usize,
+    entry_bytes_max: usize,
+) -> Result<response::Body, ServerError> {
     let Some(request::Body::Append(a)) = req.body else {
         return Err(ServerError::new(ErrorCode::BadRequest, "not an append"));
     };
@@ -34,6 +39,16 @@ pub(crate) async fn append(roles: Roles<'_>, req: Request, entries_max: usize) -
         return Err(ServerError::new(
             ErrorCode::BadRequest,
             format!("an append holds 1 to {entries_max} entries, this one {}", a.entries.len()),
+        ));
+    }
+    // Sizes before tokens: an oversize entry must not use up a position.
+    if let Some(big) = a.entries.iter().find(|e| e.payload.len() > entry_bytes_max) {
+        return Err(ServerError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "entry of {} bytes exceeds the limit of {entry_bytes_max} bytes (server flag --entry-bytes-max)",
+                big.payload.len()
+            ),
         ));
     }
     // Only the layout's sequencer hands out positions for an append (another

@@ -409,7 +409,9 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
                         layout: ctx.layout.lock().ok().and_then(|l| l.get().cloned()),
                         me: &ctx.advertise,
                     };
-                    reply.send(crate::append::append(roles, req, ctx.config.inflight_max).await)
+                    reply.send(
+                        crate::append::append(roles, req, ctx.config.inflight_max, ctx.config.entry_bytes_max).await,
+                    )
                 });
             }
             None => reply.send(Err(wrong_role(ctx, "sequencer"))),

@@ -53,6 +53,7 @@ fn classify(e: &anyhow::Error) -> (i32, &'static str) {
         Some(Error::AlreadyWritten { .. }) => (ALREADY_WRITTEN, "already_written"),
         Some(Error::Unavailable(_)) => (UNAVAILABLE, "unavailable"),
         Some(Error::Invalid(_)) => (USAGE, "invalid"),
+        Some(Error::TooLarge { .. }) => (USAGE, "too_large"),
         _ => (OTHER, "error"),
     }
 }

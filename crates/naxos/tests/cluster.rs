@@ -149,11 +149,29 @@ async fn fill_refuses_written_positions_and_fills_unwritten_ones() {
 async fn an_oversize_entry_is_refused_with_too_large() {
     let c = Cluster::start(1, 1, 1).await;
     let client = c.client().await;
+    let before = client.tail().await.unwrap();
     let big = bytes::Bytes::from(vec![7u8; naxos_wire::DEFAULT_ENTRY_BYTES_MAX + 1]);
-    match client.append(big).await {
-        Err(Error::Server(s)) => assert_eq!(s.code, ErrorCode::TooLarge),
+    match client.append(big.clone()).await {
+        Err(Error::TooLarge { bytes, max }) => assert_eq!((bytes, max), (big.len(), big.len() - 1)),
         other => panic!("expected TooLarge, got {other:?}"),
     }
+    // Refused before a token: no position was used up.
+    assert_eq!(client.tail().await.unwrap(), before);
+    // Far above the frame limit: still a clear refusal, and the connection lives on.
+    let huge = bytes::Bytes::from(vec![1u8; 200 << 20]);
+    assert!(matches!(client.append_batch(vec![huge]).await, Err(Error::TooLarge { .. })));
+    assert_eq!(client.tail().await.unwrap(), before);
+    // A client that does not check (a larger configured limit) meets the
+    // servers' own checks: the log unit's on a write, and the sequencer
+    // node's on a combined append, before any token.
+    let mut config = naxos_client::Config::new(c.addrs.clone());
+    config.entry_bytes_max = usize::MAX;
+    let lax = naxos_client::Client::connect(config).await.unwrap();
+    match lax.append(big).await {
+        Err(Error::Server(s)) => assert_eq!(s.code, ErrorCode::TooLarge),
+        other => panic!("expected the server's TooLarge, got {other:?}"),
+    }
+    assert_eq!(client.tail().await.unwrap(), before, "the combined append checks sizes before tokens");
     let ok = bytes::Bytes::from(vec![7u8; naxos_wire::DEFAULT_ENTRY_BYTES_MAX]);
     let p = client.append(ok.clone()).await.unwrap();
     assert!(matches!(client.read(p).await.unwrap(), Value::Data(r) if r.payload == ok));
