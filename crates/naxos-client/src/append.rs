@@ -1,9 +1,9 @@
-//! Appends: a token from the sequencer, then the entry through its chain.
-//! Losing the position at the head (a reader filled it first) is normal: the
-//! append takes a new token and tries again, within the retry budget.
+//! Appends: a token from the sequencer, then the entry through the loglet of
+//! its position's segment. Losing the position (a reader filled it first) is
+//! normal: the append takes a new token and tries again, within the retry budget.
 
 use crate::batch::Item;
-use crate::chain::HeadWrite;
+use crate::loglet::{self, WriteOutcome};
 use crate::retry::Retry;
 use crate::{Client, Error};
 use bytes::Bytes;
@@ -98,18 +98,9 @@ impl Client {
         }
     }
 
-    /// Writes `entry` through the chain of `pos`; `false` if the position was lost at the head.
-    async fn write_at(&self, layout: &Layout, pos: Position, entry: &Entry) -> Result<bool, Error> {
-        let chain = layout
-            .placement(pos)
-            .ok_or_else(|| Error::Invalid(format!("no segment of the layout holds position {pos}")))?
-            .chain;
-        match self.write_head(layout, chain, pos, entry).await? {
-            HeadWrite::Lost => Ok(false),
-            HeadWrite::Ours => {
-                self.complete_chain(layout, chain, 1, pos, entry).await?;
-                Ok(true)
-            }
-        }
+    /// Writes `entry` at `pos` through its segment's loglet; `false` if the position was lost.
+    async fn write_at(&self, layout: &Arc<Layout>, pos: Position, entry: &Entry) -> Result<bool, Error> {
+        let loglet = loglet::of_position(layout, pos)?;
+        Ok(loglet.write(self, pos, entry).await? == WriteOutcome::Written)
     }
 }

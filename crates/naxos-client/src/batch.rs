@@ -9,10 +9,10 @@
 //! meets anything else (a lost position, an uncertain write, a broken
 //! connection) finishes alone on the one-entry path with its own retries.
 
-use crate::chain::HeadWrite;
+use crate::loglet::{self, FirstWrite, WriteOutcome};
 use crate::{Client, Error, Inner};
 use bytes::Bytes;
-use naxos_wire::proto::{request, response, Append, Entry, EntryKind, Write};
+use naxos_wire::proto::{request, response, Append, Entry, EntryKind};
 use naxos_wire::{rpc, ErrorCode, Layout, Position, ServerError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -78,13 +78,10 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>, batches_i
     }
 }
 
-/// A head write's first answer, as `settle_head` takes it.
-type HeadResult = Result<(), rpc::Error>;
-
 /// How an `Append` round trip went.
 enum Combined {
     /// Every entry's position (and back-pointers), and the head writes done.
-    Done(Vec<Option<(Position, Vec<u64>)>>, Vec<Option<HeadResult>>),
+    Done(Vec<Option<(Position, Vec<u64>)>>, Vec<Option<FirstWrite>>),
     /// Refused as a whole: nothing was written.
     Refused,
     /// Refused as a whole for a reason no retry can help (an entry over the
@@ -120,7 +117,7 @@ impl Client {
     /// write request per replica; returns each item's outcome, in order.
     pub(crate) async fn append_many(&self, items: &[Item]) -> Vec<Result<Position, Error>> {
         let layout = self.layout();
-        let mut heads: Vec<Option<HeadResult>> = (0..items.len()).map(|_| None).collect();
+        let mut heads: Vec<Option<FirstWrite>> = (0..items.len()).map(|_| None).collect();
         let tokens = if self.combined(&layout, items) {
             match self.append_rpc(&layout, items).await {
                 Combined::Done(tokens, written) => {
@@ -143,17 +140,17 @@ impl Client {
             self.batch_tokens(&layout, items).await
         };
         let mut results: Vec<Option<Result<Position, Error>>> = (0..items.len()).map(|_| None).collect();
-        // Entries grouped by the chain that stores them, with the head's
-        // answer when the sequencer's node already wrote it.
-        let mut groups: BTreeMap<&[String], Vec<(usize, Position, Entry)>> = BTreeMap::new();
-        let mut group_heads: BTreeMap<&[String], Vec<Option<HeadResult>>> = BTreeMap::new();
+        // Entries grouped by the segment that holds them, with the first
+        // write's answer when the sequencer's node already made it.
+        let mut groups: BTreeMap<usize, (Vec<usize>, Vec<(Position, Entry)>, Vec<Option<FirstWrite>>)> =
+            BTreeMap::new();
         for (i, (item, token)) in items.iter().zip(tokens).enumerate() {
             let Some((pos, backpointers)) = token else { continue };
             let Some(payload) = &item.payload else {
                 results[i] = Some(Ok(pos));
                 continue;
             };
-            let Some(placement) = layout.placement(pos) else {
+            let Some(segment) = loglet::segment_of(&layout, pos) else {
                 results[i] = Some(Err(Error::Invalid(format!("no segment of the layout holds position {pos}"))));
                 continue;
             };
@@ -163,19 +160,27 @@ impl Client {
                 streams: item.streams.clone(),
                 backpointers,
             };
-            groups.entry(placement.chain).or_default().push((i, pos, entry));
-            group_heads.entry(placement.chain).or_default().push(heads[i].take());
+            let group = groups.entry(segment).or_default();
+            group.0.push(i);
+            group.1.push((pos, entry));
+            group.2.push(heads[i].take());
         }
-        let written = futures::future::join_all(groups.iter().map(|(chain, group)| {
-            let heads = group_heads.remove(chain).unwrap_or_default();
-            self.write_group(&layout, chain, group, heads)
+        let written = futures::future::join_all(groups.iter_mut().map(|(&segment, (_, writes, firsts))| {
+            let firsts = std::mem::take(firsts);
+            let layout = &layout;
+            async move {
+                match loglet::of_segment(layout, segment) {
+                    Ok(l) => l.write_batch(self, writes, firsts).await,
+                    Err(e) => writes.iter().map(|_| Err(Error::Invalid(e.to_string()))).collect(),
+                }
+            }
         }))
         .await;
-        for (group, outcomes) in groups.values().zip(written) {
-            for ((i, pos, _), outcome) in group.iter().zip(outcomes) {
+        for ((members, writes, _), outcomes) in groups.values().zip(written) {
+            for ((i, (pos, _)), outcome) in members.iter().zip(writes).zip(outcomes) {
                 match outcome {
-                    Ok(true) => results[*i] = Some(Ok(*pos)),
-                    Ok(false) => {} // lost at the head: a new token, alone
+                    Ok(WriteOutcome::Written) => results[*i] = Some(Ok(*pos)),
+                    Ok(WriteOutcome::Lost) => {} // lost at the head: a new token, alone
                     Err(e) => results[*i] = Some(Err(e)),
                 }
             }
@@ -216,74 +221,6 @@ impl Client {
             }
         }
         out
-    }
-
-    /// Writes a group of entries through their chain, one batch per replica;
-    /// `Ok(true)` for an entry now at every replica, `Ok(false)` for one that
-    /// lost its position at the head.
-    async fn write_group(
-        &self,
-        layout: &Layout,
-        chain: &[String],
-        group: &[(usize, Position, Entry)],
-        mut heads: Vec<Option<HeadResult>>,
-    ) -> Vec<Result<bool, Error>> {
-        let mut out: Vec<Option<Result<bool, Error>>> = (0..group.len()).map(|_| None).collect();
-        heads.resize_with(group.len(), || None);
-        // The head writes not already done by the sequencer's node, in one batch.
-        let missing: Vec<usize> = (0..group.len()).filter(|&k| heads[k].is_none()).collect();
-        if !missing.is_empty() {
-            let written = self.write_batch(layout, &chain[0], missing.iter().map(|&k| (group[k].1, &group[k].2))).await;
-            for (k, r) in missing.into_iter().zip(written) {
-                heads[k] = Some(r);
-            }
-        }
-        let firsts = heads.into_iter().map(|h| h.unwrap_or_else(|| Err(lost_answer(&chain[0]))));
-        let heads = futures::future::join_all(
-            group
-                .iter()
-                .zip(firsts)
-                .map(|((_, pos, entry), first)| self.settle_head(layout, chain, *pos, entry, first)),
-        )
-        .await;
-        let mut going = Vec::with_capacity(group.len());
-        for (k, head) in heads.into_iter().enumerate() {
-            match head {
-                Ok(HeadWrite::Ours) => going.push(k),
-                Ok(HeadWrite::Lost) => out[k] = Some(Ok(false)),
-                Err(e) => out[k] = Some(Err(e)),
-            }
-        }
-        for (replica, addr) in chain.iter().enumerate().skip(1) {
-            if going.is_empty() {
-                break;
-            }
-            let answers = self.write_batch(layout, addr, going.iter().map(|&k| (group[k].1, &group[k].2))).await;
-            let mut next = Vec::with_capacity(going.len());
-            let mut stragglers = Vec::new();
-            for (k, answer) in going.into_iter().zip(answers) {
-                match answer {
-                    Ok(()) => next.push(k),
-                    // Write-once and chain order: what this replica holds is ours.
-                    Err(e) if e.server().is_some_and(|s| s.code == ErrorCode::Overwritten) => next.push(k),
-                    Err(_) => stragglers.push(k),
-                }
-            }
-            let finished = futures::future::join_all(
-                stragglers.iter().map(|&k| self.complete_chain(layout, chain, replica, group[k].1, &group[k].2)),
-            )
-            .await;
-            for (k, r) in stragglers.into_iter().zip(finished) {
-                out[k] = Some(r.map(|()| true));
-            }
-            going = next;
-        }
-        for k in going {
-            out[k] = Some(Ok(true));
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("chain write without outcome".into()))))
-            .collect()
     }
 
     /// Whether to append with one `Append` round trip: every item is an
@@ -334,23 +271,5 @@ impl Client {
             }));
         }
         Combined::Done(tokens, heads)
-    }
-
-    /// One batch of writes to one replica; each write's own result (a batch
-    /// that got no answer gives every write that error: outcome unknown).
-    async fn write_batch<'a>(
-        &self,
-        layout: &Layout,
-        addr: &str,
-        writes: impl Iterator<Item = (Position, &'a Entry)>,
-    ) -> Vec<Result<(), rpc::Error>> {
-        let bodies: Vec<request::Body> = writes
-            .map(|(pos, entry)| request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) }))
-            .collect();
-        let count = bodies.len();
-        match self.inner.pool.call_batch(addr, &layout.cluster_id, layout.epoch, bodies).await {
-            Ok(answers) => answers.into_iter().map(|a| a.map(|_| ())).collect(),
-            Err(e) => vec![Err(e); count],
-        }
     }
 }

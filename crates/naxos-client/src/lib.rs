@@ -27,7 +27,7 @@
 pub mod admin;
 mod append;
 mod batch;
-mod chain;
+pub mod loglet;
 mod read;
 mod retry;
 mod stream;
@@ -282,15 +282,8 @@ impl Client {
             return Err(Error::Invalid(format!("cannot trim at {position}: it is above the tail {tail}")));
         }
         let layout = self.layout();
-        for addr in layout.log_units() {
-            let mut retry = retry::Retry::new(self.config());
-            loop {
-                let body = request::Body::Trim(naxos_wire::proto::Trim { position: position.0 });
-                match self.call(&addr, &self.layout(), body).await {
-                    Ok(_) => break,
-                    Err(e) => retry.on_error(self, e, "trim").await?,
-                }
-            }
+        for (segment, _) in layout.segments.iter().enumerate().filter(|(_, s)| s.start <= position.0) {
+            loglet::of_segment(&layout, segment)?.trim(self, position).await?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! who stores the layout, at which epoch. The generated `proto::Layout` is the
 //! one type; this module adds the lookups and the checks.
 
-use crate::proto::{Layout, Segment, Stripe};
+use crate::proto::{Layout, Segment, SegmentKind, Stripe};
 use crate::{Epoch, Position};
 
 /// Where a position lives: its segment's start, the stripe count and index, and the chain.
@@ -27,6 +27,9 @@ pub enum Error {
     /// A segment has no stripe or a stripe has an empty chain.
     #[error("segment starting at {0} has an empty stripe or no stripes")]
     EmptyStripe(u64),
+    /// A segment's kind is not one this version knows how to serve.
+    #[error("segment starting at {0} is of kind {1}, which this version of Naxos does not know; upgrade it")]
+    UnknownKind(u64, i32),
     /// Segments do not follow each other without gaps, or only the last is open.
     #[error("segments must be contiguous from position 0 and only the last may be open")]
     Segments,
@@ -57,7 +60,7 @@ impl Layout {
             epoch: 0,
             layout_servers,
             sequencers,
-            segments: vec![Segment { start: 0, end: None, stripes: chains }],
+            segments: vec![Segment { start: 0, end: None, stripes: chains, kind: SegmentKind::Chain as i32 }],
         }
     }
 
@@ -84,6 +87,9 @@ impl Layout {
         for (i, seg) in self.segments.iter().enumerate() {
             if seg.stripes.is_empty() || seg.stripes.iter().any(|s| s.chain.is_empty()) {
                 return Err(Error::EmptyStripe(seg.start));
+            }
+            if SegmentKind::try_from(seg.kind).is_err() {
+                return Err(Error::UnknownKind(seg.start, seg.kind));
             }
             if seg.start != expect {
                 return Err(Error::Segments);
@@ -157,6 +163,22 @@ mod tests {
         assert_eq!(p1.chain, &["n3", "n4", "n5"]);
         assert_eq!(p2.stripe_index, 0);
         assert_eq!(l.log_units().len(), 6);
+    }
+
+    #[test]
+    fn a_layout_stored_before_segment_kinds_reads_as_chains() {
+        let json = r#"{"cluster_id":"c","epoch":3,"layout_servers":["n0"],"sequencers":["n0"],
+            "segments":[{"start":0,"end":null,"stripes":[{"chain":["n0"]}]}]}"#;
+        let l: Layout = serde_json::from_str(json).unwrap();
+        assert_eq!(l.segments[0].kind(), SegmentKind::Chain);
+        l.validate().unwrap();
+    }
+
+    #[test]
+    fn a_segment_of_an_unknown_kind_is_refused() {
+        let mut l = Layout::initial("c", &addrs(1), 1, 1, vec!["n0".into()], vec!["n0".into()]);
+        l.segments[0].kind = 99;
+        assert_eq!(l.validate(), Err(Error::UnknownKind(0, 99)));
     }
 
     #[test]

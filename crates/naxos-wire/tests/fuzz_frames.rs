@@ -382,7 +382,7 @@ fn entry() -> impl Strategy<Value = proto::Entry> {
 fn layout() -> impl Strategy<Value = proto::Layout> {
     let chain = vec("[a-z0-9.:]{1,12}", 1..4).prop_map(|chain| proto::Stripe { chain });
     let segment = (any::<u64>(), proptest::option::of(any::<u64>()), vec(chain, 1..3))
-        .prop_map(|(start, end, stripes)| proto::Segment { start, end, stripes });
+        .prop_map(|(start, end, stripes)| proto::Segment { start, end, stripes, kind: 0 });
     ("[a-z0-9-]{0,12}", any::<u64>(), vec("[a-z0-9.:]{1,12}", 0..3), vec(segment, 0..3)).prop_map(
         |(cluster_id, epoch, servers, segments)| proto::Layout {
             cluster_id,
