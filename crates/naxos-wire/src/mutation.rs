@@ -15,6 +15,12 @@ pub enum Mutation {
     /// Readers read one replica (not necessarily the tail) without repair, and
     /// fill a hole at that replica alone when it has nothing.
     ReadAnyReplica = 3,
+    /// A reconfiguration seals the active segment at the lowest tail among
+    /// its sealed replicas instead of the highest.
+    SealAtLowestTail = 4,
+    /// A reconfiguration bootstraps the new sequencer at the new segment's
+    /// start without the stream tails of the log units.
+    SequencerWithoutStreamTails = 5,
 }
 
 #[cfg(feature = "mutations")]

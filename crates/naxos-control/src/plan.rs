@@ -1,0 +1,264 @@
+//! What a reconfiguration changes, and the next layout it makes (pure). The
+//! active segment is sealed at `end`, the highest tail among its sealed
+//! replicas: every acknowledged append is on every replica of its chain, so
+//! it is below `end` and stays in the sealed segment, which keeps serving
+//! reads. A new active segment starts at `end` with the new shape. If the
+//! active segment is still empty (`end` is its start), it is replaced instead.
+
+use naxos_wire::proto::{Segment, SegmentKind, Stripe};
+use naxos_wire::{Layout, Position};
+
+/// A change to the cluster's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The next epoch with the same members (a new segment of the same shape).
+    NextEpoch,
+    /// Take a log unit out of every chain it is in; if it sequences, it stops.
+    Remove(String),
+    /// Put a log unit at the end of the active segment's chains (one stripe,
+    /// or every stripe). Only positions from the new segment on are written
+    /// to it: sealed segments stay on their replicas.
+    Add {
+        /// The log unit.
+        addr: String,
+        /// The stripe to join (every stripe if `None`).
+        stripe: Option<usize>,
+    },
+    /// Make this node the primary sequencer.
+    Sequencer(String),
+    /// A new active segment with another shape.
+    Segment {
+        /// The log units, cut into `stripes` chains of `replication` each, in order.
+        log_units: Vec<String>,
+        /// Replicas per chain.
+        replication: usize,
+        /// Chains.
+        stripes: usize,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::NextEpoch => write!(f, "next epoch"),
+            Change::Remove(a) => write!(f, "remove {a}"),
+            Change::Add { addr, stripe: Some(s) } => write!(f, "add {addr} to stripe {s}"),
+            Change::Add { addr, stripe: None } => write!(f, "add {addr}"),
+            Change::Sequencer(a) => write!(f, "make {a} the primary sequencer"),
+            Change::Segment { log_units, replication, stripes } => {
+                write!(f, "new segment over {} (replication {replication}, {stripes} stripe(s))", log_units.join(","))
+            }
+        }
+    }
+}
+
+/// Why a change cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Removing the unit would leave a chain with no replica.
+    #[error(
+        "{addr} is the only replica of a chain of the segment starting at {segment_start}; add another log unit first"
+    )]
+    LastReplica {
+        /// The unit.
+        addr: String,
+        /// The segment whose chain would be empty.
+        segment_start: u64,
+    },
+    /// The unit is in no chain.
+    #[error("{0} is not a log unit of this cluster's layout")]
+    NotMember(String),
+    /// The unit is in every chain it could join already.
+    #[error("{0} is already in the chain(s) it would join")]
+    AlreadyMember(String),
+    /// Removing the node would leave no sequencer.
+    #[error("{0} is the only sequencer; make another node the sequencer first")]
+    LastSequencer(String),
+    /// The stripe does not exist.
+    #[error("the active segment has {stripes} stripe(s); there is no stripe {index}")]
+    NoStripe {
+        /// The stripe asked for.
+        index: usize,
+        /// How many there are.
+        stripes: usize,
+    },
+    /// The new shape does not fit the units given.
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// The layout after `change`, on top of `base`, with the active segment sealed at `end`.
+pub fn next_layout(base: &Layout, change: &Change, end: Position) -> Result<Layout, Refusal> {
+    let mut next = base.clone();
+    next.epoch = base.epoch + 1;
+    let active = base.segments.last().cloned().unwrap_or_else(|| Segment {
+        start: 0,
+        end: None,
+        stripes: Vec::new(),
+        kind: SegmentKind::Chain as i32,
+    });
+    let mut chains: Vec<Vec<String>> = active.stripes.iter().map(|s| s.chain.clone()).collect();
+    match change {
+        Change::NextEpoch => {}
+        Change::Remove(addr) => {
+            let member = base.segments.iter().any(|s| s.stripes.iter().any(|st| st.chain.contains(addr)));
+            if !member && !base.sequencers.contains(addr) {
+                return Err(Refusal::NotMember(addr.clone()));
+            }
+            for chain in &mut chains {
+                chain.retain(|a| a != addr);
+            }
+            if chains.iter().any(Vec::is_empty) {
+                return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: active.start });
+            }
+            // The segments sealed before, and the one being sealed now, keep
+            // serving reads from the survivors.
+            for seg in next.segments.iter_mut() {
+                for stripe in &mut seg.stripes {
+                    stripe.chain.retain(|a| a != addr);
+                    if stripe.chain.is_empty() {
+                        return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: seg.start });
+                    }
+                }
+            }
+            if base.sequencers.contains(addr) {
+                if base.sequencers.len() == 1 {
+                    return Err(Refusal::LastSequencer(addr.clone()));
+                }
+                next.sequencers.retain(|a| a != addr);
+            }
+        }
+        Change::Add { addr, stripe } => {
+            let targets: Vec<usize> = match stripe {
+                Some(i) if *i >= chains.len() => {
+                    return Err(Refusal::NoStripe { index: *i, stripes: chains.len() });
+                }
+                Some(i) => vec![*i],
+                None => (0..chains.len()).collect(),
+            };
+            if targets.iter().all(|&i| chains[i].contains(addr)) {
+                return Err(Refusal::AlreadyMember(addr.clone()));
+            }
+            for i in targets {
+                if !chains[i].contains(addr) {
+                    chains[i].push(addr.clone());
+                }
+            }
+        }
+        Change::Sequencer(addr) => {
+            next.sequencers.retain(|a| a != addr);
+            next.sequencers.insert(0, addr.clone());
+        }
+        Change::Segment { log_units, replication, stripes } => {
+            if *replication == 0 || *stripes == 0 || log_units.len() != replication * stripes {
+                return Err(Refusal::Shape(format!(
+                    "{} log unit(s) cannot make {stripes} chain(s) of {replication}: give replication x stripes units",
+                    log_units.len()
+                )));
+            }
+            let mut seen = log_units.clone();
+            seen.sort();
+            seen.dedup();
+            if seen.len() != log_units.len() {
+                return Err(Refusal::Shape("a log unit is named twice".into()));
+            }
+            chains = log_units.chunks(*replication).map(<[String]>::to_vec).collect();
+        }
+    }
+    let new_segment = Segment {
+        start: end.0.max(active.start),
+        end: None,
+        stripes: chains.into_iter().map(|chain| Stripe { chain }).collect(),
+        kind: SegmentKind::Chain as i32,
+    };
+    let last = next.segments.len() - 1;
+    if new_segment.start == active.start {
+        // Nothing was written to the active segment: replace it.
+        next.segments[last] = new_segment;
+    } else {
+        next.segments[last].end = Some(new_segment.start);
+        next.segments.push(new_segment);
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    fn three() -> Layout {
+        let a = addrs(3);
+        Layout::initial("c", &a, 3, 1, a.clone(), vec![a[0].clone()])
+    }
+
+    #[test]
+    fn removing_a_unit_seals_the_segment_at_the_end_and_starts_a_new_one_without_it() {
+        let next = next_layout(&three(), &Change::Remove("n1".into()), Position(42)).unwrap();
+        next.validate().unwrap();
+        assert_eq!(next.epoch, 1);
+        assert_eq!(next.segments.len(), 2);
+        assert_eq!((next.segments[0].start, next.segments[0].end), (0, Some(42)));
+        assert_eq!(next.segments[0].stripes[0].chain, ["n0", "n2"], "sealed segments read from the survivors");
+        assert_eq!(next.segments[1].start, 42);
+        assert_eq!(next.segments[1].stripes[0].chain, ["n0", "n2"]);
+        assert_eq!(next.sequencers, ["n0", "n2"]);
+    }
+
+    #[test]
+    fn removing_the_primary_sequencer_hands_over_to_the_next() {
+        let next = next_layout(&three(), &Change::Remove("n0".into()), Position(7)).unwrap();
+        assert_eq!(next.sequencers[0], "n1");
+        assert_eq!(next.segments[1].stripes[0].chain, ["n1", "n2"]);
+    }
+
+    #[test]
+    fn an_empty_active_segment_is_replaced_not_closed() {
+        let next = next_layout(&three(), &Change::Remove("n2".into()), Position(0)).unwrap();
+        next.validate().unwrap();
+        assert_eq!(next.segments.len(), 1);
+        assert_eq!(next.segments[0].stripes[0].chain, ["n0", "n1"]);
+    }
+
+    #[test]
+    fn the_last_replica_and_the_last_sequencer_cannot_be_removed() {
+        let a = addrs(1);
+        let one = Layout::initial("c", &a, 1, 1, a.clone(), a.clone());
+        assert!(matches!(
+            next_layout(&one, &Change::Remove("n0".into()), Position(3)),
+            Err(Refusal::LastReplica { .. })
+        ));
+        assert_eq!(
+            next_layout(&three(), &Change::Remove("zz".into()), Position(3)),
+            Err(Refusal::NotMember("zz".into()))
+        );
+    }
+
+    #[test]
+    fn a_new_segment_can_have_more_stripes() {
+        let change = Change::Segment { log_units: addrs(4), replication: 2, stripes: 2 };
+        let next = next_layout(&three(), &change, Position(10)).unwrap();
+        next.validate().unwrap();
+        assert_eq!(next.segments[1].stripes.len(), 2);
+        assert_eq!(next.placement(Position(11)).unwrap().chain, ["n2", "n3"]);
+        assert_eq!(next.placement(Position(9)).unwrap().chain, ["n0", "n1", "n2"]);
+        let bad = Change::Segment { log_units: addrs(3), replication: 2, stripes: 2 };
+        assert!(matches!(next_layout(&three(), &bad, Position(10)), Err(Refusal::Shape(_))));
+    }
+
+    #[test]
+    fn an_added_unit_joins_the_new_segment_only() {
+        let removed = next_layout(&three(), &Change::Remove("n2".into()), Position(5)).unwrap();
+        let back = next_layout(&removed, &Change::Add { addr: "n2".into(), stripe: None }, Position(9)).unwrap();
+        back.validate().unwrap();
+        assert_eq!(back.segments[0].stripes[0].chain, ["n0", "n1"]);
+        assert_eq!(back.segments[2].stripes[0].chain, ["n0", "n1", "n2"]);
+        assert_eq!(
+            next_layout(&back, &Change::Add { addr: "n2".into(), stripe: None }, Position(9)),
+            Err(Refusal::AlreadyMember("n2".into()))
+        );
+    }
+}

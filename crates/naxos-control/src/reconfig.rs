@@ -1,0 +1,358 @@
+//! The reconfiguration runtime: seal, agree, recover, as DESIGN §2 says. It
+//! does the I/O around the pure parts (`seal::SealTally` decides when the
+//! seal is enough and where the segment ends, `plan::next_layout` makes the
+//! next layout, `paxos::Proposer` gets it chosen):
+//!
+//! 1. learn the newest layout from every node it can reach;
+//! 2. seal every node of that layout at the next epoch (one replica of each
+//!    chain of the active segment is enough) and take the end of the segment;
+//! 3. propose the next layout to the layout servers; if another layout was
+//!    chosen for that epoch (a racing driver, or one that crashed between
+//!    choosing and committing), commit that one and start again on top of it;
+//! 4. commit the chosen layout to every node;
+//! 5. bootstrap the new primary sequencer with the segment's end and the
+//!    stream tails gathered from the log units of every chain.
+//!
+//! Every wait is bounded, and a failure says what it waited for.
+
+use crate::paxos::{Message, Phase, Proposer, Vote};
+use crate::plan::{next_layout, Change, Refusal};
+use crate::seal::SealTally;
+use naxos_wire::net::Net;
+use naxos_wire::proto::{
+    self, request, response, CommitLayout, LayoutAccept, LayoutPrepare, Request, Seal, SeqBootstrap, UnitTail,
+};
+use naxos_wire::rpc::{self, Pool};
+use naxos_wire::{Epoch, ErrorCode, Layout, Position, StreamId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a reconfiguration is run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The longest wait for one answer (default 1 s).
+    pub timeout_call: Duration,
+    /// How many times the whole reconfiguration is tried before it fails
+    /// (default 8): each try starts again from the newest layout.
+    pub attempts: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { timeout_call: Duration::from_secs(1), attempts: 8 }
+    }
+}
+
+/// Why a reconfiguration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The change does not fit the current layout; nothing was changed.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The cluster could not be reconfigured within the attempts.
+    #[error("reconfiguration did not complete: {0}")]
+    Unavailable(String),
+    /// A node answered with an error that no retry helps.
+    #[error("{0}")]
+    Server(naxos_wire::ServerError),
+}
+
+/// What a reconfiguration did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The layout it left the cluster in.
+    pub layout: Layout,
+    /// The layout it started from.
+    pub before: Layout,
+    /// Where the sealed segment ended.
+    pub sealed_at: Position,
+    /// Layouts of other drivers that were chosen first and committed on the
+    /// way (the change was then applied on top of them).
+    pub rolled_forward: Vec<Epoch>,
+    /// Nodes that did not take the new layout (they learn it later, at their
+    /// next request of the new epoch or restart).
+    pub not_committed: Vec<String>,
+    /// Time from the seal to the new sequencer's bootstrap.
+    pub seal_to_ready: Duration,
+}
+
+/// Runs one reconfiguration: applies `change` to the cluster that `seeds`
+/// belong to, and returns the new layout.
+pub async fn reconfigure(
+    net: Arc<dyn Net>,
+    seeds: &[String],
+    change: &Change,
+    options: &Options,
+) -> Result<Report, Error> {
+    let pool = Pool::new(net, rpc::Options { timeout_call: options.timeout_call, ..Default::default() });
+    let mut known = newest_layout(&pool, seeds, None).await?;
+    let before = known.clone();
+    let mut rolled_forward = Vec::new();
+    let mut last = String::new();
+    for attempt in 0..options.attempts.max(1) {
+        if attempt > 0 {
+            // Random back-off: competing drivers must not keep outranking each other.
+            tokio::time::sleep(Duration::from_millis(10 + random() % (20 << attempt.min(5)))).await;
+            let mut addrs = seeds.to_vec();
+            addrs.extend(known.all_nodes());
+            known = newest_layout(&pool, &addrs, Some(known)).await?;
+        }
+        let started = Instant::now();
+        let sealed_at = match seal(&pool, &known).await {
+            Ok(end) => end,
+            Err(Sealing::Newer(epoch)) => {
+                last = format!("a node is already at epoch {epoch}");
+                continue;
+            }
+            Err(Sealing::Unavailable(why)) => {
+                last = why;
+                continue;
+            }
+        };
+        let proposal = next_layout(&known, change, sealed_at)?;
+        match propose(&pool, &known, proposal.clone()).await {
+            Proposal::Chosen(chosen) => {
+                let not_committed = commit(&pool, &known, &chosen).await;
+                if let Err(e) = bootstrap_sequencer(&pool, &chosen).await {
+                    // The node recovers its sequencer by itself after the commit.
+                    tracing::warn!("bootstrapping the new sequencer: {e}");
+                }
+                if chosen == proposal {
+                    return Ok(Report {
+                        layout: chosen,
+                        before,
+                        sealed_at,
+                        rolled_forward,
+                        not_committed,
+                        seal_to_ready: started.elapsed(),
+                    });
+                }
+                // Another driver's layout won this epoch: it is committed
+                // now; apply ours on top of it.
+                tracing::info!(epoch = chosen.epoch, "another layout was chosen first; trying again on top of it");
+                rolled_forward.push(Epoch(chosen.epoch));
+                known = chosen;
+                last = "another layout was chosen for the epoch".into();
+            }
+            Proposal::Stale(newer) => {
+                last = format!("epoch {} is decided already", newer.epoch);
+                if newer.epoch > known.epoch {
+                    known = newer;
+                }
+            }
+            Proposal::Failed(why) => last = why,
+        }
+    }
+    Err(Error::Unavailable(format!("gave up after {} attempts; last: {last}", options.attempts.max(1))))
+}
+
+/// A random number from the clock and the process (ranks and back-off).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+fn request(layout: &Layout, body: request::Body) -> Request {
+    Request { id: 0, cluster_id: layout.cluster_id.clone(), epoch: layout.epoch, body: Some(body) }
+}
+
+/// Sends `body` to every one of `addrs` at once; each answer, in order.
+async fn call_all(
+    pool: &Pool,
+    layout: &Layout,
+    addrs: &[String],
+    body: request::Body,
+) -> Vec<Result<response::Body, rpc::Error>> {
+    futures::future::join_all(addrs.iter().map(|a| pool.call(a, request(layout, body.clone())))).await
+}
+
+/// The newest layout any of `addrs` holds (at least `floor`).
+pub async fn newest_layout(pool: &Pool, addrs: &[String], floor: Option<Layout>) -> Result<Layout, Error> {
+    let get = Request {
+        id: 0,
+        cluster_id: String::new(),
+        epoch: 0,
+        body: Some(request::Body::GetLayout(Default::default())),
+    };
+    let answers = futures::future::join_all(addrs.iter().map(|a| pool.call(a, get.clone()))).await;
+    let mut best = floor;
+    let mut errors = Vec::new();
+    for (addr, answer) in addrs.iter().zip(answers) {
+        match answer {
+            Ok(response::Body::Layout(proto::LayoutOk { layout: Some(l) })) => {
+                if best.as_ref().is_some_and(|b| b.cluster_id != l.cluster_id) {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
+                    best = Some(l);
+                }
+            }
+            Ok(_) => errors.push(format!("{addr}: no layout in its answer")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    best.ok_or_else(|| Error::Unavailable(format!("no node gave its layout: {}", errors.join("; "))))
+}
+
+enum Sealing {
+    /// A node is sealed beyond the next epoch: the layout we hold is old.
+    Newer(u64),
+    Unavailable(String),
+}
+
+/// Seals every node of `layout` at the next epoch; returns where the active segment ends.
+async fn seal(pool: &Pool, layout: &Layout) -> Result<Position, Sealing> {
+    let Some(active) = layout.segments.last() else {
+        return Err(Sealing::Unavailable("the layout has no segment".into()));
+    };
+    let nodes = layout.all_nodes();
+    let next = layout.epoch + 1;
+    let answers = call_all(pool, layout, &nodes, request::Body::Seal(Seal { epoch: next })).await;
+    let mut tally = SealTally::new(active.clone());
+    let mut errors = Vec::new();
+    for (addr, answer) in nodes.iter().zip(answers) {
+        match answer {
+            Ok(response::Body::Seal(s)) => tally.sealed(addr, s.tail),
+            Ok(_) => errors.push(format!("{addr} answered a seal with something else")),
+            Err(rpc::Error::Server { error, .. }) if error.code == ErrorCode::WrongEpoch && error.epoch.0 > next => {
+                return Err(Sealing::Newer(error.epoch.0));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    tally.end().ok_or_else(|| {
+        let chains: Vec<String> = tally.unsealed_chains().iter().map(|c| c.join(",")).collect();
+        Sealing::Unavailable(format!(
+            "no replica of chain(s) [{}] could be sealed ({})",
+            chains.join("] ["),
+            errors.join("; ")
+        ))
+    })
+}
+
+enum Proposal {
+    Chosen(Layout),
+    Stale(Layout),
+    Failed(String),
+}
+
+/// Gets a layout chosen for `base.epoch + 1` (ours or one accepted before).
+async fn propose(pool: &Pool, base: &Layout, proposal: Layout) -> Proposal {
+    let acceptors = base.layout_servers.clone();
+    let mut round = 1;
+    for _ in 0..8 {
+        let mut p = Proposer::new(acceptors.clone(), base.clone(), proposal.clone(), round, random());
+        let mut message = Some(p.start());
+        while let Some(m) = message.take() {
+            let body = match &m {
+                Message::Prepare { ballot, base } => request::Body::LayoutPrepare(LayoutPrepare {
+                    epoch: ballot.epoch.0,
+                    rank: Some(ballot.rank.to_proto()),
+                    base: Some(base.clone()),
+                }),
+                Message::Accept { rank, layout, base } => request::Body::LayoutAccept(LayoutAccept {
+                    rank: Some(rank.to_proto()),
+                    layout: Some(layout.clone()),
+                    base: Some(base.clone()),
+                }),
+            };
+            let answers = call_all(pool, base, &acceptors, body).await;
+            let mut errors = Vec::new();
+            for (addr, answer) in acceptors.iter().zip(answers) {
+                let vote = match answer {
+                    Ok(response::Body::LayoutVote(v)) => Vote::from_proto(v),
+                    Ok(_) => None,
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        None
+                    }
+                };
+                if let Some(next) = vote.and_then(|v| p.on_vote(addr, v)) {
+                    message = Some(next);
+                    break;
+                }
+                if !matches!(p.phase(), Phase::Preparing | Phase::Accepting(_)) {
+                    break;
+                }
+            }
+            match p.phase() {
+                Phase::Chosen(l) => return Proposal::Chosen(l.clone()),
+                Phase::Stale(l) => return Proposal::Stale(l.clone()),
+                Phase::Outranked(seen) => {
+                    round = seen + 1;
+                    tokio::time::sleep(Duration::from_millis(1 + random() % 20)).await;
+                }
+                Phase::Preparing | Phase::Accepting(_) if message.is_none() => {
+                    return Proposal::Failed(format!(
+                        "no majority of the layout servers {} answered: {}",
+                        acceptors.join(","),
+                        errors.join("; ")
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Proposal::Failed("outranked by other proposers eight times".into())
+}
+
+/// Commits `chosen` to every node of it and of `before`; returns those that did not take it.
+async fn commit(pool: &Pool, before: &Layout, chosen: &Layout) -> Vec<String> {
+    let mut nodes = chosen.all_nodes();
+    for a in before.all_nodes() {
+        if !nodes.contains(&a) {
+            nodes.push(a);
+        }
+    }
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(chosen.clone()) });
+    let answers = call_all(pool, chosen, &nodes, body).await;
+    nodes.into_iter().zip(answers).filter(|(_, a)| a.is_err()).map(|(n, _)| n).collect()
+}
+
+/// Gives the primary sequencer of `layout` its starting state: the start of
+/// the active segment, and the last position of every stream, read from the
+/// log units of every chain (never from one unit alone: CorfuDB #2715).
+pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout) -> Result<(), String> {
+    let sequencer = layout.sequencers.first().ok_or("the layout names no sequencer")?;
+    let units = layout.log_units();
+    let body = request::Body::UnitTail(UnitTail { streams: vec![], all_streams: true });
+    let answers = call_all(pool, layout, &units, body).await;
+    let mut tail = layout.segments.last().map_or(0, |s| s.start);
+    let mut streams: BTreeMap<StreamId, u64> = BTreeMap::new();
+    let mut answered = Vec::new();
+    for (addr, answer) in units.iter().zip(answers) {
+        if let Ok(response::Body::Tail(t)) = answer {
+            tail = tail.max(t.tail);
+            for st in t.streams {
+                if let Some(s) = StreamId::from_slice(&st.stream) {
+                    let e = streams.entry(s).or_insert(st.last);
+                    *e = (*e).max(st.last);
+                }
+            }
+            answered.push(addr.clone());
+        }
+    }
+    // Every chain must have answered through one replica at least: an
+    // acknowledged entry is on every replica of its chain.
+    for seg in &layout.segments {
+        for stripe in &seg.stripes {
+            if !stripe.chain.iter().any(|a| answered.contains(a)) {
+                return Err(format!("no replica of chain {} gave its stream tails", stripe.chain.join(",")));
+            }
+        }
+    }
+    if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerWithoutStreamTails) {
+        streams.clear();
+    }
+    let streams = streams
+        .into_iter()
+        .map(|(s, last)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last })
+        .collect();
+    match pool.call(sequencer, request(layout, request::Body::SeqBootstrap(SeqBootstrap { tail, streams }))).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{sequencer}: {e}")),
+    }
+}
