@@ -256,6 +256,9 @@ impl Client {
                 return Combined::Failed(error)
             }
             Err(e) if e.server().is_some() => return Combined::Refused,
+            // Refused before anything was sent (the node is down): a definite
+            // failure, and the usual path finds the next sequencer.
+            Err(rpc::Error::Connect { .. }) => return Combined::Refused,
             Err(e) => return Combined::Unknown(e.to_string()),
         };
         let mut tokens = Vec::with_capacity(items.len());

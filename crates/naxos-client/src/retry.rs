@@ -35,7 +35,14 @@ impl Retry {
                 ErrorCode::Unavailable | ErrorCode::Overloaded => true,
                 _ => false,
             },
-            _ => true,
+            // No answer at all: the node may be gone for good and a
+            // reconfiguration may have replaced it; look for a newer layout.
+            _ => {
+                if let Err(refresh) = client.refresh_layout().await {
+                    tracing::debug!("no newer layout after {e}: {refresh}");
+                }
+                true
+            }
         };
         if !retriable {
             return Err(rpc_to_error(e));

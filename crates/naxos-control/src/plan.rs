@@ -37,6 +37,21 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The nodes this change brings into the layout (they are sealed with the
+    /// others, and the new segment starts above whatever they hold, so that
+    /// no old write on them can ever be taken for a new one).
+    pub fn joining(&self, layout: &Layout) -> Vec<String> {
+        let known = layout.all_nodes();
+        let named = match self {
+            Change::Add { addr, .. } | Change::Sequencer(addr) => vec![addr.clone()],
+            Change::Segment { log_units, .. } => log_units.clone(),
+            Change::NextEpoch | Change::Remove(_) => Vec::new(),
+        };
+        named.into_iter().filter(|a| !known.contains(a)).collect()
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -99,7 +99,7 @@ pub async fn reconfigure(
             known = newest_layout(&pool, &addrs, Some(known)).await?;
         }
         let started = Instant::now();
-        let sealed_at = match seal(&pool, &known).await {
+        let sealed_at = match seal(&pool, &known, &change.joining(&known)).await {
             Ok(end) => end,
             Err(Sealing::Newer(epoch)) => {
                 last = format!("a node is already at epoch {epoch}");
@@ -109,6 +109,7 @@ pub async fn reconfigure(
                 last = why;
                 continue;
             }
+            Err(Sealing::Refused(why)) => return Err(Error::Refused(Refusal::Shape(why))),
         };
         let proposal = next_layout(&known, change, sealed_at)?;
         match propose(&pool, &known, proposal.clone()).await {
@@ -200,30 +201,43 @@ pub async fn newest_layout(pool: &Pool, addrs: &[String], floor: Option<Layout>)
 enum Sealing {
     /// A node is sealed beyond the next epoch: the layout we hold is old.
     Newer(u64),
+    /// A joining node cannot join (it belongs to another cluster, say).
+    Refused(String),
     Unavailable(String),
 }
 
-/// Seals every node of `layout` at the next epoch; returns where the active segment ends.
-async fn seal(pool: &Pool, layout: &Layout) -> Result<Position, Sealing> {
+/// Seals every node of `layout` and the `joining` ones at the next epoch;
+/// returns where the active segment ends (above whatever a joining node holds).
+async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Position, Sealing> {
     let Some(active) = layout.segments.last() else {
         return Err(Sealing::Unavailable("the layout has no segment".into()));
     };
-    let nodes = layout.all_nodes();
+    let mut nodes = layout.all_nodes();
+    nodes.extend(joining.iter().cloned());
+    let mut floor = 0;
     let next = layout.epoch + 1;
     let answers = call_all(pool, layout, &nodes, request::Body::Seal(Seal { epoch: next })).await;
     let mut tally = SealTally::new(active.clone());
     let mut errors = Vec::new();
     for (addr, answer) in nodes.iter().zip(answers) {
+        let joins = joining.contains(addr);
         match answer {
+            Ok(response::Body::Seal(s)) if joins => floor = floor.max(s.tail),
             Ok(response::Body::Seal(s)) => tally.sealed(addr, s.tail),
             Ok(_) => errors.push(format!("{addr} answered a seal with something else")),
+            // A fresh server holds nothing: it is enrolled by the commit.
+            Err(rpc::Error::Server { error, .. }) if joins && error.code == ErrorCode::NotBootstrapped => {}
+            Err(rpc::Error::Server { error, .. }) if joins => {
+                return Err(Sealing::Refused(format!("{addr} cannot join: {}", error.message)));
+            }
+            Err(e) if joins => return Err(Sealing::Unavailable(format!("{addr} cannot join: {e}"))),
             Err(rpc::Error::Server { error, .. }) if error.code == ErrorCode::WrongEpoch && error.epoch.0 > next => {
                 return Err(Sealing::Newer(error.epoch.0));
             }
             Err(e) => errors.push(e.to_string()),
         }
     }
-    tally.end().ok_or_else(|| {
+    tally.end().map(|end| end.max(Position(floor))).ok_or_else(|| {
         let chains: Vec<String> = tally.unsealed_chains().iter().map(|c| c.join(",")).collect();
         Sealing::Unavailable(format!(
             "no replica of chain(s) [{}] could be sealed ({})",
@@ -343,9 +357,6 @@ pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout) -> Result<(), Str
                 return Err(format!("no replica of chain {} gave its stream tails", stripe.chain.join(",")));
             }
         }
-    }
-    if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerWithoutStreamTails) {
-        streams.clear();
     }
     let streams = streams
         .into_iter()

@@ -69,6 +69,27 @@ impl LayoutStore {
 }
 
 impl LayoutStore {
+    /// Stores the layout of a cluster this node joins (any epoch); refused if
+    /// the node holds a layout already.
+    pub fn enroll(&mut self, layout: Layout) -> Result<(), ServerError> {
+        if let Some(current) = &self.layout {
+            if current.cluster_id != layout.cluster_id {
+                return Err(ServerError::new(
+                    ErrorCode::WrongCluster,
+                    format!("this node belongs to cluster {}, not {}", current.cluster_id, layout.cluster_id),
+                ));
+            }
+            return self.commit(layout).map(|_| ());
+        }
+        layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
+        self.fs.write_atomic(&self.path, &json).map_err(|e| {
+            ServerError::new(ErrorCode::Unavailable, format!("storing the layout in {}: {e}", self.path.display()))
+        })?;
+        self.layout = Some(layout);
+        Ok(())
+    }
+
     /// Stores a newer layout of the same cluster durably; an older or equal
     /// epoch is ignored (returns false).
     pub fn commit(&mut self, layout: Layout) -> Result<bool, ServerError> {

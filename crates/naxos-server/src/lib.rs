@@ -8,6 +8,7 @@
 //! timers. This crate does not drive chains or retry appends: that is the
 //! client's job (`naxos-client`).
 
+pub mod acceptor;
 mod append;
 pub mod config;
 pub mod layout;

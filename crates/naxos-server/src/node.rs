@@ -4,6 +4,7 @@
 //! in-flight limit; its writer coalesces answers into few syscalls. A malformed
 //! frame closes only that connection, with a logged reason.
 
+use crate::acceptor::AcceptorStore;
 use crate::config::Config;
 use crate::layout::LayoutStore;
 use crate::reply::Reply;
@@ -30,6 +31,8 @@ struct Ctx {
     node_id: NodeId,
     cluster: OnceLock<String>,
     layout: Mutex<LayoutStore>,
+    /// The layout Paxos acceptor, on layout servers only.
+    acceptor: Option<Mutex<AcceptorStore>>,
     logunit: Option<mpsc::UnboundedSender<logunit::Op>>,
     sequencer: Option<mpsc::UnboundedSender<sequencer::Op>>,
     pool: Pool,
@@ -108,6 +111,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         .create_dir_all(&dir)
         .map_err(|source| Error::Io { context: format!("creating data directory {}", dir.display()), source })?;
     let layout = LayoutStore::open(&dir, config.fs.clone())?;
+    let acceptor =
+        if config.roles.layout { Some(Mutex::new(AcceptorStore::open(&dir, config.fs.clone())?)) } else { None };
     let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
 
     let mut node_id = config.node_id.unwrap_or_else(random_node_id);
@@ -200,6 +205,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         node_id,
         cluster,
         layout: Mutex::new(layout),
+        acceptor,
         logunit,
         sequencer,
         pool,
@@ -357,6 +363,8 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         return reply.send(Err(ServerError::new(ErrorCode::BadRequest, "request has no body")));
     };
     match ctx.cluster.get() {
+        // A node that was never bootstrapped joins a cluster by taking its layout.
+        None if matches!(body, request::Body::CommitLayout(_)) => {}
         None if !is_admin(body) => {
             return reply.send(Err(ServerError::new(
                 ErrorCode::NotBootstrapped,
@@ -435,6 +443,13 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             let ctx = ctx.clone();
             let layout = c.layout.clone();
             tokio::spawn(async move { reply.send(commit(&ctx, layout).await.map(|_| crate::reply::ok())) });
+        }
+        request::Body::LayoutPrepare(_) | request::Body::LayoutAccept(_) => {
+            if ctx.acceptor.is_none() {
+                return reply.send(Err(wrong_role(ctx, "layout")));
+            }
+            let ctx = ctx.clone();
+            tokio::spawn(async move { reply.send(vote(&ctx, req).await) });
         }
         request::Body::Seal(s) => {
             let ctx = ctx.clone();
@@ -539,11 +554,67 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
     Ok(())
 }
 
-/// Installs a newer layout; a sequencer on this node then recovers for its epoch.
+/// A layout server's Paxos vote on a `LayoutPrepare` or `LayoutAccept`. A
+/// base layout newer than the node's is chosen (a proposer only builds on a
+/// chosen layout): the node commits it first, as if told by a commit.
+async fn vote(ctx: &Arc<Ctx>, req: Request) -> Result<response::Body, ServerError> {
+    let base = match &req.body {
+        Some(request::Body::LayoutPrepare(p)) => p.base.clone(),
+        Some(request::Body::LayoutAccept(a)) => a.base.clone(),
+        _ => None,
+    };
+    let held = ctx.layout.lock().map_err(|_| stopped())?.get().map(|l| l.epoch);
+    if let Some(base) = base.filter(|b| held.is_none_or(|e| b.epoch > e)) {
+        commit(ctx, Some(base)).await?;
+    }
+    let chosen = ctx.layout.lock().map_err(|_| stopped())?.get().cloned();
+    let Some(acceptor) = &ctx.acceptor else { return Err(wrong_role(ctx, "layout")) };
+    let mut acceptor = acceptor.lock().map_err(|_| stopped())?;
+    let vote = match req.body {
+        Some(request::Body::LayoutPrepare(p)) => {
+            acceptor.prepare(chosen.as_ref(), p.epoch, naxos_control::paxos::Rank::from_proto(p.rank.as_ref()))?
+        }
+        Some(request::Body::LayoutAccept(a)) => {
+            let Some(layout) = a.layout else {
+                return Err(ServerError::new(ErrorCode::BadRequest, "layout accept without a layout"));
+            };
+            if chosen.as_ref().is_some_and(|c| c.cluster_id != layout.cluster_id) {
+                return Err(ServerError::new(ErrorCode::WrongCluster, "layout of another cluster"));
+            }
+            layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+            acceptor.accept(chosen.as_ref(), naxos_control::paxos::Rank::from_proto(a.rank.as_ref()), &layout)?
+        }
+        _ => return Err(ServerError::new(ErrorCode::BadRequest, "not a layout vote request")),
+    };
+    Ok(response::Body::LayoutVote(vote.to_proto()))
+}
+
+/// Joins a node that was never bootstrapped to the cluster of `layout`
+/// (`naxos reconfigure add` of a fresh server): as a bootstrap, at any epoch.
+async fn enroll(ctx: &Arc<Ctx>, layout: Layout) -> Result<(), ServerError> {
+    layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+    if let Some(tx) = &ctx.logunit {
+        let (otx, orx) = oneshot::channel();
+        tx.send(logunit::Op::SetCluster(layout.cluster_id.clone(), otx)).map_err(|_| stopped())?;
+        orx.await.map_err(|_| stopped())??;
+    }
+    ctx.layout.lock().map_err(|_| stopped())?.enroll(layout.clone())?;
+    if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
+        tracing::info!(cluster = %layout.cluster_id, epoch = layout.epoch, "joined the cluster");
+        start_recovery(ctx);
+    }
+    Ok(())
+}
+
+/// Installs a newer layout; a sequencer on this node then recovers for its
+/// epoch. A node that holds no layout yet joins the cluster with it.
 async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerError> {
     let Some(layout) = layout else {
         return Err(ServerError::new(ErrorCode::BadRequest, "commit without a layout"));
     };
+    if ctx.cluster.get().is_none() {
+        return enroll(ctx, layout).await;
+    }
     let epoch = Epoch(layout.epoch);
     let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
     if newer {

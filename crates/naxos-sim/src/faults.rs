@@ -1,9 +1,12 @@
 //! The fault schedule: crashes (unsynced data lost) and restarts of servers,
 //! whole-cluster power loss, partitions both ways and one way, held (delayed)
 //! links, flaky links that lose messages, changing message latency
-//! (reordering across connections), and seals in the middle of traffic (every
-//! node sealed at the next epoch, then the next layout committed, by a sealer
-//! host), each chosen by the run's seeded RNG and undone after a seeded while.
+//! (reordering across connections), and reconfigurations in the middle of
+//! traffic, each run by a driver host through `naxos_control::reconfigure`
+//! (the next epoch, removing a log unit and adding it back later, moving the
+//! primary sequencer, a new segment over the servers in another order), two
+//! of which may race; each chosen by the run's seeded RNG and undone after a
+//! seeded while.
 //! `heal` undoes everything for the quiescent phase.
 
 use crate::rng::Rng;
@@ -17,6 +20,8 @@ enum Undo {
     RepairOneway(String, String),
     Release(String, String),
     Steady(String, String),
+    /// Add a removed log unit back.
+    Readd(String),
 }
 
 /// The seeded fault schedule of one run.
@@ -129,11 +134,25 @@ impl Faults {
                 sim.set_max_message_latency(Duration::from_millis(ms));
                 self.note(now, format!("max message latency {ms}ms"));
             }
-            69..=72 if self.seals < 3 => {
-                self.seals += 1;
-                let name = format!("sealer{}", self.seals);
-                self.note(now, format!("seal: {name} moves the cluster to the next epoch"));
-                sim.client(name.as_str(), seal_epoch(self.addrs.clone()));
+            69..=72 if self.seals < 5 => {
+                let change = match self.rng.range(0, 4) {
+                    0 => naxos_control::Change::NextEpoch,
+                    1 => {
+                        let victim = self.pick(&self.addrs.clone()).clone();
+                        let at = later(&mut self.rng, 200, 1500);
+                        self.pending.push((at, Undo::Readd(victim.clone())));
+                        naxos_control::Change::Remove(victim)
+                    }
+                    2 => naxos_control::Change::Sequencer(self.pick(&self.addrs.clone()).clone()),
+                    _ => {
+                        let mut units = self.addrs.clone();
+                        let by = self.rng.range(0, units.len() as u64) as usize;
+                        units.rotate_left(by);
+                        let replication = units.len();
+                        naxos_control::Change::Segment { log_units: units, replication, stripes: 1 }
+                    }
+                };
+                self.drive(sim, now, change);
             }
             73..=78 => {
                 // A flaky link: it drops messages (and so breaks connections) at random.
@@ -145,6 +164,14 @@ impl Faults {
             }
             _ => {}
         }
+    }
+
+    /// Starts a driver host that makes `change`.
+    fn drive(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, change: naxos_control::Change) {
+        self.seals += 1;
+        let name = format!("driver{}", self.seals);
+        self.note(now, format!("reconfigure: {name}: {change}"));
+        sim.client(name.as_str(), reconfigure(self.addrs.clone(), change));
     }
 
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, u: Undo, now: Duration) {
@@ -168,6 +195,9 @@ impl Faults {
                 sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
                 sim.repair(a.as_str(), b.as_str());
                 self.note(now, format!("steady link {a} <-> {b}"));
+            }
+            Undo::Readd(addr) => {
+                self.drive(sim, now, naxos_control::Change::Add { addr, stripe: None });
             }
             Undo::Release(a, b) => {
                 sim.release(a.as_str(), b.as_str());
@@ -193,26 +223,19 @@ impl Faults {
     }
 }
 
-/// A sealer host: reads the newest layout, seals every node at the next
-/// epoch and commits the next layout, retrying while nodes are down.
-async fn seal_epoch(addrs: Vec<String>) -> turmoil::Result {
+/// A driver host: runs one reconfiguration, retrying while nodes are down
+/// or other drivers win; a change the layout refuses (removing the last
+/// replica of a chain, adding a unit that is there) ends it quietly.
+async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change) -> turmoil::Result {
     let net: std::sync::Arc<dyn naxos_wire::net::Net> = std::sync::Arc::new(crate::net::TurmoilNet);
-    for _ in 0..200 {
-        let mut newest: Option<naxos_wire::Layout> = None;
-        for a in &addrs {
-            if let Ok(c) = naxos_client::Client::connect(crate::workload::client_config(vec![a.clone()])).await {
-                let l = c.layout();
-                if newest.as_ref().is_none_or(|n| l.epoch > n.epoch) {
-                    newest = Some((*l).clone());
-                }
-            }
-        }
-        if let Some(layout) = newest {
-            if naxos_client::admin::advance_epoch(net.clone(), &layout, 20).await.is_ok() {
-                return Ok(());
-            }
+    let options = naxos_control::Options { timeout_call: Duration::from_millis(500), attempts: 8 };
+    let mut last = String::new();
+    for _ in 0..40 {
+        match naxos_control::reconfigure(net.clone(), &addrs, &change, &options).await {
+            Ok(_) | Err(naxos_control::reconfig::Error::Refused(_)) => return Ok(()),
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err("the sealer never completed its epoch change".into())
+    Err(format!("the driver never completed {change}: {last}").into())
 }

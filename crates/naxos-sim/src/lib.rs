@@ -213,8 +213,10 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         &addrs,
         config.replication,
         config.stripes,
-        vec![addrs[0].clone()],
-        vec![addrs[0].clone()],
+        // As `naxos bootstrap` does: every server a sequencer (the first is
+        // the primary), and every server a layout server.
+        addrs.clone(),
+        addrs.clone(),
     );
     let boot = layout.clone();
     sim.client("admin", async move {

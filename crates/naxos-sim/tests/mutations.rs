@@ -41,3 +41,15 @@ fn reading_a_replica_that_is_not_the_tail_without_repair_is_caught() {
     let (seed, why) = caught(Mutation::ReadAnyReplica, |_| {});
     eprintln!("ReadAnyReplica caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn sealing_a_segment_at_its_lowest_sealed_tail_is_caught() {
+    // Two chains: their replicas' tails differ by the positions of the
+    // other chain, so the lowest tail cuts acknowledged appends off.
+    let (seed, why) = caught(Mutation::SealAtLowestTail, |c| {
+        c.servers = 4;
+        c.replication = 2;
+        c.stripes = 2;
+    });
+    eprintln!("SealAtLowestTail caught at seed {seed}:\n{why}");
+}

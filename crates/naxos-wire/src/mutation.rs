@@ -18,9 +18,6 @@ pub enum Mutation {
     /// A reconfiguration seals the active segment at the lowest tail among
     /// its sealed replicas instead of the highest.
     SealAtLowestTail = 4,
-    /// A reconfiguration bootstraps the new sequencer at the new segment's
-    /// start without the stream tails of the log units.
-    SequencerWithoutStreamTails = 5,
 }
 
 #[cfg(feature = "mutations")]

@@ -1,6 +1,6 @@
 //! The command line: every command, its flags and its `--help`.
 
-use crate::{bench, client_cmd, exit, server_cmd};
+use crate::{bench, client_cmd, exit, reconfigure_cmd, server_cmd};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -115,7 +115,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
-    /// Print the cluster's layout as JSON.
+    /// Print the cluster's layout: every segment (active or sealed, its
+    /// positions and chains), the sequencers and the layout servers.
+    ///
+    /// With --json, the layout itself: `segments[].stripes[].chain[]` (head
+    /// first), `sequencers[0]` the primary.
     Layout {
         #[command(flatten)]
         cluster: ClusterArg,
@@ -125,6 +129,14 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Change a running cluster: remove or add a log unit, move the
+    /// sequencer, or start a segment of another shape.
+    ///
+    /// Each change is one reconfiguration: the active segment is sealed (it
+    /// keeps serving reads), the layout servers agree on the next layout, and
+    /// the new sequencer is bootstrapped from the log units. Appends pause
+    /// for the few milliseconds this takes; nothing acknowledged is lost.
+    Reconfigure(reconfigure_cmd::ReconfigureArgs),
     /// Measure throughput and latency (append, read, tokens).
     Bench(bench::BenchArgs),
 }
@@ -160,7 +172,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream { command: StreamCommand::Read { cluster, name, from } } => {
             client_cmd::stream_read(&cluster, &name, from).await
         }
-        Command::Layout { cluster } => client_cmd::layout(&cluster).await,
+        Command::Layout { cluster } => client_cmd::layout(&cluster, json).await,
+        Command::Reconfigure(a) => reconfigure_cmd::run(a, json).await,
         Command::Status { cluster } => client_cmd::status(&cluster, json).await,
         Command::Bench(a) => bench::run(a, json).await,
     }

@@ -149,9 +149,27 @@ pub async fn stream_read(c: &ClusterArg, name: &str, from: u64) -> anyhow::Resul
 }
 
 /// `naxos layout`.
-pub async fn layout(c: &ClusterArg) -> anyhow::Result<()> {
+pub async fn layout(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
-    println!("{}", serde_json::to_string_pretty(client.layout().as_ref())?);
+    let l = client.layout();
+    if json {
+        println!("{}", serde_json::to_string_pretty(l.as_ref())?);
+        return Ok(());
+    }
+    println!("cluster {} at epoch {}", l.cluster_id, l.epoch);
+    println!("sequencers (first is primary): {}", l.sequencers.join(", "));
+    println!("layout servers: {}", l.layout_servers.join(", "));
+    println!("{:<8} {:>12} {:>12}  CHAINS (head first)", "SEGMENT", "START", "END");
+    for seg in &l.segments {
+        let chains: Vec<String> = seg.stripes.iter().map(|s| s.chain.join(" > ")).collect();
+        println!(
+            "{:<8} {:>12} {:>12}  {}",
+            if seg.end.is_some() { "sealed" } else { "active" },
+            seg.start,
+            seg.end.map_or("-".to_string(), |e| e.to_string()),
+            chains.join(" | ")
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod client_cmd;
 mod exit;
+mod reconfigure_cmd;
 mod server_cmd;
 
 use clap::Parser;

@@ -9,6 +9,7 @@ use naxos_wire::net::TcpNet;
 use naxos_wire::Layout;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags of `naxos server`.
 #[derive(Args, Debug)]
@@ -65,12 +66,18 @@ pub struct BootstrapArgs {
     /// Number of chains positions are striped over.
     #[arg(long, default_value_t = 1)]
     pub stripes: usize,
-    /// The sequencer's address (default: the first --cluster address).
-    #[arg(long)]
-    pub sequencer: Option<String>,
-    /// Layout server addresses (default: the --cluster addresses).
+    /// Sequencer addresses, comma-separated: the first is the primary, the
+    /// others are standbys that take over in turn (default: every log unit,
+    /// in order).
+    #[arg(long, value_delimiter = ',', alias = "sequencer")]
+    pub sequencers: Vec<String>,
+    /// Layout server addresses (default: the first five log units, or the
+    /// largest odd number of them, so that a majority survives failures).
     #[arg(long, value_delimiter = ',')]
     pub layout_servers: Vec<String>,
+    /// How long to wait for the named nodes to listen, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub wait_s: u64,
 }
 
 /// Flags of `naxos dev`.
@@ -152,10 +159,19 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
             ),
         });
     }
-    let sequencer = a.sequencer.clone().unwrap_or_else(|| a.cluster.cluster[0].clone());
-    let layout_servers = if a.layout_servers.is_empty() { a.cluster.cluster.clone() } else { a.layout_servers.clone() };
+    let sequencers = if a.sequencers.is_empty() { a.log_units.clone() } else { a.sequencers.clone() };
+    let layout_servers = if a.layout_servers.is_empty() {
+        let mut units = a.log_units.clone();
+        units.dedup();
+        let odd = units.len().min(5);
+        units.truncate(if odd % 2 == 0 { odd - 1 } else { odd });
+        units
+    } else {
+        a.layout_servers.clone()
+    };
     let cluster_id = uuid::Uuid::new_v4().to_string();
-    let layout = Layout::initial(&cluster_id, &a.log_units, replication, a.stripes, vec![sequencer], layout_servers);
+    let layout = Layout::initial(&cluster_id, &a.log_units, replication, a.stripes, sequencers, layout_servers);
+    wait_for_nodes(&layout.all_nodes(), Duration::from_secs(a.wait_s)).await?;
     naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping")?;
     if json {
         println!("{}", serde_json::to_string(&layout)?);
@@ -164,6 +180,35 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
             "bootstrapped cluster {cluster_id}: {} chain(s) of {replication}, sequencer {}",
             a.stripes, layout.sequencers[0]
         );
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until every one of `nodes` accepts a connection, so that
+/// a script can start servers and bootstrap them right away.
+async fn wait_for_nodes(nodes: &[String], wait: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut told = false;
+    for addr in nodes {
+        loop {
+            match tokio::net::TcpStream::connect(addr.as_str()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    bail!(crate::exit::Coded {
+                        code: crate::exit::UNAVAILABLE,
+                        kind: "unavailable",
+                        message: format!("{addr} did not start listening within {wait:?}: {e}"),
+                    });
+                }
+                Err(_) => {
+                    if !told {
+                        eprintln!("naxos: waiting for {addr} to listen (up to {wait:?})");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -108,7 +108,7 @@ fn the_cli_drives_a_dev_cluster_end_to_end() {
     assert_eq!(text(&out).lines().count(), 1);
 
     // Layout and status.
-    let (code, out, _) = cli(&addr, &["layout"]);
+    let (code, out, _) = cli(&addr, &["layout", "--json"]);
     assert_eq!(code, 0);
     let layout: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(layout["sequencers"][0], addr.as_str());

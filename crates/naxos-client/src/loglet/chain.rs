@@ -230,9 +230,37 @@ impl ChainLoglet {
         }
     }
 
+    /// After a replica past the head answered `Overwritten`: fine if it holds
+    /// exactly `entry` (an earlier try or a repair put it there), a broken
+    /// chain otherwise (something was written to it out of chain order),
+    /// which is reported and never acknowledged.
+    async fn check_holds(
+        &self,
+        vlog: &Client,
+        addr: &str,
+        layout: &Layout,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<(), Error> {
+        let mut retry = Retry::new(vlog.config());
+        loop {
+            match self.read_replica(vlog, addr, layout, pos).await {
+                Ok(Some(held)) if held == *entry => return Ok(()),
+                Ok(held) => {
+                    tracing::error!(%pos, replica = addr, "broken chain: the replica holds another value than its head");
+                    return Err(Error::Unavailable(format!(
+                        "broken chain at {pos}: replica {addr} holds {} where its head holds another value; the write is not acknowledged",
+                        if held.is_some() { "a different entry" } else { "nothing after refusing the write" }
+                    )));
+                }
+                Err(e) => retry.on_error(vlog, e, "reading back a replica that refused a chain write").await?,
+            }
+        }
+    }
+
     /// Writes `entry` to `chain[from..]` in order; a replica that already
-    /// holds the position holds the same value (prefix property), so
-    /// `Overwritten` there is success.
+    /// holds the position must hold the same value (prefix property): that
+    /// is checked, and anything else is a broken chain.
     async fn complete_chain(
         &self,
         vlog: &Client,
@@ -247,7 +275,10 @@ impl ChainLoglet {
             loop {
                 match self.write_replica(vlog, addr, &layout, pos, entry).await {
                     Ok(()) => break,
-                    Err(e) if overwritten(&e).is_some() => break,
+                    Err(e) if overwritten(&e).is_some() => {
+                        self.check_holds(vlog, addr, &layout, pos, entry).await?;
+                        break;
+                    }
                     Err(e) => {
                         retry.on_error(vlog, e, "chain write").await.map_err(|err| {
                             Error::Unavailable(format!("write at {pos} reached part of its chain: {err}"))
@@ -343,8 +374,8 @@ impl ChainLoglet {
             for (k, answer) in going.into_iter().zip(answers) {
                 match answer {
                     Ok(()) => next.push(k),
-                    // Write-once and chain order: what this replica holds is ours.
-                    Err(e) if e.server().is_some_and(|s| s.code == ErrorCode::Overwritten) => next.push(k),
+                    // Taken already (an earlier try, a repair) or broken:
+                    // the one-entry path reads it back and tells which.
                     Err(_) => stragglers.push(k),
                 }
             }
