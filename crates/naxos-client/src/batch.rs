@@ -91,6 +91,10 @@ enum Combined {
     Unknown(String),
 }
 
+/// The entries of a batch that one segment holds: their indexes in the
+/// batch, their writes, and the first write's answer where it was made.
+type SegmentGroup = (Vec<usize>, Vec<(Position, Entry)>, Vec<Option<FirstWrite>>);
+
 /// An answer that never came (its outcome is unknown: `settle_head` retries).
 fn lost_answer(addr: &str) -> rpc::Error {
     rpc::Error::ConnectionLost { addr: addr.to_string() }
@@ -142,8 +146,7 @@ impl Client {
         let mut results: Vec<Option<Result<Position, Error>>> = (0..items.len()).map(|_| None).collect();
         // Entries grouped by the segment that holds them, with the first
         // write's answer when the sequencer's node already made it.
-        let mut groups: BTreeMap<usize, (Vec<usize>, Vec<(Position, Entry)>, Vec<Option<FirstWrite>>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<usize, SegmentGroup> = BTreeMap::new();
         for (i, (item, token)) in items.iter().zip(tokens).enumerate() {
             let Some((pos, backpointers)) = token else { continue };
             let Some(payload) = &item.payload else {

@@ -99,8 +99,8 @@ pub async fn reconfigure(
             known = newest_layout(&pool, &addrs, Some(known)).await?;
         }
         let started = Instant::now();
-        let sealed_at = match seal(&pool, &known, &change.joining(&known)).await {
-            Ok(end) => end,
+        let (sealed_at, sequencer_next) = match seal(&pool, &known, &change.joining(&known)).await {
+            Ok(s) => (s.end, s.sequencer_next),
             Err(Sealing::Newer(epoch)) => {
                 last = format!("a node is already at epoch {epoch}");
                 continue;
@@ -115,7 +115,7 @@ pub async fn reconfigure(
         match propose(&pool, &known, proposal.clone()).await {
             Proposal::Chosen(chosen) => {
                 let not_committed = commit(&pool, &known, &chosen).await;
-                if let Err(e) = bootstrap_sequencer(&pool, &chosen).await {
+                if let Err(e) = bootstrap_sequencer(&pool, &chosen, sequencer_next).await {
                     // The node recovers its sequencer by itself after the commit.
                     tracing::warn!("bootstrapping the new sequencer: {e}");
                 }
@@ -198,6 +198,14 @@ pub async fn newest_layout(pool: &Pool, addrs: &[String], floor: Option<Layout>)
     best.ok_or_else(|| Error::Unavailable(format!("no node gave its layout: {}", errors.join("; "))))
 }
 
+/// What a seal found.
+struct Sealed {
+    /// Where the active segment ends.
+    end: Position,
+    /// The highest first-position-not-handed-out of the sealed sequencers.
+    sequencer_next: u64,
+}
+
 enum Sealing {
     /// A node is sealed beyond the next epoch: the layout we hold is old.
     Newer(u64),
@@ -208,19 +216,23 @@ enum Sealing {
 
 /// Seals every node of `layout` and the `joining` ones at the next epoch;
 /// returns where the active segment ends (above whatever a joining node holds).
-async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Position, Sealing> {
+async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Sealed, Sealing> {
     let Some(active) = layout.segments.last() else {
         return Err(Sealing::Unavailable("the layout has no segment".into()));
     };
     let mut nodes = layout.all_nodes();
     nodes.extend(joining.iter().cloned());
     let mut floor = 0;
+    let mut sequencer_next = 0;
     let next = layout.epoch + 1;
     let answers = call_all(pool, layout, &nodes, request::Body::Seal(Seal { epoch: next })).await;
     let mut tally = SealTally::new(active.clone());
     let mut errors = Vec::new();
     for (addr, answer) in nodes.iter().zip(answers) {
         let joins = joining.contains(addr);
+        if let Ok(response::Body::Seal(s)) = &answer {
+            sequencer_next = sequencer_next.max(s.sequencer_next.unwrap_or(0));
+        }
         match answer {
             Ok(response::Body::Seal(s)) if joins => floor = floor.max(s.tail),
             Ok(response::Body::Seal(s)) => tally.sealed(addr, s.tail),
@@ -237,7 +249,7 @@ async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Positi
             Err(e) => errors.push(e.to_string()),
         }
     }
-    tally.end().map(|end| end.max(Position(floor))).ok_or_else(|| {
+    tally.end().map(|end| Sealed { end: end.max(Position(floor)), sequencer_next }).ok_or_else(|| {
         let chains: Vec<String> = tally.unsealed_chains().iter().map(|c| c.join(",")).collect();
         Sealing::Unavailable(format!(
             "no replica of chain(s) [{}] could be sealed ({})",
@@ -265,12 +277,12 @@ async fn propose(pool: &Pool, base: &Layout, proposal: Layout) -> Proposal {
                 Message::Prepare { ballot, base } => request::Body::LayoutPrepare(LayoutPrepare {
                     epoch: ballot.epoch.0,
                     rank: Some(ballot.rank.to_proto()),
-                    base: Some(base.clone()),
+                    base: Some(Box::new(base.clone())),
                 }),
                 Message::Accept { rank, layout, base } => request::Body::LayoutAccept(LayoutAccept {
                     rank: Some(rank.to_proto()),
-                    layout: Some(layout.clone()),
-                    base: Some(base.clone()),
+                    layout: Some(Box::new(layout.clone())),
+                    base: Some(Box::new(base.clone())),
                 }),
             };
             let answers = call_all(pool, base, &acceptors, body).await;
@@ -327,14 +339,16 @@ async fn commit(pool: &Pool, before: &Layout, chosen: &Layout) -> Vec<String> {
 }
 
 /// Gives the primary sequencer of `layout` its starting state: the start of
-/// the active segment, and the last position of every stream, read from the
-/// log units of every chain (never from one unit alone: CorfuDB #2715).
-pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout) -> Result<(), String> {
+/// the active segment (at least `floor`, what the sealed sequencers had
+/// handed out, so the tail never goes back), and the last position of every
+/// stream, read from the log units of every chain (never from one unit
+/// alone: CorfuDB #2715).
+pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout, floor: u64) -> Result<(), String> {
     let sequencer = layout.sequencers.first().ok_or("the layout names no sequencer")?;
     let units = layout.log_units();
     let body = request::Body::UnitTail(UnitTail { streams: vec![], all_streams: true });
     let answers = call_all(pool, layout, &units, body).await;
-    let mut tail = layout.segments.last().map_or(0, |s| s.start);
+    let mut tail = layout.segments.last().map_or(0, |s| s.start).max(floor);
     let mut streams: BTreeMap<StreamId, u64> = BTreeMap::new();
     let mut answered = Vec::new();
     for (addr, answer) in units.iter().zip(answers) {

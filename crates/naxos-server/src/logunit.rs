@@ -158,7 +158,7 @@ impl LogUnit {
             let meta = Meta { sealed_epoch: epoch, ..self.store.meta().clone() };
             self.store.set_meta(meta).map_err(storage_error)?;
         }
-        Ok(response::Body::Seal(proto::SealOk { tail: self.store.tail().0 }))
+        Ok(response::Body::Seal(proto::SealOk { tail: self.store.tail().0, sequencer_next: None }))
     }
 
     fn write(&mut self, w: &proto::Write) -> Result<response::Body, ServerError> {

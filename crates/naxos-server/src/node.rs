@@ -559,8 +559,8 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
 /// chosen layout): the node commits it first, as if told by a commit.
 async fn vote(ctx: &Arc<Ctx>, req: Request) -> Result<response::Body, ServerError> {
     let base = match &req.body {
-        Some(request::Body::LayoutPrepare(p)) => p.base.clone(),
-        Some(request::Body::LayoutAccept(a)) => a.base.clone(),
+        Some(request::Body::LayoutPrepare(p)) => p.base.as_deref().cloned(),
+        Some(request::Body::LayoutAccept(a)) => a.base.as_deref().cloned(),
         _ => None,
     };
     let held = ctx.layout.lock().map_err(|_| stopped())?.get().map(|l| l.epoch);
@@ -575,7 +575,7 @@ async fn vote(ctx: &Arc<Ctx>, req: Request) -> Result<response::Body, ServerErro
             acceptor.prepare(chosen.as_ref(), p.epoch, naxos_control::paxos::Rank::from_proto(p.rank.as_ref()))?
         }
         Some(request::Body::LayoutAccept(a)) => {
-            let Some(layout) = a.layout else {
+            let Some(layout) = a.layout.map(|l| *l) else {
                 return Err(ServerError::new(ErrorCode::BadRequest, "layout accept without a layout"));
             };
             if chosen.as_ref().is_some_and(|c| c.cluster_id != layout.cluster_id) {
@@ -641,12 +641,13 @@ async fn seal(ctx: &Arc<Ctx>, req: Request, epoch: Epoch) -> Result<response::Bo
             _ => return Err(ServerError::new(ErrorCode::Unavailable, "log unit gave no seal answer")),
         }
     }
+    let mut sequencer_next = None;
     if let Some(tx) = &ctx.sequencer {
         let (otx, orx) = oneshot::channel();
         tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
-        orx.await.map_err(|_| stopped())??;
+        sequencer_next = orx.await.map_err(|_| stopped())??;
     }
-    Ok(response::Body::Seal(proto::SealOk { tail }))
+    Ok(response::Body::Seal(proto::SealOk { tail, sequencer_next }))
 }
 
 async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {

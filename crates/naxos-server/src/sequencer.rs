@@ -45,6 +45,10 @@ pub struct Sequencer {
     ceiling: Option<u64>,
     /// The smallest step the ceiling is raised by.
     ceiling_block: u64,
+    /// The first position this process has not handed out (set at a seal):
+    /// exact, unlike the ceiling, so a sequencer sealed and bootstrapped again
+    /// without a restart leaves no block of holes behind.
+    issued: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -60,7 +64,7 @@ pub enum Op {
     /// The sequencer's requests of one `Batch`, handled in order.
     Requests(Vec<(Request, Reply)>),
     /// Seal at an epoch; the sequencer then waits for a bootstrap at that epoch.
-    Seal(Epoch, oneshot::Sender<Result<(), ServerError>>),
+    Seal(Epoch, oneshot::Sender<Result<Option<u64>, ServerError>>),
     /// Report (epoch, next position if ready).
     Info(oneshot::Sender<(Epoch, Option<Position>)>),
 }
@@ -82,7 +86,7 @@ impl Default for Sequencer {
 impl Sequencer {
     /// A sequencer that waits for its bootstrap.
     pub fn new() -> Sequencer {
-        Sequencer { epoch: Epoch(0), state: None, ceiling: None, ceiling_block: CEILING_BLOCK }
+        Sequencer { epoch: Epoch(0), state: None, ceiling: None, ceiling_block: CEILING_BLOCK, issued: None }
     }
 
     /// A sequencer that keeps a durable token ceiling, starting from the one
@@ -194,8 +198,9 @@ impl Sequencer {
         let (tail, streams) = if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerFromZero) {
             (0, &[][..])
         } else {
-            // Never below a position handed out before a restart.
-            (tail.max(self.ceiling.unwrap_or(0)), streams)
+            // Never below a position handed out: exactly known if this
+            // process handed it out, else bounded by the durable ceiling.
+            (tail.max(self.issued.unwrap_or_else(|| self.ceiling.unwrap_or(0))), streams)
         };
         let mut map = HashMap::with_capacity(streams.len());
         for &(s, last) in streams {
@@ -207,16 +212,21 @@ impl Sequencer {
     }
 
     /// Seals at `epoch`: no token for an older epoch from now on, none at all
-    /// until a bootstrap at `epoch`.
-    pub fn seal(&mut self, epoch: Epoch) -> Result<(), ServerError> {
+    /// until a bootstrap at `epoch`. Returns the first position this process
+    /// has not handed out, if it has handed any out (a reconfiguration starts
+    /// the next sequencer there, so the tail never goes back).
+    pub fn seal(&mut self, epoch: Epoch) -> Result<Option<u64>, ServerError> {
         if epoch < self.epoch {
             return Err(ServerError::wrong_epoch(self.epoch, epoch));
+        }
+        if let Some(s) = &self.state {
+            self.issued = Some(self.issued.unwrap_or(0).max(s.next));
         }
         if epoch > self.epoch {
             self.epoch = epoch;
             self.state = None;
         }
-        Ok(())
+        Ok(self.issued)
     }
 
     /// Applies one request.

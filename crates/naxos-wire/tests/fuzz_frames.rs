@@ -454,7 +454,7 @@ fn response() -> impl Strategy<Value = Response> {
                 next,
             })
         }),
-        any::<u64>().prop_map(|tail| response::Body::Seal(proto::SealOk { tail })),
+        any::<u64>().prop_map(|tail| response::Body::Seal(proto::SealOk { tail, sequencer_next: None })),
         (any::<u64>(), stream_tails())
             .prop_map(|(tail, streams)| response::Body::Tail(proto::TailOk { tail, streams })),
         (vec(any::<u64>(), 0..4), vec(any::<u64>(), 0..4), any::<u64>()).prop_map(|(positions, unwritten, next)| {

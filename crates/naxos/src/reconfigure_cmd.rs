@@ -81,7 +81,7 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
         ReconfigureCommand::Add { cluster, addr, stripe } => (cluster, Change::Add { addr, stripe }),
         ReconfigureCommand::Sequencer { cluster, addr } => (cluster, Change::Sequencer(addr)),
         ReconfigureCommand::Segment { cluster, log_units, replication, stripes } => {
-            let replication = replication.unwrap_or(if stripes == 0 { 0 } else { log_units.len() / stripes });
+            let replication = replication.unwrap_or(log_units.len().checked_div(stripes).unwrap_or(0));
             (cluster, Change::Segment { log_units, replication, stripes })
         }
     };

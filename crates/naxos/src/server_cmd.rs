@@ -164,7 +164,7 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
         let mut units = a.log_units.clone();
         units.dedup();
         let odd = units.len().min(5);
-        units.truncate(if odd % 2 == 0 { odd - 1 } else { odd });
+        units.truncate(if odd.is_multiple_of(2) { odd - 1 } else { odd });
         units
     } else {
         a.layout_servers.clone()
