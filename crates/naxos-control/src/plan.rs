@@ -15,9 +15,9 @@ pub enum Change {
     NextEpoch,
     /// Take a log unit out of every chain it is in; if it sequences, it stops.
     Remove(String),
-    /// Put a log unit at the end of the active segment's chains (one stripe,
-    /// or every stripe). Only positions from the new segment on are written
-    /// to it: sealed segments stay on their replicas.
+    /// Put a log unit at the end of the chains of one stripe (or of every
+    /// stripe) in every segment. The runtime catches it up first (state
+    /// transfer): it joins a chain only once it holds what the chain holds.
     Add {
         /// The log unit.
         addr: String,
@@ -159,6 +159,15 @@ pub fn next_layout(base: &Layout, change: &Change, end: Position) -> Result<Layo
                     chains[i].push(addr.clone());
                 }
             }
+            // It was caught up on the segments before (state transfer): it
+            // joins their chains too, at the tail, where reads go.
+            for seg in next.segments.iter_mut() {
+                for (i, st) in seg.stripes.iter_mut().enumerate() {
+                    if stripe.is_none_or(|s| s == i) && !st.chain.contains(addr) {
+                        st.chain.push(addr.clone());
+                    }
+                }
+            }
         }
         Change::Sequencer(addr) => {
             next.sequencers.retain(|a| a != addr);
@@ -265,12 +274,14 @@ mod tests {
     }
 
     #[test]
-    fn an_added_unit_joins_the_new_segment_only() {
+    fn an_added_unit_joins_every_segment_at_the_tail() {
         let removed = next_layout(&three(), &Change::Remove("n2".into()), Position(5)).unwrap();
         let back = next_layout(&removed, &Change::Add { addr: "n2".into(), stripe: None }, Position(9)).unwrap();
         back.validate().unwrap();
-        assert_eq!(back.segments[0].stripes[0].chain, ["n0", "n1"]);
-        assert_eq!(back.segments[2].stripes[0].chain, ["n0", "n1", "n2"]);
+        assert_eq!(back.segments.len(), 3);
+        for seg in &back.segments {
+            assert_eq!(seg.stripes[0].chain, ["n0", "n1", "n2"]);
+        }
         assert_eq!(
             next_layout(&back, &Change::Add { addr: "n2".into(), stripe: None }, Position(9)),
             Err(Refusal::AlreadyMember("n2".into()))

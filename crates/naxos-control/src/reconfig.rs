@@ -18,6 +18,7 @@
 use crate::paxos::{Message, Phase, Proposer, Vote};
 use crate::plan::{next_layout, Change, Refusal};
 use crate::seal::SealTally;
+use naxos_client::loglet::{self, CatchUp, Throttle};
 use naxos_wire::net::Net;
 use naxos_wire::proto::{
     self, request, response, CommitLayout, LayoutAccept, LayoutPrepare, Request, Seal, SeqBootstrap, UnitTail,
@@ -36,13 +37,20 @@ pub struct Options {
     /// How many times the whole reconfiguration is tried before it fails
     /// (default 8): each try starts again from the newest layout.
     pub attempts: u32,
+    /// The most payload bytes per second a state transfer sends (default
+    /// 256 MiB/s; 0 for no limit), so that it does not starve appends.
+    pub transfer_bytes_per_s_max: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout_call: Duration::from_secs(1), attempts: 8 }
+        Options { timeout_call: Duration::from_secs(1), attempts: 8, transfer_bytes_per_s_max: 256 << 20 }
     }
 }
+
+/// How long one request of a state transfer may take (a batch of up to
+/// 8 MiB and its group commit); the copy as a whole has no time limit.
+const TRANSFER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a reconfiguration did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +83,10 @@ pub struct Report {
     pub not_committed: Vec<String>,
     /// Time from the seal to the new sequencer's bootstrap.
     pub seal_to_ready: Duration,
+    /// What the state transfer copied (for `Change::Add`).
+    pub transfer: CatchUp,
+    /// How long the state transfer took, before and during the seal.
+    pub transfer_time: Duration,
 }
 
 /// Runs one reconfiguration: applies `change` to the cluster that `seeds`
@@ -85,11 +97,26 @@ pub async fn reconfigure(
     change: &Change,
     options: &Options,
 ) -> Result<Report, Error> {
+    let pool_net = net.clone();
     let pool = Pool::new(net, rpc::Options { timeout_call: options.timeout_call, ..Default::default() });
     let mut known = newest_layout(&pool, seeds, None).await?;
     let before = known.clone();
     let mut rolled_forward = Vec::new();
     let mut last = String::new();
+    let mut transfer = CatchUp::default();
+    let mut transfer_time = Duration::ZERO;
+    let mut throttle = Throttle::new(options.transfer_bytes_per_s_max);
+    // The copy runs on connections of its own, apart from the seal and the votes.
+    let copier = match change {
+        Change::Add { .. } => {
+            let mut config = naxos_client::Config::new(seeds.iter().cloned());
+            config.net = pool_net.clone();
+            config.rpc.timeout_call = TRANSFER_CALL_TIMEOUT;
+            config.batches_in_flight = 0;
+            Some(naxos_client::Client::connect(config).await.map_err(|e| Error::Unavailable(e.to_string()))?)
+        }
+        _ => None,
+    };
     for attempt in 0..options.attempts.max(1) {
         if attempt > 0 {
             // Random back-off: competing drivers must not keep outranking each other.
@@ -97,6 +124,32 @@ pub async fn reconfigure(
             let mut addrs = seeds.to_vec();
             addrs.extend(known.all_nodes());
             known = newest_layout(&pool, &addrs, Some(known)).await?;
+        }
+        // A joining log unit is caught up before the seal, while appends go
+        // on; then only what was appended meanwhile is copied during the
+        // seal. The early copy is best effort: a cluster that cannot serve
+        // its tail now (a sequencer waiting for this very reconfiguration)
+        // gets the whole copy after the seal instead.
+        let mut precopied = false;
+        if let (Change::Add { addr, stripe }, Some(copier)) = (change, &copier) {
+            enroll(&pool, &known, addr).await?;
+            let began = Instant::now();
+            // Copy requests carry the next epoch: the replicas accept it before
+            // the seal and after it (a try that failed may have sealed them).
+            let mut ahead = known.clone();
+            ahead.epoch += 1;
+            let copied = match copier.tail().await {
+                Ok(tail) => catch_up(copier, &ahead, addr, *stripe, tail, None, &mut throttle).await,
+                Err(e) => Err(e),
+            };
+            transfer_time += began.elapsed();
+            match copied {
+                Ok(c) => {
+                    transfer += c;
+                    precopied = true;
+                }
+                Err(e) => tracing::info!("catching {addr} up before the seal: {e}; copying after it"),
+            }
         }
         let started = Instant::now();
         let (sealed_at, sequencer_next) = match seal(&pool, &known, &change.joining(&known)).await {
@@ -111,6 +164,23 @@ pub async fn reconfigure(
             }
             Err(Sealing::Refused(why)) => return Err(Error::Refused(Refusal::Shape(why))),
         };
+        if let (Change::Add { addr, stripe }, Some(copier)) = (change, &copier) {
+            // The rest of the segment just sealed, read under the new epoch
+            // (its replicas refuse the old one now).
+            let began = Instant::now();
+            let mut sealed = known.clone();
+            sealed.epoch += 1;
+            let only = precopied.then(|| sealed.segments.len() - 1);
+            let copied = catch_up(copier, &sealed, addr, *stripe, sealed_at, only, &mut throttle).await;
+            transfer_time += began.elapsed();
+            match copied {
+                Ok(c) => transfer += c,
+                Err(e) => {
+                    last = format!("catching {addr} up after the seal: {e}");
+                    continue;
+                }
+            }
+        }
         let proposal = next_layout(&known, change, sealed_at)?;
         match propose(&pool, &known, proposal.clone()).await {
             Proposal::Chosen(chosen) => {
@@ -127,6 +197,8 @@ pub async fn reconfigure(
                         rolled_forward,
                         not_committed,
                         seal_to_ready: started.elapsed(),
+                        transfer,
+                        transfer_time,
                     });
                 }
                 // Another driver's layout won this epoch: it is committed
@@ -323,6 +395,47 @@ async fn propose(pool: &Pool, base: &Layout, proposal: Layout) -> Proposal {
         }
     }
     Proposal::Failed("outranked by other proposers eight times".into())
+}
+
+/// Makes `addr` a member of the cluster of `layout` before it is caught up:
+/// a server that was never bootstrapped takes the layout (it is in no chain
+/// yet); one of another cluster is refused.
+async fn enroll(pool: &Pool, layout: &Layout, addr: &str) -> Result<(), Error> {
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(layout.clone()) });
+    match pool.call(addr, request(layout, body)).await {
+        Ok(_) => Ok(()),
+        Err(rpc::Error::Server { error, .. })
+            if matches!(error.code, ErrorCode::WrongCluster | ErrorCode::AlreadyBootstrapped) =>
+        {
+            Err(Error::Refused(Refusal::Shape(format!("{addr} cannot join: {}", error.message))))
+        }
+        Err(e) => Err(Error::Unavailable(format!("{addr} cannot join: {e}"))),
+    }
+}
+
+/// Catches `addr` up on every segment of `layout` (or only `only`), below `to`.
+async fn catch_up(
+    copier: &naxos_client::Client,
+    layout: &Layout,
+    addr: &str,
+    stripe: Option<usize>,
+    to: Position,
+    only: Option<usize>,
+    throttle: &mut Throttle,
+) -> Result<CatchUp, naxos_client::Error> {
+    let layout = Arc::new(layout.clone());
+    let mut done = CatchUp::default();
+    for index in 0..layout.segments.len() {
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        if stripe.is_some_and(|s| s >= layout.segments[index].stripes.len()) {
+            continue;
+        }
+        let l = loglet::of_segment(&layout, index)?;
+        done += l.catch_up(copier, addr, stripe, to, throttle).await?;
+    }
+    Ok(done)
 }
 
 /// Commits `chosen` to every node of it and of `before`; returns those that did not take it.

@@ -34,13 +34,15 @@ pub struct Faults {
     down: Vec<String>,
     seals: u32,
     addrs: Vec<String>,
+    /// Run one scripted membership churn instead of random reconfigurations.
+    churn: bool,
     /// What happened, with the simulated time: part of the run's trace.
     pub log: Vec<String>,
 }
 
 impl Faults {
     /// A schedule over these hosts.
-    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>, addrs: Vec<String>) -> Faults {
+    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>, addrs: Vec<String>, churn: bool) -> Faults {
         Faults {
             rng: Rng::new(seed, 7),
             servers,
@@ -50,6 +52,7 @@ impl Faults {
             down: Vec::new(),
             seals: 0,
             addrs,
+            churn,
             log: Vec::new(),
         }
     }
@@ -134,7 +137,31 @@ impl Faults {
                 sim.set_max_message_latency(Duration::from_millis(ms));
                 self.note(now, format!("max message latency {ms}ms"));
             }
-            69..=72 if self.seals < 5 => {
+            69..=72 if self.churn && self.seals == 0 => {
+                // One unit leaves, misses appends, comes back (state transfer),
+                // and then holds the log alone: whatever the copy left out is
+                // gone, and the final read-back finds it.
+                let mut order = self.addrs.clone();
+                let by = self.rng.range(0, order.len() as u64) as usize;
+                order.rotate_left(by);
+                let x = order[0].clone();
+                let mut script = vec![
+                    naxos_control::Change::Remove(x.clone()),
+                    naxos_control::Change::Add { addr: x.clone(), stripe: None },
+                    naxos_control::Change::Sequencer(x),
+                ];
+                script.extend(order[1..].iter().map(|a| naxos_control::Change::Remove(a.clone())));
+                self.seals += 1;
+                self.note(
+                    now,
+                    format!(
+                        "reconfigure: churn1: {}",
+                        script.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
+                    ),
+                );
+                sim.client("churn1", reconfigure_all(self.addrs.clone(), script));
+            }
+            69..=72 if !self.churn && self.seals < 5 => {
                 let change = match self.rng.range(0, 4) {
                     0 => naxos_control::Change::NextEpoch,
                     1 => {
@@ -223,12 +250,23 @@ impl Faults {
     }
 }
 
+/// A driver host that runs `script` in order, each change after the last
+/// one completed (pausing between them so that appends go on).
+async fn reconfigure_all(addrs: Vec<String>, script: Vec<naxos_control::Change>) -> turmoil::Result {
+    for change in script {
+        reconfigure(addrs.clone(), change).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
 /// A driver host: runs one reconfiguration, retrying while nodes are down
 /// or other drivers win; a change the layout refuses (removing the last
 /// replica of a chain, adding a unit that is there) ends it quietly.
 async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change) -> turmoil::Result {
     let net: std::sync::Arc<dyn naxos_wire::net::Net> = std::sync::Arc::new(crate::net::TurmoilNet);
-    let options = naxos_control::Options { timeout_call: Duration::from_millis(500), attempts: 8 };
+    let options =
+        naxos_control::Options { timeout_call: Duration::from_millis(500), attempts: 8, transfer_bytes_per_s_max: 0 };
     let mut last = String::new();
     for _ in 0..40 {
         match naxos_control::reconfigure(net.clone(), &addrs, &change, &options).await {

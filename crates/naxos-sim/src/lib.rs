@@ -71,6 +71,10 @@ pub struct SimConfig {
     pub io_error_probability: f64,
     /// A deliberately broken protocol variant to run (mutation tests).
     pub mutation: Option<Mutation>,
+    /// Instead of random reconfigurations, one scripted churn: a log unit is
+    /// removed, added back (state transfer) and made the sequencer, then
+    /// every other unit is removed, so that it alone holds the log.
+    pub churn: bool,
 }
 
 impl SimConfig {
@@ -86,6 +90,7 @@ impl SimConfig {
             faults: true,
             io_error_probability: 0.0005,
             mutation: None,
+            churn: false,
         }
     }
 }
@@ -240,7 +245,7 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         sim.client(name.as_str(), workload::run(shared, i as u32, seed, ops, seeds));
     }
 
-    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone());
+    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone(), config.churn);
     run_phase(&mut sim, &mut faults, config.faults, seed, "workload")?;
     io.stop();
     faults.heal(&mut sim);

@@ -53,3 +53,11 @@ fn sealing_a_segment_at_its_lowest_sealed_tail_is_caught() {
     });
     eprintln!("SealAtLowestTail caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn a_state_transfer_that_skips_its_last_batch_is_caught() {
+    // A unit comes back, is caught up, then holds the log alone: what the
+    // copy left out is missing for good.
+    let (seed, why) = caught(Mutation::TransferSkipsLastBatch, |c| c.churn = true);
+    eprintln!("TransferSkipsLastBatch caught at seed {seed}:\n{why}");
+}

@@ -18,6 +18,8 @@ pub enum Mutation {
     /// A reconfiguration seals the active segment at the lowest tail among
     /// its sealed replicas instead of the highest.
     SealAtLowestTail = 4,
+    /// State transfer leaves out the last batch of each stripe it copies.
+    TransferSkipsLastBatch = 6,
 }
 
 #[cfg(feature = "mutations")]

@@ -24,10 +24,12 @@ pub enum ReconfigureCommand {
         /// The node's address, as the layout names it.
         addr: String,
     },
-    /// Put a log unit at the end of the active segment's chains: positions
-    /// from the new segment on are replicated to it too. A server that was
+    /// Put a log unit at the tail of the chains of every segment (of one
+    /// stripe, or of every stripe), after copying to it what it lacks (state
+    /// transfer: incremental, so a returning node gets only what it missed,
+    /// resumable, throttled by --transfer-bytes-per-s-max). A server that was
     /// never bootstrapped is enrolled in the cluster first; one of another
-    /// cluster is refused. Segments sealed before stay on their replicas.
+    /// cluster is refused.
     Add {
         #[command(flatten)]
         cluster: ClusterArg,
@@ -71,6 +73,10 @@ pub struct ReconfigureArgs {
     /// The longest wait for one node's answer, in milliseconds.
     #[arg(long, default_value_t = 1000, global = true)]
     pub timeout_ms: u64,
+    /// The most bytes per second a state transfer (`add`) sends, so that it
+    /// does not starve appends (0: no limit).
+    #[arg(long, default_value_t = 256 << 20, global = true, env = "NAXOS_TRANSFER_BYTES_PER_S_MAX")]
+    pub transfer_bytes_per_s_max: u64,
 }
 
 /// `naxos reconfigure ...`.
@@ -85,7 +91,11 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
             (cluster, Change::Segment { log_units, replication, stripes })
         }
     };
-    let options = Options { timeout_call: Duration::from_millis(a.timeout_ms.max(1)), ..Options::default() };
+    let options = Options {
+        timeout_call: Duration::from_millis(a.timeout_ms.max(1)),
+        transfer_bytes_per_s_max: a.transfer_bytes_per_s_max,
+        ..Options::default()
+    };
     let report = match naxos_control::reconfigure(Arc::new(TcpNet), &cluster.cluster, &change, &options).await {
         Ok(r) => r,
         Err(ReconfigError::Refused(why)) => {
@@ -107,6 +117,12 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
             "rolled_forward": report.rolled_forward.iter().map(|e| e.0).collect::<Vec<_>>(),
             "not_committed": report.not_committed,
             "seal_to_ready_ms": report.seal_to_ready.as_secs_f64() * 1e3,
+            "transfer": {
+                "positions_missing": report.transfer.missing,
+                "entries_copied": report.transfer.copied,
+                "bytes_copied": report.transfer.bytes,
+                "seconds": report.transfer_time.as_secs_f64(),
+            },
             "layout": l,
         });
         println!("{v}");
@@ -120,6 +136,18 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
         }
         if !report.not_committed.is_empty() {
             println!("  not told yet (they learn it at their next request): {}", report.not_committed.join(", "));
+        }
+        if matches!(change, Change::Add { .. }) {
+            let t = report.transfer;
+            let secs = report.transfer_time.as_secs_f64();
+            println!(
+                "  state transfer: {} of {} missing positions copied ({} bytes) in {:.2} s ({:.1} MB/s)",
+                t.copied,
+                t.missing,
+                t.bytes,
+                secs,
+                t.bytes as f64 / secs.max(1e-9) / 1e6
+            );
         }
         println!("  took {:.1} ms from the seal to the new sequencer", report.seal_to_ready.as_secs_f64() * 1e3);
     }

@@ -10,7 +10,7 @@
 //! head, then fills a hole. Write-once makes either the value or the hole
 //! win, for good.
 
-use super::{FirstWrite, Loglet, SegmentTail, StreamPositions, WriteOutcome};
+use super::{CatchUp, FirstWrite, Loglet, SegmentTail, StreamPositions, Throttle, WriteOutcome};
 use crate::retry::Retry;
 use crate::{rpc_to_error, Client, Error, Value};
 use async_trait::async_trait;
@@ -29,6 +29,15 @@ const HOLE_POLL: Duration = Duration::from_millis(5);
 const RANGE_BYTES: u64 = 4 << 20;
 /// Results asked for per stream query.
 const QUERY_LIMIT: u32 = 8192;
+/// Positions examined per step of a catch-up.
+const CATCH_UP_POSITIONS: u64 = 1 << 16;
+/// Most entries in one catch-up write batch (within the servers' batch limit).
+const CATCH_UP_BATCH_ENTRIES: usize = 1024;
+/// Most payload bytes in one catch-up write batch.
+const CATCH_UP_BATCH_BYTES: usize = 8 << 20;
+/// How many times one catch-up request is tried before the copy stops
+/// (it resumes where it stopped when run again).
+const CATCH_UP_TRIES: u32 = 5;
 
 /// The outcome of writing at a chain's head.
 enum HeadWrite {
@@ -488,6 +497,171 @@ impl ChainLoglet {
     }
 }
 
+impl ChainLoglet {
+    /// One request of a copy, tried a few times with a short back-off.
+    async fn copy_call(&self, vlog: &Client, addr: &str, body: request::Body) -> Result<response::Body, Error> {
+        let mut last = None;
+        for attempt in 0..CATCH_UP_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+            match vlog.call(addr, &self.layout, body.clone()).await {
+                Ok(b) => return Ok(b),
+                Err(e) if e.server().is_some_and(|s| s.code != ErrorCode::Unavailable) => return Err(rpc_to_error(e)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "catching up: {addr}: {}",
+            last.map_or_else(|| "no answer".to_string(), |e| e.to_string())
+        )))
+    }
+
+    /// The first position in `(trimmed, end]` that `source` has not trimmed
+    /// (`end` if all of them are), found by doubling then halving steps.
+    async fn first_untrimmed(&self, vlog: &Client, source: &str, trimmed: u64, end: u64) -> Result<u64, Error> {
+        let is_trimmed = |p: u64| async move {
+            let body = request::Body::ReadRange(ReadRange { from: p, to: p + 1, max_bytes: 1 });
+            match self.copy_call(vlog, source, body).await {
+                Ok(_) => Ok(false),
+                Err(Error::Trimmed(_)) => Ok(true),
+                Err(e) => Err(e),
+            }
+        };
+        // Invariant: `lo` is trimmed, `hi` is not (or is `end`).
+        let (mut lo, mut hi) = (trimmed, end);
+        let mut step = 1;
+        while lo + step < hi {
+            if !is_trimmed(lo + step).await? {
+                hi = lo + step;
+                break;
+            }
+            lo += step;
+            step *= 2;
+        }
+        while lo + 1 < hi {
+            let mid = lo + (hi - lo) / 2;
+            if is_trimmed(mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(hi)
+    }
+
+    /// The positions of `filter` in `[from, to)` that `replica` lacks.
+    async fn lacking(
+        &self,
+        vlog: &Client,
+        replica: &str,
+        filter: &stripe_filter::Filter,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>, Error> {
+        let tail = match self.copy_call(vlog, replica, request::Body::UnitTail(UnitTail::default())).await? {
+            response::Body::Tail(t) => t.tail,
+            _ => return Err(Error::Invalid(format!("{replica} answered a tail query with something else"))),
+        };
+        let mut out = Vec::new();
+        // Below its tail the replica lists its holes in the stripe (a stream
+        // query for a stream no entry is in gives exactly those); above its
+        // tail it holds nothing.
+        let mut at = from;
+        let known_end = to.min(tail);
+        while at < known_end {
+            let body = request::Body::StreamQuery(StreamQuery {
+                stream: Bytes::from_static(&[0; 16]),
+                from: at,
+                to: known_end,
+                segment_start: filter.start,
+                stripe_count: filter.count,
+                stripe_index: filter.index,
+                limit: QUERY_LIMIT,
+            });
+            match self.copy_call(vlog, replica, body).await? {
+                response::Body::StreamQuery(q) => {
+                    out.extend(q.unwritten.into_iter().filter(|p| filter.contains(*p)));
+                    if q.next <= at {
+                        return Err(Error::Invalid(format!("{replica} made no progress listing what it lacks")));
+                    }
+                    at = q.next;
+                }
+                _ => return Err(Error::Invalid(format!("{replica} answered a stream query with something else"))),
+            }
+        }
+        let mut p = filter.first_at_or_after(from.max(tail));
+        while p < to {
+            out.push(p);
+            p += u64::from(filter.count);
+        }
+        Ok(out)
+    }
+
+    /// Writes `batch` to `replica` in one request; an entry it holds already
+    /// must be the same one.
+    async fn copy_batch(&self, vlog: &Client, replica: &str, batch: &mut Vec<(u64, Entry)>) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let bodies: Vec<request::Body> =
+            batch.iter().map(|(p, e)| request::Body::Write(Write { position: *p, entry: Some(e.clone()) })).collect();
+        let mut last = None;
+        for attempt in 0..CATCH_UP_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+            match vlog.inner.pool.call_batch(replica, &self.layout.cluster_id, self.layout.epoch, bodies.clone()).await
+            {
+                Ok(answers) => {
+                    for ((p, e), answer) in batch.iter().zip(answers) {
+                        match answer {
+                            Ok(_) => {}
+                            Err(err) if overwritten(&err).is_some() => {
+                                self.check_holds(vlog, replica, &self.layout, Position(*p), e).await?;
+                            }
+                            Err(err) => return Err(rpc_to_error(err)),
+                        }
+                    }
+                    batch.clear();
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "catching up: writing to {replica}: {}",
+            last.map_or_else(|| "no answer".to_string(), |e| e.to_string())
+        )))
+    }
+}
+
+/// Which positions of a segment one stripe holds.
+mod stripe_filter {
+    /// The positions `p >= start` with `(p - start) % count == index`.
+    pub(super) struct Filter {
+        pub start: u64,
+        pub count: u32,
+        pub index: u32,
+    }
+
+    impl Filter {
+        pub fn contains(&self, p: u64) -> bool {
+            p >= self.start && (p - self.start) % u64::from(self.count) == u64::from(self.index)
+        }
+
+        /// The first position of the stripe at or after `p`.
+        pub fn first_at_or_after(&self, p: u64) -> u64 {
+            let first = self.start + u64::from(self.index);
+            if p <= first {
+                return first;
+            }
+            let count = u64::from(self.count);
+            first + (p - first).div_ceil(count) * count
+        }
+    }
+}
+
 #[async_trait]
 impl Loglet for ChainLoglet {
     fn kind(&self) -> SegmentKind {
@@ -673,6 +847,99 @@ impl Loglet for ChainLoglet {
             }
         }
         Ok(())
+    }
+
+    async fn catch_up(
+        &self,
+        vlog: &Client,
+        replica: &str,
+        stripe: Option<usize>,
+        to: Position,
+        throttle: &mut Throttle,
+    ) -> Result<CatchUp, Error> {
+        let seg = self.segment();
+        let end = seg.end.map_or(to.0, |e| e.min(to.0));
+        let mut done = CatchUp::default();
+        for (index, st) in seg.stripes.iter().enumerate() {
+            if stripe.is_some_and(|s| s != index) {
+                continue;
+            }
+            // Sources: the chain's own replicas, tail first (it holds what is
+            // committed; the others hold at least as much).
+            let sources: Vec<&String> = st.chain.iter().rev().filter(|a| *a != replica).collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let filter =
+                stripe_filter::Filter { start: seg.start, count: seg.stripes.len() as u32, index: index as u32 };
+            let mut at = seg.start;
+            while at < end {
+                let step_end = end.min(at + CATCH_UP_POSITIONS);
+                let lacking = match self.lacking(vlog, replica, &filter, at, step_end).await {
+                    // Below the replica's own trim mark nothing is wanted.
+                    Err(Error::Trimmed(_)) => {
+                        at = self.first_untrimmed(vlog, replica, at, step_end).await?;
+                        continue;
+                    }
+                    other => other?,
+                };
+                done.missing += lacking.len() as u64;
+                if let Some(&first) = lacking.first() {
+                    let wanted: std::collections::HashSet<u64> = lacking.iter().copied().collect();
+                    let mut batch: Vec<(u64, Entry)> = Vec::new();
+                    let mut batch_bytes = 0;
+                    let mut read_at = first;
+                    let mut source = 0;
+                    while read_at < step_end {
+                        let body =
+                            request::Body::ReadRange(ReadRange { from: read_at, to: step_end, max_bytes: RANGE_BYTES });
+                        let answer = match self.copy_call(vlog, sources[source], body).await {
+                            Ok(a) => a,
+                            // Below the source's trim mark: nothing there to copy.
+                            Err(Error::Trimmed(_)) => {
+                                read_at = self.first_untrimmed(vlog, sources[source], read_at, step_end).await?;
+                                continue;
+                            }
+                            Err(e) if source + 1 < sources.len() => {
+                                tracing::debug!("catching up {replica}: {e}; reading from the next replica");
+                                source += 1;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        let response::Body::ReadRange(r) = answer else {
+                            return Err(Error::Invalid("a read range answered with something else".into()));
+                        };
+                        for pe in r.entries {
+                            let Some(entry) = pe.entry.filter(|_| wanted.contains(&pe.position)) else { continue };
+                            batch_bytes += entry.payload.len();
+                            done.copied += 1;
+                            done.bytes += entry.payload.len() as u64;
+                            batch.push((pe.position, entry));
+                            if batch.len() >= CATCH_UP_BATCH_ENTRIES || batch_bytes >= CATCH_UP_BATCH_BYTES {
+                                throttle.spend(batch_bytes as u64).await;
+                                self.copy_batch(vlog, replica, &mut batch).await?;
+                                batch_bytes = 0;
+                            }
+                        }
+                        if r.next <= read_at {
+                            break;
+                        }
+                        read_at = r.next;
+                    }
+                    let last_batch = step_end >= end;
+                    if last_batch
+                        && naxos_wire::mutation::active(naxos_wire::mutation::Mutation::TransferSkipsLastBatch)
+                    {
+                        batch.clear();
+                    }
+                    throttle.spend(batch_bytes as u64).await;
+                    self.copy_batch(vlog, replica, &mut batch).await?;
+                }
+                at = step_end;
+            }
+        }
+        Ok(done)
     }
 
     async fn stream_query(

@@ -57,6 +57,54 @@ pub struct StreamPositions {
     pub unwritten: Vec<u64>,
 }
 
+/// What catching a replica up did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Positions the replica lacked (among those the sources hold or may hold).
+    pub missing: u64,
+    /// Entries copied to it.
+    pub copied: u64,
+    /// Payload bytes copied to it.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for CatchUp {
+    fn add_assign(&mut self, o: CatchUp) {
+        self.missing += o.missing;
+        self.copied += o.copied;
+        self.bytes += o.bytes;
+    }
+}
+
+/// A limit on the bytes per second a copy sends (0: none), so that catching
+/// a replica up does not starve appends.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_s_max: u64,
+    started: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Throttle {
+    /// A throttle at `bytes_per_s_max` (0 for none).
+    pub fn new(bytes_per_s_max: u64) -> Throttle {
+        Throttle { bytes_per_s_max, started: tokio::time::Instant::now(), sent: 0 }
+    }
+
+    /// Counts `bytes` as sent, waiting first as long as the rate asks.
+    pub async fn spend(&mut self, bytes: u64) {
+        self.sent += bytes;
+        if self.bytes_per_s_max == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.bytes_per_s_max as f64);
+        let at = self.started + due;
+        if at > tokio::time::Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
 /// One segment of the log, as the virtual log reaches it.
 #[async_trait]
 pub trait Loglet: Send + Sync {
@@ -97,6 +145,21 @@ pub trait Loglet: Send + Sync {
 
     /// Discards the positions below `pos` on every replica.
     async fn trim(&self, vlog: &Client, pos: Position) -> Result<(), Error>;
+
+    /// Copies to `replica` what it lacks of the positions it will hold in
+    /// this segment below `to` (those of stripe `stripe`, or of every stripe),
+    /// from the replicas that hold them. Incremental (the replica is asked
+    /// what it lacks, and only that is sent) and so resumable; large batches,
+    /// one group commit each; nothing on the replica is ever deleted or
+    /// overwritten. Positions no source holds stay unwritten (readers fill them).
+    async fn catch_up(
+        &self,
+        vlog: &Client,
+        replica: &str,
+        stripe: Option<usize>,
+        to: Position,
+        throttle: &mut Throttle,
+    ) -> Result<CatchUp, Error>;
 
     /// The positions of `stream` in `[from, to)` (clipped to the segment).
     async fn stream_query(

@@ -33,6 +33,10 @@ enum Command {
         /// Print the whole trace (faults and operations).
         #[arg(long)]
         trace: bool,
+        /// Run the scripted membership churn instead of random
+        /// reconfigurations (a unit leaves, comes back, then holds the log alone).
+        #[arg(long)]
+        churn: bool,
     },
     /// Run seeds until one fails, the time is up, or Ctrl-C; in parallel over cores.
     Soak {
@@ -58,9 +62,10 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     match cli.command {
-        Command::Run { seed, ops, trace } => {
+        Command::Run { seed, ops, trace, churn } => {
             let mut c = SimConfig::new(seed);
             c.ops_per_client = ops;
+            c.churn = churn;
             match run(&c) {
                 Ok(r) => {
                     if trace {
