@@ -40,11 +40,28 @@ pub struct Options {
     /// The most payload bytes per second a state transfer sends (default
     /// 256 MiB/s; 0 for no limit), so that it does not starve appends.
     pub transfer_bytes_per_s_max: u64,
+    /// For tests: stop as a driver that dies at this step would (the
+    /// simulator checks that the cluster recovers from it).
+    pub abandon: Option<Abandon>,
+}
+
+/// Where a test makes a driver stop, as if it had died there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abandon {
+    /// After sealing, before proposing.
+    AfterSeal,
+    /// After the layout was chosen, before anyone was told.
+    AfterChoose,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout_call: Duration::from_secs(1), attempts: 8, transfer_bytes_per_s_max: 256 << 20 }
+        Options {
+            timeout_call: Duration::from_secs(1),
+            attempts: 8,
+            transfer_bytes_per_s_max: 256 << 20,
+            abandon: None,
+        }
     }
 }
 
@@ -181,8 +198,14 @@ pub async fn reconfigure(
                 }
             }
         }
+        if options.abandon == Some(Abandon::AfterSeal) {
+            return Err(Error::Unavailable("abandoned after the seal (test)".into()));
+        }
         let proposal = next_layout(&known, change, sealed_at)?;
         match propose(&pool, &known, proposal.clone()).await {
+            Proposal::Chosen(_) if options.abandon == Some(Abandon::AfterChoose) => {
+                return Err(Error::Unavailable("abandoned after the layout was chosen (test)".into()));
+            }
             Proposal::Chosen(chosen) => {
                 let not_committed = commit(&pool, &known, &chosen).await;
                 if let Err(e) = bootstrap_sequencer(&pool, &chosen, sequencer_next).await {

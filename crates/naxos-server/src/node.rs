@@ -36,6 +36,8 @@ struct Ctx {
     logunit: Option<mpsc::UnboundedSender<logunit::Op>>,
     sequencer: Option<mpsc::UnboundedSender<sequencer::Op>>,
     pool: Pool,
+    /// The network, for the connections a roll-forward makes.
+    net: Arc<dyn Net>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -209,6 +211,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         logunit,
         sequencer,
         pool,
+        net: net.clone(),
         shutdown: shutdown_rx,
     });
     start_recovery(&ctx);
@@ -239,8 +242,21 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
 }
 
+/// How long a primary sequencer keeps failing to recover before it looks for
+/// a stalled reconfiguration to finish.
+const ROLL_FORWARD_AFTER: Duration = Duration::from_secs(2);
+
 /// If this node sequences and holds a layout, recovers the sequencer's state
 /// from the log units in the background, retrying until it succeeds.
+///
+/// Recovery can only fail for good in one way: the log units were sealed at
+/// a later epoch than the node's layout, by a reconfiguration whose layout
+/// did not reach this node or was never chosen (its driver died between the
+/// seal and the commit). The node then learns the newest layout from the
+/// layout servers, and if there is none, the primary sequencer finishes the
+/// reconfiguration itself (the next epoch, same members): Paxos keeps a
+/// layout that was already chosen, so nothing can fork, and the cluster is
+/// never left sealed with no layout to follow (CorfuDB #3875).
 fn start_recovery(ctx: &Arc<Ctx>) {
     let Some(seq) = ctx.sequencer.clone() else { return };
     if ctx.layout.lock().ok().and_then(|l| l.get().cloned()).is_none() {
@@ -250,39 +266,29 @@ fn start_recovery(ctx: &Arc<Ctx>) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(20);
         let mut shutdown = ctx.shutdown.clone();
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             // The newest layout the node holds: a commit may arrive while we retry.
             let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
-            match recovery::recover(&ctx.pool, &layout).await {
-                Ok(r) => {
-                    let streams = r
-                        .streams
-                        .iter()
-                        .map(|(s, &last)| proto::StreamTail {
-                            stream: bytes::Bytes::copy_from_slice(&s.to_bytes()),
-                            last,
-                        })
-                        .collect();
-                    let req = Request {
-                        id: 0,
-                        cluster_id: layout.cluster_id.clone(),
-                        epoch: layout.epoch,
-                        body: Some(request::Body::SeqBootstrap(proto::SeqBootstrap { tail: r.tail, streams })),
-                    };
-                    let (reply, rx) = Reply::once(0);
-                    if seq.send(sequencer::Op::Request(req, reply)).is_err() {
-                        return;
-                    }
-                    if let Ok(resp) = rx.await {
-                        if let Some(response::Body::Error(e)) = resp.body {
-                            tracing::warn!("sequencer bootstrap refused: {}", e.message);
-                        } else {
-                            tracing::info!(tail = r.tail, streams = r.streams.len(), "sequencer recovered");
-                        }
-                    }
-                    return;
+            let stalled = match recover_once(&ctx, &seq, &layout).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("sequencer recovery at epoch {}: {e}; retrying in {backoff:?}", layout.epoch);
+                    e.sealed_ahead.is_some()
                 }
-                Err(e) => tracing::warn!("sequencer recovery: {e}; retrying in {backoff:?}"),
+            };
+            if !stalled {
+                failing_since = None;
+            }
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            if stalled && since.elapsed() >= ROLL_FORWARD_AFTER {
+                if learn_newer_layout(&ctx, &layout).await {
+                    return; // the commit started a recovery for the new epoch
+                }
+                if layout.sequencers.first().is_some_and(|s| *s == ctx.advertise) {
+                    roll_forward(&ctx, &layout).await;
+                }
+                failing_since = Some(tokio::time::Instant::now());
             }
             tokio::select! {
                 biased;
@@ -292,6 +298,69 @@ fn start_recovery(ctx: &Arc<Ctx>) {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     });
+}
+
+/// One recovery of the sequencer for `layout`'s epoch.
+async fn recover_once(
+    ctx: &Arc<Ctx>,
+    seq: &mpsc::UnboundedSender<sequencer::Op>,
+    layout: &Layout,
+) -> Result<(), recovery::Failed> {
+    let failed = |message: String, sealed_ahead| recovery::Failed { message, sealed_ahead };
+    let r = recovery::recover(&ctx.pool, layout).await?;
+    let streams = r
+        .streams
+        .iter()
+        .map(|(s, &last)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last })
+        .collect();
+    let req = Request {
+        id: 0,
+        cluster_id: layout.cluster_id.clone(),
+        epoch: layout.epoch,
+        body: Some(request::Body::SeqBootstrap(proto::SeqBootstrap { tail: r.tail, streams })),
+    };
+    let (reply, rx) = Reply::once(0);
+    seq.send(sequencer::Op::Request(req, reply)).map_err(|_| failed("the sequencer stopped".into(), None))?;
+    match rx.await.map(|resp| resp.body) {
+        Ok(Some(response::Body::Error(e))) => {
+            let ahead = (e.code == naxos_wire::ErrorCode::WrongEpoch as i32).then_some(e.epoch);
+            Err(failed(format!("sequencer bootstrap refused: {}", e.message), ahead))
+        }
+        Ok(_) => {
+            tracing::info!(tail = r.tail, streams = r.streams.len(), epoch = layout.epoch, "sequencer recovered");
+            Ok(())
+        }
+        Err(_) => Err(failed("the sequencer stopped".into(), None)),
+    }
+}
+
+/// Commits the newest layout the layout servers hold, if it is newer than
+/// `held`; returns whether it did.
+async fn learn_newer_layout(ctx: &Arc<Ctx>, held: &Layout) -> bool {
+    let mut addrs = held.layout_servers.clone();
+    addrs.extend(held.all_nodes());
+    let Ok(newest) = naxos_control::reconfig::newest_layout(&ctx.pool, &addrs, Some(held.clone())).await else {
+        return false;
+    };
+    if newest.epoch <= held.epoch || newest.cluster_id != held.cluster_id {
+        return false;
+    }
+    tracing::info!(epoch = newest.epoch, "learnt a newer layout from the layout servers");
+    commit(ctx, Some(newest)).await.is_ok()
+}
+
+/// Finishes a stalled reconfiguration: the next epoch with the same members.
+async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout) {
+    tracing::warn!(
+        epoch = layout.epoch,
+        "the log units are sealed ahead of this node's layout; finishing the reconfiguration"
+    );
+    let net = ctx.net.clone();
+    let options = naxos_control::Options { attempts: 3, ..Default::default() };
+    match naxos_control::reconfigure(net, &layout.all_nodes(), &naxos_control::Change::NextEpoch, &options).await {
+        Ok(r) => tracing::info!(epoch = r.layout.epoch, "rolled the stalled reconfiguration forward"),
+        Err(e) => tracing::warn!("rolling forward: {e}"),
+    }
 }
 
 async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
@@ -646,6 +715,16 @@ async fn seal(ctx: &Arc<Ctx>, req: Request, epoch: Epoch) -> Result<response::Bo
         let (otx, orx) = oneshot::channel();
         tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
         sequencer_next = orx.await.map_err(|_| stopped())??;
+        // If no layout of this epoch follows (its driver died), recovery
+        // notices and finishes the reconfiguration.
+        let watch = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ROLL_FORWARD_AFTER).await;
+            let held = watch.layout.lock().ok().and_then(|l| l.get().map(|l| l.epoch));
+            if held.is_some_and(|e| e < epoch.0) && !*watch.shutdown.borrow() {
+                start_recovery(&watch);
+            }
+        });
     }
     Ok(response::Body::Seal(proto::SealOk { tail, sequencer_next }))
 }

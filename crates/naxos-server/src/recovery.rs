@@ -18,9 +18,26 @@ pub struct Recovered {
     pub streams: BTreeMap<StreamId, u64>,
 }
 
+/// Why a recovery failed.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    /// What went wrong.
+    pub message: String,
+    /// A log unit is sealed at this epoch, later than the layout's: a
+    /// reconfiguration is under way (or stalled) and this layout is old.
+    pub sealed_ahead: Option<u64>,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Queries every log unit of `layout` once; fails if any chain's head did not answer.
-pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, String> {
+pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, Failed> {
     let mut out = Recovered::default();
+    let mut sealed_ahead = None;
     let mut answered: BTreeMap<String, bool> = BTreeMap::new();
     for addr in layout.log_units() {
         let req = Request {
@@ -40,8 +57,16 @@ pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, String> 
                 }
                 answered.insert(addr, true);
             }
-            Ok(_) => return Err(format!("log unit {addr} answered a tail query with something else")),
+            Ok(_) => {
+                return Err(Failed {
+                    message: format!("log unit {addr} answered a tail query with something else"),
+                    sealed_ahead: None,
+                })
+            }
             Err(e) => {
+                if let Some(s) = e.server().filter(|s| s.code == naxos_wire::ErrorCode::WrongEpoch) {
+                    sealed_ahead = sealed_ahead.max(Some(s.epoch.0));
+                }
                 tracing::debug!("sequencer recovery: {addr}: {e}");
                 answered.insert(addr, false);
             }
@@ -51,7 +76,10 @@ pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, String> 
         for stripe in &seg.stripes {
             if let Some(head) = stripe.chain.first() {
                 if !answered.get(head).copied().unwrap_or(false) {
-                    return Err(format!("chain head {head} did not answer the tail query"));
+                    return Err(Failed {
+                        message: format!("chain head {head} did not answer the tail query"),
+                        sealed_ahead,
+                    });
                 }
             }
         }

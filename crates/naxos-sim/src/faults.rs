@@ -193,12 +193,20 @@ impl Faults {
         }
     }
 
-    /// Starts a driver host that makes `change`.
+    /// Starts a driver host that makes `change`; one in five dies after the
+    /// seal or after the layout is chosen (before telling anyone).
     fn drive(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, change: naxos_control::Change) {
+        use naxos_control::reconfig::Abandon;
         self.seals += 1;
         let name = format!("driver{}", self.seals);
-        self.note(now, format!("reconfigure: {name}: {change}"));
-        sim.client(name.as_str(), reconfigure(self.addrs.clone(), change));
+        let abandon = match self.rng.range(0, 10) {
+            0 => Some(Abandon::AfterSeal),
+            1 => Some(Abandon::AfterChoose),
+            _ => None,
+        };
+        let dies = abandon.map_or(String::new(), |a| format!(" (dies {a:?})"));
+        self.note(now, format!("reconfigure: {name}: {change}{dies}"));
+        sim.client(name.as_str(), reconfigure_with(self.addrs.clone(), change, abandon));
     }
 
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, u: Undo, now: Duration) {
@@ -264,9 +272,27 @@ async fn reconfigure_all(addrs: Vec<String>, script: Vec<naxos_control::Change>)
 /// or other drivers win; a change the layout refuses (removing the last
 /// replica of a chain, adding a unit that is there) ends it quietly.
 async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change) -> turmoil::Result {
+    reconfigure_with(addrs, change, None).await
+}
+
+/// A driver host as above that dies (stops) at `abandon`; the cluster must
+/// finish the reconfiguration by itself.
+async fn reconfigure_with(
+    addrs: Vec<String>,
+    change: naxos_control::Change,
+    abandon: Option<naxos_control::reconfig::Abandon>,
+) -> turmoil::Result {
     let net: std::sync::Arc<dyn naxos_wire::net::Net> = std::sync::Arc::new(crate::net::TurmoilNet);
-    let options =
-        naxos_control::Options { timeout_call: Duration::from_millis(500), attempts: 8, transfer_bytes_per_s_max: 0 };
+    let options = naxos_control::Options {
+        timeout_call: Duration::from_millis(500),
+        attempts: 8,
+        transfer_bytes_per_s_max: 0,
+        abandon,
+    };
+    if abandon.is_some() {
+        let _ = naxos_control::reconfigure(net, &addrs, &change, &options).await;
+        return Ok(());
+    }
     let mut last = String::new();
     for _ in 0..40 {
         match naxos_control::reconfigure(net.clone(), &addrs, &change, &options).await {

@@ -166,3 +166,42 @@ async fn a_new_segment_with_two_stripes_and_a_new_sequencer() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_dies_after_choosing_a_layout_does_not_wedge_the_cluster() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut servers = Vec::new();
+    for d in &dirs {
+        servers.push(start("127.0.0.1:0", d.path()).await);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| s.advertise().to_string()).collect();
+    let layout = Layout::initial("wedge-test", &addrs, 3, 1, addrs.clone(), addrs.clone());
+    naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.expect("bootstrap");
+    let client = Client::connect(Config::new(addrs.clone())).await.expect("client connects");
+    let acked = append(&client, "before", 20).await;
+
+    // The driver seals every node and gets its layout chosen, then dies
+    // before telling anyone: the nodes are sealed at epoch 1 with no layout 1.
+    let options = Options { abandon: Some(naxos_control::reconfig::Abandon::AfterChoose), ..reconfig_options() };
+    let change = Change::Sequencer(addrs[1].clone());
+    assert!(naxos_control::reconfigure(Arc::new(TcpNet), &addrs, &change, &options).await.is_err());
+
+    // The primary sequencer finds the stalled reconfiguration and finishes it,
+    // keeping the layout that was chosen; appends resume with no operator.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        match client.append("after".into()).await {
+            Ok(p) => break p,
+            Err(e) if tokio::time::Instant::now() < deadline => eprintln!("not yet: {e}"),
+            Err(e) => panic!("the cluster stayed wedged: {e}"),
+        }
+    };
+    let now = client.refresh_layout().await.expect("layout");
+    assert!(now.epoch >= 1);
+    assert_eq!(now.sequencers[0], addrs[1], "the chosen layout was kept, not replaced");
+    assert!(acked.iter().all(|(q, _)| *q < p));
+    read_back(&client, &acked).await;
+    for s in servers {
+        s.stop().await;
+    }
+}
