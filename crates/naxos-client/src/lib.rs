@@ -221,13 +221,17 @@ impl Client {
             return Ok(current); // another task refreshed meanwhile
         }
         let mut addrs = current.layout_servers.clone();
-        addrs.extend(self.inner.config.seeds.iter().cloned());
+        for a in self.inner.config.seeds.iter().chain(current.all_nodes().iter()) {
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        }
+        // Everyone at once: a dead node must not hold the others' answers up.
+        let answers = futures::future::join_all(addrs.iter().map(|a| get_layout(&self.inner.pool, a))).await;
         let mut best: Option<Layout> = None;
-        for addr in &addrs {
-            if let Ok(l) = get_layout(&self.inner.pool, addr).await {
-                if l.cluster_id == current.cluster_id && best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
-                    best = Some(l);
-                }
+        for l in answers.into_iter().flatten() {
+            if l.cluster_id == current.cluster_id && best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
+                best = Some(l);
             }
         }
         let Some(best) = best else {

@@ -29,7 +29,12 @@ impl Retry {
         let retriable = match &e {
             rpc::Error::Server { error, .. } => match error.code {
                 ErrorCode::WrongEpoch => {
-                    client.refresh_layout().await?;
+                    let before = client.layout().epoch;
+                    // A newer layout is the answer: go again at once.
+                    if client.refresh_layout().await?.epoch > before && self.left > 0 {
+                        self.left -= 1;
+                        return Ok(());
+                    }
                     true
                 }
                 ErrorCode::Unavailable | ErrorCode::Overloaded => true,

@@ -98,6 +98,8 @@ pub struct Report {
     /// Nodes that did not take the new layout (they learn it later, at their
     /// next request of the new epoch or restart).
     pub not_committed: Vec<String>,
+    /// When the seal began.
+    pub seal_started: Instant,
     /// Time from the seal to the new sequencer's bootstrap.
     pub seal_to_ready: Duration,
     /// What the state transfer copied (for `Change::Add`).
@@ -219,6 +221,7 @@ pub async fn reconfigure(
                         sealed_at,
                         rolled_forward,
                         not_committed,
+                        seal_started: started,
                         seal_to_ready: started.elapsed(),
                         transfer,
                         transfer_time,

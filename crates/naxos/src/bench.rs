@@ -24,6 +24,11 @@ pub enum Workload {
     /// Sequencer tokens only (positions are reserved and left unwritten: they
     /// become holes when read, so do not run this against data you care about).
     Tokens,
+    /// Appends at --depth while the primary sequencer is moved --changes
+    /// times round the layout's sequencers (each a reconfiguration); prints
+    /// each change's append unavailability window: from the seal to the first
+    /// append acknowledged in the new epoch, p50 and p99.
+    Failover,
 }
 
 /// Flags of `naxos bench`.
@@ -61,6 +66,9 @@ pub struct BenchArgs {
     /// Entries appended first by read and scan.
     #[arg(long, default_value_t = 20_000)]
     pub prefill: u64,
+    /// Sequencer changes made by failover.
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
 }
 
 struct Outcome {
@@ -72,6 +80,9 @@ struct Outcome {
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
+    if a.workload == Workload::Failover {
+        return crate::bench_failover::run(&a, json).await;
+    }
     let mut config = Config::new(a.cluster.cluster.iter().cloned());
     config.batches_in_flight = a.batches_in_flight;
     config.combined_append = !a.no_combined_append;
@@ -115,6 +126,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
                             client.append_batch(vec![payload.clone(); batch as usize]).await.map(|v| v.len() as u64)
                         }
                         Workload::Tokens => client.reserve(batch).await.map(|_| u64::from(batch)),
+                        Workload::Failover => Ok(0),
                         Workload::Read => {
                             rng ^= rng << 13;
                             rng ^= rng >> 7;

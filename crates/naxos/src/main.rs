@@ -4,6 +4,7 @@
 //! codes listed in `naxos --help`.
 
 mod bench;
+mod bench_failover;
 mod cli;
 mod client_cmd;
 mod exit;

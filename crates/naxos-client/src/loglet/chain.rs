@@ -35,6 +35,11 @@ const CATCH_UP_POSITIONS: u64 = 1 << 16;
 const CATCH_UP_BATCH_ENTRIES: usize = 1024;
 /// Most payload bytes in one catch-up write batch.
 const CATCH_UP_BATCH_BYTES: usize = 8 << 20;
+/// Write batches of a catch-up in flight at once: the next batch is read
+/// while the last one is written and synced.
+const CATCH_UP_WRITES_IN_FLIGHT: usize = 2;
+/// Payload bytes asked for per read of a catch-up.
+const CATCH_UP_READ_BYTES: u64 = 8 << 20;
 /// How many times one catch-up request is tried before the copy stops
 /// (it resumes where it stopped when run again).
 const CATCH_UP_TRIES: u32 = 5;
@@ -72,6 +77,7 @@ fn as_rpc(e: Error) -> rpc::Error {
 }
 
 /// One segment served by chain replication over its stripes.
+#[derive(Clone)]
 pub(crate) struct ChainLoglet {
     layout: Arc<Layout>,
     segment: usize,
@@ -636,6 +642,30 @@ impl ChainLoglet {
     }
 }
 
+impl ChainLoglet {
+    /// Starts writing `batch` to `replica` in the background, after waiting
+    /// for the oldest write if `CATCH_UP_WRITES_IN_FLIGHT` are out already.
+    async fn send_batch(
+        &self,
+        vlog: &Client,
+        replica: &str,
+        mut batch: Vec<(u64, Entry)>,
+        writing: &mut std::collections::VecDeque<tokio::task::JoinHandle<Result<(), Error>>>,
+    ) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        while writing.len() >= CATCH_UP_WRITES_IN_FLIGHT {
+            if let Some(w) = writing.pop_front() {
+                w.await.map_err(|e| Error::Unavailable(format!("a catch-up write stopped: {e}")))??;
+            }
+        }
+        let (me, vlog, replica) = (self.clone(), vlog.clone(), replica.to_string());
+        writing.push_back(tokio::spawn(async move { me.copy_batch(&vlog, &replica, &mut batch).await }));
+        Ok(())
+    }
+}
+
 /// Which positions of a segment one stripe holds.
 mod stripe_filter {
     /// The positions `p >= start` with `(p - start) % count == index`.
@@ -860,6 +890,8 @@ impl Loglet for ChainLoglet {
         let seg = self.segment();
         let end = seg.end.map_or(to.0, |e| e.min(to.0));
         let mut done = CatchUp::default();
+        let mut writing: std::collections::VecDeque<tokio::task::JoinHandle<Result<(), Error>>> =
+            std::collections::VecDeque::new();
         for (index, st) in seg.stripes.iter().enumerate() {
             if stripe.is_some_and(|s| s != index) {
                 continue;
@@ -891,8 +923,11 @@ impl Loglet for ChainLoglet {
                     let mut read_at = first;
                     let mut source = 0;
                     while read_at < step_end {
-                        let body =
-                            request::Body::ReadRange(ReadRange { from: read_at, to: step_end, max_bytes: RANGE_BYTES });
+                        let body = request::Body::ReadRange(ReadRange {
+                            from: read_at,
+                            to: step_end,
+                            max_bytes: CATCH_UP_READ_BYTES,
+                        });
                         let answer = match self.copy_call(vlog, sources[source], body).await {
                             Ok(a) => a,
                             // Below the source's trim mark: nothing there to copy.
@@ -918,7 +953,7 @@ impl Loglet for ChainLoglet {
                             batch.push((pe.position, entry));
                             if batch.len() >= CATCH_UP_BATCH_ENTRIES || batch_bytes >= CATCH_UP_BATCH_BYTES {
                                 throttle.spend(batch_bytes as u64).await;
-                                self.copy_batch(vlog, replica, &mut batch).await?;
+                                self.send_batch(vlog, replica, std::mem::take(&mut batch), &mut writing).await?;
                                 batch_bytes = 0;
                             }
                         }
@@ -934,10 +969,14 @@ impl Loglet for ChainLoglet {
                         batch.clear();
                     }
                     throttle.spend(batch_bytes as u64).await;
-                    self.copy_batch(vlog, replica, &mut batch).await?;
+                    self.send_batch(vlog, replica, std::mem::take(&mut batch), &mut writing).await?;
                 }
                 at = step_end;
             }
+        }
+        // Every batch durable on the replica before the copy counts as done.
+        while let Some(w) = writing.pop_front() {
+            w.await.map_err(|e| Error::Unavailable(format!("a catch-up write stopped: {e}")))??;
         }
         Ok(done)
     }
