@@ -35,7 +35,9 @@ impl Client {
             unknown.extend(found.unwritten);
         }
         mine.sort_unstable();
+        mine.dedup();
         unknown.sort_unstable();
+        unknown.dedup();
         // Both lists, merged into log order; each position knows whether the
         // index listed it (then it must be in the stream).
         let mut todo: Vec<(u64, bool)> =

@@ -180,13 +180,16 @@ pub fn next_layout(base: &Layout, change: &Change, end: Position) -> Result<Layo
                     log_units.len()
                 )));
             }
-            let mut seen = log_units.clone();
-            seen.sort();
-            seen.dedup();
-            if seen.len() != log_units.len() {
-                return Err(Refusal::Shape("a log unit is named twice".into()));
-            }
             chains = log_units.chunks(*replication).map(<[String]>::to_vec).collect();
+            // A unit may serve several stripes, but a chain needs distinct replicas.
+            for chain in &chains {
+                let mut seen = chain.clone();
+                seen.sort();
+                seen.dedup();
+                if seen.len() != chain.len() {
+                    return Err(Refusal::Shape(format!("the chain {} names a log unit twice", chain.join(","))));
+                }
+            }
         }
     }
     let new_segment = Segment {

@@ -175,8 +175,16 @@ impl Faults {
                         let mut units = self.addrs.clone();
                         let by = self.rng.range(0, units.len() as u64) as usize;
                         units.rotate_left(by);
-                        let replication = units.len();
-                        naxos_control::Change::Segment { log_units: units, replication, stripes: 1 }
+                        if units.len() > 2 && self.rng.chance(0.5) {
+                            // Two stripes of two over three servers: one unit serves both.
+                            let shared = units[0].clone();
+                            units.truncate(3);
+                            units.push(shared);
+                            naxos_control::Change::Segment { log_units: units, replication: 2, stripes: 2 }
+                        } else {
+                            let replication = units.len();
+                            naxos_control::Change::Segment { log_units: units, replication, stripes: 1 }
+                        }
                     }
                 };
                 self.drive(sim, now, change);

@@ -29,6 +29,7 @@ use naxos_sim::workload::{batch_outcomes, read_outcome, stream_outcome};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -624,11 +625,11 @@ impl Recorder {
 }
 
 /// A workload client: seeded operations until `until`.
-async fn workload(rec: Recorder, client: Client, seed: u64, until: Instant) {
+async fn workload(rec: Recorder, client: Client, seed: u64, until: Instant, stop: Arc<AtomicBool>) {
     let mut rng = Rng::new(seed, 1000 + u64::from(rec.client));
     let mut known_tail = 0u64;
     let mut n = 0u64;
-    while Instant::now() < until {
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(rng.millis(0, 5)).await;
         n += 1;
         // Unique in the run: the client and sequence number come first.
@@ -838,6 +839,99 @@ fn dump(dir: &Path, history: &History, trace: &[String]) -> PathBuf {
 
 #[test]
 fn invariants_hold_under_kill_stop_and_link_cuts_of_real_servers() {
+    run(Scenario::Faults);
+}
+
+/// Reconfigurations of real servers under load, each through the CLI as an
+/// operator would type it: the head (which is also the primary sequencer),
+/// then the middle, then the tail of the chain is killed with -9, removed
+/// with `naxos reconfigure remove`, restarted on its address and data, and
+/// added back with `naxos reconfigure add` (state transfer); then `naxos
+/// reconfigure segment` goes from one stripe to two. The history checkers
+/// judge every operation of the clients, who follow the layout by themselves.
+#[test]
+fn invariants_hold_across_operator_reconfigurations_of_real_servers() {
+    run(Scenario::Reconfigurations);
+}
+
+/// What happens to the servers while the clients run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// The seeded schedule of kills, stops and link cuts.
+    Faults,
+    /// The scripted reconfigurations.
+    Reconfigurations,
+}
+
+/// The active segment's chains of the cluster's newest layout, by `naxos layout --json`.
+fn active_chains(addrs: &[String]) -> Vec<Vec<String>> {
+    for _ in 0..50 {
+        let (code, out, _) = run_cli(&["--json", "layout", "--cluster", &addrs.join(",")], b"");
+        if code == 0 {
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("layout --json is JSON");
+            let seg = v["segments"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+            return seg["stripes"]
+                .as_array()
+                .map(|st| {
+                    st.iter()
+                        .map(|c| {
+                            c["chain"].as_array().map_or_else(Vec::new, |a| {
+                                a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no node gave its layout");
+}
+
+/// Runs one `naxos reconfigure` command; it must succeed.
+fn reconfigure(schedule: &mut Schedule, addrs: &[String], args: &[&str]) {
+    let t0 = Instant::now();
+    let mut all = vec!["--json", "reconfigure"];
+    all.extend_from_slice(args);
+    let cluster = addrs.join(",");
+    all.extend_from_slice(&["--cluster", &cluster]);
+    let (code, out, err) = run_cli(&all, b"");
+    assert_eq!(code, 0, "naxos reconfigure {args:?} failed: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("reconfigure --json is JSON");
+    schedule.note(format!(
+        "reconfigure {} -> epoch {}, sealed at {}, {:.0} ms (seal to sequencer {:.1} ms, copied {} entries)",
+        args.join(" "),
+        v["epoch"],
+        v["sealed_at"],
+        t0.elapsed().as_secs_f64() * 1e3,
+        v["seal_to_ready_ms"].as_f64().unwrap_or(0.0),
+        v["transfer"]["entries_copied"]
+    ));
+}
+
+/// The scripted reconfigurations (see the test above), on this thread while
+/// the clients run.
+fn reconfigurations(c: &mut Cluster, schedule: &mut Schedule, addrs: &[String]) {
+    for (what, index) in [("head", 0), ("middle", 1), ("tail", 2)] {
+        std::thread::sleep(Duration::from_millis(500));
+        let chain = active_chains(addrs).into_iter().next().expect("an active chain");
+        let victim = chain[index].clone();
+        let i = addrs.iter().position(|a| *a == victim).expect("a server of the test");
+        c.servers[i].kill9();
+        schedule.note(format!("kill -9 server {i}, the {what} of {chain:?}"));
+        reconfigure(schedule, addrs, &["remove", &victim]);
+        std::thread::sleep(Duration::from_millis(300));
+        c.servers[i].spawn();
+        schedule.note(format!("restart server {i}"));
+        reconfigure(schedule, addrs, &["add", &victim]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let units = format!("{},{},{},{}", addrs[0], addrs[1], addrs[2], addrs[0]);
+    reconfigure(schedule, addrs, &["segment", "--log-units", &units, "--replication", "2", "--stripes", "2"]);
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn run(scenario: Scenario) {
     let began = Instant::now();
     let clock = Clock(began);
     let seed = seed();
@@ -848,7 +942,11 @@ fn invariants_hold_under_kill_stop_and_link_cuts_of_real_servers() {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("faults-seed-{seed}-pid-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).expect("create the run's directory");
 
-    let net = match Netns::setup(SERVERS) {
+    let net = match scenario {
+        Scenario::Faults => Netns::setup(SERVERS),
+        Scenario::Reconfigurations => Err("not used by the reconfiguration scenario".to_string()),
+    };
+    let net = match net {
         Ok(n) => {
             eprintln!("network-namespace link cuts: on (one namespace per server, {}.0/24)", n.prefix);
             Some(n)
@@ -884,20 +982,29 @@ fn invariants_hold_under_kill_stop_and_link_cuts_of_real_servers() {
         }
         v
     });
-    let load_end = Instant::now() + LOAD;
+    // The scripted reconfigurations end the load themselves (the clients
+    // stop at the first deadline they check after it).
+    let load_end = Instant::now() + if scenario == Scenario::Faults { LOAD } else { Duration::from_secs(600) };
+    let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, client)| {
             let rec = Recorder { client: i as u32, clock, shared: shared.clone() };
-            rt.spawn(workload(rec, client, seed, load_end))
+            rt.spawn(workload(rec, client, seed, load_end, stop.clone()))
         })
         .collect();
     let mut schedule = Schedule::new(seed, cluster.net.is_some(), began);
-    while Instant::now() < load_end {
-        schedule.step(&mut cluster);
-        std::thread::sleep(Duration::from_millis(10));
+    match scenario {
+        Scenario::Faults => {
+            while Instant::now() < load_end {
+                schedule.step(&mut cluster);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Scenario::Reconfigurations => reconfigurations(&mut cluster, &mut schedule, &addrs),
     }
+    stop.store(true, Ordering::Relaxed);
     schedule.heal(&mut cluster);
     rt.block_on(async {
         for t in tasks {
@@ -1001,7 +1108,7 @@ fn invariants_hold_under_kill_stop_and_link_cuts_of_real_servers() {
     if acked < 50 {
         problems.push(format!("only {acked} appends were acknowledged: the load made too little progress"));
     }
-    let mut wanted = vec![Kind::Kill, Kind::Stop];
+    let mut wanted = if scenario == Scenario::Faults { vec![Kind::Kill, Kind::Stop] } else { Vec::new() };
     if cuts {
         wanted.extend([Kind::CutServers, Kind::CutClients]);
     }

@@ -1009,7 +1009,11 @@ impl Loglet for ChainLoglet {
                 });
                 match vlog.call(head, &vlog.layout(), body).await {
                     Ok(response::Body::StreamQuery(q)) => {
-                        out.listed.extend(q.positions);
+                        // A unit in several chains of the segment indexes the
+                        // stream's positions of every one: keep this stripe's.
+                        let stripes = seg.stripes.len() as u64;
+                        let ours = |p: &u64| (p - seg.start) % stripes == index as u64;
+                        out.listed.extend(q.positions.into_iter().filter(|p| *p >= seg.start).filter(ours));
                         out.unwritten.extend(q.unwritten);
                         if q.next <= at {
                             return Err(Error::Invalid(format!("log unit {head} made no progress on a stream query")));
