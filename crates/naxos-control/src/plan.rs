@@ -104,6 +104,18 @@ pub enum Refusal {
 
 /// The layout after `change`, on top of `base`, with the active segment sealed at `end`.
 pub fn next_layout(base: &Layout, change: &Change, end: Position) -> Result<Layout, Refusal> {
+    next_layout_skipping(base, change, end, &[])
+}
+
+/// As `next_layout`, but an added unit stays out of the chains `skip` names
+/// (segment index, stripe index): those where it holds values its chain
+/// decided otherwise (see `Loglet::catch_up`).
+pub fn next_layout_skipping(
+    base: &Layout,
+    change: &Change,
+    end: Position,
+    skip: &[(usize, usize)],
+) -> Result<Layout, Refusal> {
     let mut next = base.clone();
     next.epoch = base.epoch + 1;
     let active = base.segments.last().cloned().unwrap_or_else(|| Segment {
@@ -161,9 +173,9 @@ pub fn next_layout(base: &Layout, change: &Change, end: Position) -> Result<Layo
             }
             // It was caught up on the segments before (state transfer): it
             // joins their chains too, at the tail, where reads go.
-            for seg in next.segments.iter_mut() {
+            for (k, seg) in next.segments.iter_mut().enumerate() {
                 for (i, st) in seg.stripes.iter_mut().enumerate() {
-                    if stripe.is_none_or(|s| s == i) && !st.chain.contains(addr) {
+                    if stripe.is_none_or(|s| s == i) && !st.chain.contains(addr) && !skip.contains(&(k, i)) {
                         st.chain.push(addr.clone());
                     }
                 }
@@ -274,6 +286,17 @@ mod tests {
         assert_eq!(next.placement(Position(9)).unwrap().chain, ["n0", "n1", "n2"]);
         let bad = Change::Segment { log_units: addrs(3), replication: 2, stripes: 2 };
         assert!(matches!(next_layout(&three(), &bad, Position(10)), Err(Refusal::Shape(_))));
+    }
+
+    #[test]
+    fn an_added_unit_stays_out_of_chains_it_diverged_from() {
+        let removed = next_layout(&three(), &Change::Remove("n0".into()), Position(5)).unwrap();
+        let add = Change::Add { addr: "n0".into(), stripe: None };
+        let back = next_layout_skipping(&removed, &add, Position(9), &[(0, 0)]).unwrap();
+        back.validate().unwrap();
+        assert_eq!(back.segments[0].stripes[0].chain, ["n1", "n2"]);
+        assert_eq!(back.segments[1].stripes[0].chain, ["n1", "n2", "n0"]);
+        assert_eq!(back.segments[2].stripes[0].chain, ["n1", "n2", "n0"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! Every wait is bounded, and a failure says what it waited for.
 
 use crate::paxos::{Message, Phase, Proposer, Vote};
-use crate::plan::{next_layout, Change, Refusal};
+use crate::plan::{next_layout_skipping, Change, Refusal};
 use crate::seal::SealTally;
 use naxos_client::loglet::{self, CatchUp, Throttle};
 use naxos_wire::net::Net;
@@ -43,6 +43,9 @@ pub struct Options {
     /// For tests: stop as a driver that dies at this step would (the
     /// simulator checks that the cluster recovers from it).
     pub abandon: Option<Abandon>,
+    /// Seeds the random parts (Paxos rank ids, back-off); 0 takes one from
+    /// the clock. The simulator passes its own, so that a seed replays.
+    pub seed: u64,
 }
 
 /// Where a test makes a driver stop, as if it had died there.
@@ -61,6 +64,7 @@ impl Default for Options {
             attempts: 8,
             transfer_bytes_per_s_max: 256 << 20,
             abandon: None,
+            seed: 0,
         }
     }
 }
@@ -120,9 +124,11 @@ pub async fn reconfigure(
     let pool = Pool::new(net, rpc::Options { timeout_call: options.timeout_call, ..Default::default() });
     let mut known = newest_layout(&pool, seeds, None).await?;
     let before = known.clone();
+    let mut rng = Random::new(options.seed);
     let mut rolled_forward = Vec::new();
     let mut last = String::new();
     let mut transfer = CatchUp::default();
+    let mut diverged: std::collections::BTreeSet<(usize, usize)> = Default::default();
     let mut transfer_time = Duration::ZERO;
     let mut throttle = Throttle::new(options.transfer_bytes_per_s_max);
     // The copy runs on connections of its own, apart from the seal and the votes.
@@ -139,7 +145,7 @@ pub async fn reconfigure(
     for attempt in 0..options.attempts.max(1) {
         if attempt > 0 {
             // Random back-off: competing drivers must not keep outranking each other.
-            tokio::time::sleep(Duration::from_millis(10 + random() % (20 << attempt.min(5)))).await;
+            tokio::time::sleep(Duration::from_millis(10 + rng.next() % (20 << attempt.min(5)))).await;
             let mut addrs = seeds.to_vec();
             addrs.extend(known.all_nodes());
             known = newest_layout(&pool, &addrs, Some(known)).await?;
@@ -152,13 +158,16 @@ pub async fn reconfigure(
         let mut precopied = false;
         if let (Change::Add { addr, stripe }, Some(copier)) = (change, &copier) {
             enroll(&pool, &known, addr).await?;
+            // Sealed at the current epoch first: no straggler of an older
+            // layout can write to it while what it holds is checked.
+            seal_one(&pool, &known, addr).await?;
             let began = Instant::now();
             // Copy requests carry the next epoch: the replicas accept it before
             // the seal and after it (a try that failed may have sealed them).
             let mut ahead = known.clone();
             ahead.epoch += 1;
             let copied = match copier.tail().await {
-                Ok(tail) => catch_up(copier, &ahead, addr, *stripe, tail, None, &mut throttle).await,
+                Ok(tail) => catch_up(copier, &ahead, addr, *stripe, tail, None, &mut throttle, &mut diverged).await,
                 Err(e) => Err(e),
             };
             transfer_time += began.elapsed();
@@ -190,7 +199,7 @@ pub async fn reconfigure(
             let mut sealed = known.clone();
             sealed.epoch += 1;
             let only = precopied.then(|| sealed.segments.len() - 1);
-            let copied = catch_up(copier, &sealed, addr, *stripe, sealed_at, only, &mut throttle).await;
+            let copied = catch_up(copier, &sealed, addr, *stripe, sealed_at, only, &mut throttle, &mut diverged).await;
             transfer_time += began.elapsed();
             match copied {
                 Ok(c) => transfer += c,
@@ -203,12 +212,17 @@ pub async fn reconfigure(
         if options.abandon == Some(Abandon::AfterSeal) {
             return Err(Error::Unavailable("abandoned after the seal (test)".into()));
         }
-        let proposal = next_layout(&known, change, sealed_at)?;
-        match propose(&pool, &known, proposal.clone()).await {
+        // Chains where the joining unit holds values its chain decided
+        // otherwise: it stays out of those (it holds nothing there it may serve).
+        let skip: Vec<(usize, usize)> = diverged.iter().copied().collect();
+        let proposal = next_layout_skipping(&known, change, sealed_at, &skip)?;
+        tracing::info!(%change, epoch = proposal.epoch, ?skip, sealed = %sealed_at, "proposing");
+        match propose(&pool, &known, proposal.clone(), &mut rng).await {
             Proposal::Chosen(_) if options.abandon == Some(Abandon::AfterChoose) => {
                 return Err(Error::Unavailable("abandoned after the layout was chosen (test)".into()));
             }
             Proposal::Chosen(chosen) => {
+                tracing::info!(epoch = chosen.epoch, layout = ?chosen, transfer = ?transfer, "layout chosen");
                 let not_committed = commit(&pool, &known, &chosen).await;
                 if let Err(e) = bootstrap_sequencer(&pool, &chosen, sequencer_next).await {
                     // The node recovers its sequencer by itself after the commit.
@@ -246,12 +260,29 @@ pub async fn reconfigure(
     Err(Error::Unavailable(format!("gave up after {} attempts; last: {last}", options.attempts.max(1))))
 }
 
-/// A random number from the clock and the process (ranks and back-off).
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
+/// The random numbers of one reconfiguration (rank ids, back-off): xorshift64
+/// from the options' seed, or from the clock and the process.
+struct Random(u64);
+
+impl Random {
+    fn new(seed: u64) -> Random {
+        if seed != 0 {
+            return Random(seed | 1);
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+        );
+        Random(h.finish() | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 fn request(layout: &Layout, body: request::Body) -> Request {
@@ -364,11 +395,11 @@ enum Proposal {
 }
 
 /// Gets a layout chosen for `base.epoch + 1` (ours or one accepted before).
-async fn propose(pool: &Pool, base: &Layout, proposal: Layout) -> Proposal {
+async fn propose(pool: &Pool, base: &Layout, proposal: Layout, rng: &mut Random) -> Proposal {
     let acceptors = base.layout_servers.clone();
     let mut round = 1;
     for _ in 0..8 {
-        let mut p = Proposer::new(acceptors.clone(), base.clone(), proposal.clone(), round, random());
+        let mut p = Proposer::new(acceptors.clone(), base.clone(), proposal.clone(), round, rng.next());
         let mut message = Some(p.start());
         while let Some(m) = message.take() {
             let body = match &m {
@@ -407,7 +438,7 @@ async fn propose(pool: &Pool, base: &Layout, proposal: Layout) -> Proposal {
                 Phase::Stale(l) => return Proposal::Stale(l.clone()),
                 Phase::Outranked(seen) => {
                     round = seen + 1;
-                    tokio::time::sleep(Duration::from_millis(1 + random() % 20)).await;
+                    tokio::time::sleep(Duration::from_millis(1 + rng.next() % 20)).await;
                 }
                 Phase::Preparing | Phase::Accepting(_) if message.is_none() => {
                     return Proposal::Failed(format!(
@@ -439,7 +470,9 @@ async fn enroll(pool: &Pool, layout: &Layout, addr: &str) -> Result<(), Error> {
     }
 }
 
-/// Catches `addr` up on every segment of `layout` (or only `only`), below `to`.
+/// Catches `addr` up on every segment of `layout` (or only `only`), below
+/// `to`; adds to `diverged` the (segment, stripe) chains it must stay out of.
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     copier: &naxos_client::Client,
     layout: &Layout,
@@ -448,6 +481,7 @@ async fn catch_up(
     to: Position,
     only: Option<usize>,
     throttle: &mut Throttle,
+    diverged: &mut std::collections::BTreeSet<(usize, usize)>,
 ) -> Result<CatchUp, naxos_client::Error> {
     let layout = Arc::new(layout.clone());
     let mut done = CatchUp::default();
@@ -459,9 +493,20 @@ async fn catch_up(
             continue;
         }
         let l = loglet::of_segment(&layout, index)?;
-        done += l.catch_up(copier, addr, stripe, to, throttle).await?;
+        let c = l.catch_up(copier, addr, stripe, to, throttle).await?;
+        diverged.extend(c.diverged_stripes.iter().map(|&s| (index, s)));
+        done += c;
     }
     Ok(done)
+}
+
+/// Seals `addr` at `layout`'s epoch (a unit about to join).
+async fn seal_one(pool: &Pool, layout: &Layout, addr: &str) -> Result<(), Error> {
+    match pool.call(addr, request(layout, request::Body::Seal(Seal { epoch: layout.epoch }))).await {
+        Ok(_) => Ok(()),
+        Err(rpc::Error::Server { error, .. }) if error.code == ErrorCode::WrongEpoch => Ok(()), // sealed later already
+        Err(e) => Err(Error::Unavailable(format!("sealing {addr} before its catch-up: {e}"))),
+    }
 }
 
 /// Commits `chosen` to every node of it and of `before`; returns those that did not take it.
@@ -492,7 +537,7 @@ pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout, floor: u64) -> Re
     let mut answered = Vec::new();
     for (addr, answer) in units.iter().zip(answers) {
         if let Ok(response::Body::Tail(t)) = answer {
-            tail = tail.max(t.tail);
+            tail = tail.max(t.tail).max(t.token_ceiling);
             for st in t.streams {
                 if let Some(s) = StreamId::from_slice(&st.stream) {
                     let e = streams.entry(s).or_insert(st.last);

@@ -145,6 +145,7 @@ impl LogUnit {
             request::Body::Trim(t) => (self.trim(Position(t.position)), false),
             request::Body::UnitTail(t) => (Ok(self.tail(t)), false),
             request::Body::StreamQuery(q) => (self.stream_query(q), false),
+            request::Body::StoreCeiling(c) => (self.store_ceiling(c.ceiling), false),
             _ => (Err(ServerError::new(ErrorCode::WrongRole, "not a log unit request")), false),
         }
     }
@@ -158,7 +159,20 @@ impl LogUnit {
             let meta = Meta { sealed_epoch: epoch, ..self.store.meta().clone() };
             self.store.set_meta(meta).map_err(storage_error)?;
         }
-        Ok(response::Body::Seal(proto::SealOk { tail: self.store.tail().0, sequencer_next: None }))
+        let ceiling = self.store.meta().token_ceiling;
+        Ok(response::Body::Seal(proto::SealOk {
+            tail: self.store.tail().0,
+            sequencer_next: (ceiling > 0).then_some(ceiling),
+        }))
+    }
+
+    /// Keeps the highest token ceiling a sequencer stored, durably.
+    fn store_ceiling(&mut self, ceiling: u64) -> Result<response::Body, ServerError> {
+        let meta = self.store.meta().clone();
+        if ceiling > meta.token_ceiling {
+            self.store.set_meta(Meta { token_ceiling: ceiling, ..meta }).map_err(storage_error)?;
+        }
+        Ok(ok())
     }
 
     fn write(&mut self, w: &proto::Write) -> Result<response::Body, ServerError> {
@@ -220,7 +234,11 @@ impl LogUnit {
             .into_iter()
             .map(|(s, p)| proto::StreamTail { stream: bytes::Bytes::copy_from_slice(&s.to_bytes()), last: p.0 })
             .collect();
-        response::Body::Tail(proto::TailOk { tail: self.store.tail().0, streams })
+        response::Body::Tail(proto::TailOk {
+            tail: self.store.tail().0,
+            streams,
+            token_ceiling: self.store.meta().token_ceiling,
+        })
     }
 
     fn stream_query(&mut self, q: &proto::StreamQuery) -> Result<response::Body, ServerError> {

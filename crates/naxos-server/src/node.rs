@@ -169,9 +169,19 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         None
     };
 
+    // The context, for tasks started before it exists (the sequencer's ceiling replicator).
+    let ctx_slot: Arc<OnceLock<std::sync::Weak<Ctx>>> = Arc::new(OnceLock::new());
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let store = sequencer::CeilingStore::new(config.fs.clone(), &dir);
+        let slot = ctx_slot.clone();
+        let replicate: sequencer::CeilingReplicator = Arc::new(move |ceiling| {
+            let slot = slot.clone();
+            Box::pin(async move {
+                let ctx = slot.get().and_then(std::sync::Weak::upgrade).ok_or("the server is stopping")?;
+                store_ceiling(&ctx, ceiling).await
+            })
+        });
+        let store = sequencer::CeilingStore::new(config.fs.clone(), &dir).with_replicator(replicate);
         let ceiling = store.load().map_err(|source| Error::Io {
             context: format!("reading the sequencer's token ceiling in {}", dir.display()),
             source,
@@ -214,7 +224,9 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         net: net.clone(),
         shutdown: shutdown_rx,
     });
+    let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
+    watch_for_stalls(&ctx);
 
     let actx = ctx.clone();
     let accept = tokio::spawn(async move {
@@ -253,10 +265,7 @@ const ROLL_FORWARD_AFTER: Duration = Duration::from_secs(2);
 /// a later epoch than the node's layout, by a reconfiguration whose layout
 /// did not reach this node or was never chosen (its driver died between the
 /// seal and the commit). The node then learns the newest layout from the
-/// layout servers, and if there is none, the primary sequencer finishes the
-/// reconfiguration itself (the next epoch, same members): Paxos keeps a
-/// layout that was already chosen, so nothing can fork, and the cluster is
-/// never left sealed with no layout to follow (CorfuDB #3875).
+/// layout servers; if there is none, `watch_for_stalls` finishes it.
 fn start_recovery(ctx: &Arc<Ctx>) {
     let Some(seq) = ctx.sequencer.clone() else { return };
     if ctx.layout.lock().ok().and_then(|l| l.get().cloned()).is_none() {
@@ -281,12 +290,11 @@ fn start_recovery(ctx: &Arc<Ctx>) {
                 failing_since = None;
             }
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            // Sealed ahead of this node's layout: learn the newer layout if
+            // one was committed (the watchdog finishes a stalled one).
             if stalled && since.elapsed() >= ROLL_FORWARD_AFTER {
                 if learn_newer_layout(&ctx, &layout).await {
                     return; // the commit started a recovery for the new epoch
-                }
-                if layout.sequencers.first().is_some_and(|s| *s == ctx.advertise) {
-                    roll_forward(&ctx, &layout).await;
                 }
                 failing_since = Some(tokio::time::Instant::now());
             }
@@ -334,6 +342,71 @@ async fn recover_once(
     }
 }
 
+/// Watches for a reconfiguration that stalled: this node's log unit or
+/// sequencer is sealed at an epoch later than its layout, and stays so. The
+/// node then learns the newest layout from the layout servers, and if there
+/// is none (the driver died between the seal and the commit, before or after
+/// the layout was chosen), a layout server finishes the reconfiguration
+/// itself: the next epoch, same members. Paxos keeps a layout that was
+/// already chosen, so nothing can fork, and the cluster is never left sealed
+/// with no layout to follow (CorfuDB #3875). Nodes wait a little longer the
+/// higher their place among the layout servers, so one usually acts alone.
+fn watch_for_stalls(ctx: &Arc<Ctx>) {
+    if ctx.logunit.is_none() && ctx.sequencer.is_none() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut shutdown = ctx.shutdown.clone();
+        let mut stalled_for = 0u32;
+        loop {
+            tokio::select! {
+                biased;
+                _ = until_stopped(&mut shutdown) => return,
+                _ = tokio::time::sleep(ROLL_FORWARD_AFTER) => {}
+            }
+            let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
+            if sealed_epoch(&ctx).await <= layout.epoch {
+                stalled_for = 0;
+                continue;
+            }
+            stalled_for += 1;
+            if learn_newer_layout(&ctx, &layout).await {
+                stalled_for = 0;
+                continue;
+            }
+            let rank = layout.layout_servers.iter().position(|a| *a == ctx.advertise);
+            // Layout servers act, the first after two periods, the next after three, ...
+            if rank.is_some_and(|r| stalled_for >= 2 + r as u32) {
+                roll_forward(&ctx, &layout).await;
+                stalled_for = 0;
+            }
+        }
+    });
+}
+
+/// The highest epoch this node's log unit or sequencer is sealed at.
+async fn sealed_epoch(ctx: &Arc<Ctx>) -> u64 {
+    let mut epoch = 0;
+    if let Some(tx) = &ctx.logunit {
+        let (otx, orx) = oneshot::channel();
+        if tx.send(logunit::Op::Info(otx)).is_ok() {
+            if let Ok(info) = orx.await {
+                epoch = epoch.max(info.meta.sealed_epoch.0);
+            }
+        }
+    }
+    if let Some(tx) = &ctx.sequencer {
+        let (otx, orx) = oneshot::channel();
+        if tx.send(sequencer::Op::Info(otx)).is_ok() {
+            if let Ok((e, _)) = orx.await {
+                epoch = epoch.max(e.0);
+            }
+        }
+    }
+    epoch
+}
+
 /// Commits the newest layout the layout servers hold, if it is newer than
 /// `held`; returns whether it did.
 async fn learn_newer_layout(ctx: &Arc<Ctx>, held: &Layout) -> bool {
@@ -356,7 +429,9 @@ async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout) {
         "the log units are sealed ahead of this node's layout; finishing the reconfiguration"
     );
     let net = ctx.net.clone();
-    let options = naxos_control::Options { attempts: 3, ..Default::default() };
+    // Seeded by the node and the epoch: a simulated run replays.
+    let seed = ctx.node_id.0 ^ layout.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let options = naxos_control::Options { attempts: 3, seed, ..Default::default() };
     match naxos_control::reconfigure(net, &layout.all_nodes(), &naxos_control::Change::NextEpoch, &options).await {
         Ok(r) => tracing::info!(epoch = r.layout.epoch, "rolled the stalled reconfiguration forward"),
         Err(e) => tracing::warn!("rolling forward: {e}"),
@@ -415,6 +490,7 @@ fn for_logunit(body: &request::Body) -> bool {
             | request::Body::Trim(_)
             | request::Body::UnitTail(_)
             | request::Body::StreamQuery(_)
+            | request::Body::StoreCeiling(_)
     )
 }
 
@@ -658,6 +734,30 @@ async fn vote(ctx: &Arc<Ctx>, req: Request) -> Result<response::Body, ServerErro
     Ok(response::Body::LayoutVote(vote.to_proto()))
 }
 
+/// Stores the sequencer's token ceiling on every replica of one chain of the
+/// active segment (the first chain that takes it on all its replicas): any
+/// later seal reaches one replica of that chain, so the next sequencer
+/// learns the ceiling even if this node is gone.
+async fn store_ceiling(ctx: &Arc<Ctx>, ceiling: u64) -> Result<(), String> {
+    let layout = ctx.layout.lock().ok().and_then(|l| l.get().cloned()).ok_or("no layout")?;
+    let Some(active) = layout.segments.last() else { return Err("the layout has no segment".into()) };
+    let mut last = String::new();
+    for stripe in &active.stripes {
+        let req = Request {
+            id: 0,
+            cluster_id: layout.cluster_id.clone(),
+            epoch: layout.epoch,
+            body: Some(request::Body::StoreCeiling(proto::StoreCeiling { ceiling })),
+        };
+        let answers = futures::future::join_all(stripe.chain.iter().map(|a| ctx.pool.call(a, req.clone()))).await;
+        match answers.into_iter().find_map(|a| a.err()) {
+            None => return Ok(()),
+            Some(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("no chain took it on every replica: {last}"))
+}
+
 /// Joins a node that was never bootstrapped to the cluster of `layout`
 /// (`naxos reconfigure add` of a fresh server): as a bootstrap, at any epoch.
 async fn enroll(ctx: &Arc<Ctx>, layout: Layout) -> Result<(), ServerError> {
@@ -701,11 +801,15 @@ async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerErro
 
 async fn seal(ctx: &Arc<Ctx>, req: Request, epoch: Epoch) -> Result<response::Body, ServerError> {
     let mut tail = 0;
+    let mut unit_ceiling = None;
     if let Some(tx) = &ctx.logunit {
         let (reply, rx) = Reply::once(req.id);
         tx.send(logunit::Op::Request(req, reply)).map_err(|_| stopped())?;
         match rx.await.map_err(|_| stopped())?.body {
-            Some(response::Body::Seal(s)) => tail = s.tail,
+            Some(response::Body::Seal(s)) => {
+                tail = s.tail;
+                unit_ceiling = s.sequencer_next;
+            }
             Some(response::Body::Error(e)) => return Err(ServerError::from_proto(e)),
             _ => return Err(ServerError::new(ErrorCode::Unavailable, "log unit gave no seal answer")),
         }
@@ -715,18 +819,8 @@ async fn seal(ctx: &Arc<Ctx>, req: Request, epoch: Epoch) -> Result<response::Bo
         let (otx, orx) = oneshot::channel();
         tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
         sequencer_next = orx.await.map_err(|_| stopped())??;
-        // If no layout of this epoch follows (its driver died), recovery
-        // notices and finishes the reconfiguration.
-        let watch = ctx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ROLL_FORWARD_AFTER).await;
-            let held = watch.layout.lock().ok().and_then(|l| l.get().map(|l| l.epoch));
-            if held.is_some_and(|e| e < epoch.0) && !*watch.shutdown.borrow() {
-                start_recovery(&watch);
-            }
-        });
     }
-    Ok(response::Body::Seal(proto::SealOk { tail, sequencer_next }))
+    Ok(response::Body::Seal(proto::SealOk { tail, sequencer_next: sequencer_next.max(unit_ceiling) }))
 }
 
 async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {

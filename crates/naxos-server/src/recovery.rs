@@ -48,7 +48,8 @@ pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, Failed> 
         };
         match pool.call(&addr, req).await {
             Ok(response::Body::Tail(t)) => {
-                out.tail = out.tail.max(t.tail);
+                // Never below a position a sequencer handed out (the ceiling it stored here).
+                out.tail = out.tail.max(t.tail).max(t.token_ceiling);
                 for st in t.streams {
                     if let Some(s) = StreamId::from_slice(&st.stream) {
                         let e = out.streams.entry(s).or_insert(st.last);

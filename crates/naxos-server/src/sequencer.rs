@@ -177,7 +177,7 @@ impl Sequencer {
                     .map(|&last| proto::StreamTail { stream: Bytes::copy_from_slice(&s.to_bytes()), last })
             })
             .collect();
-        Ok(proto::TailOk { tail: state.next, streams })
+        Ok(proto::TailOk { tail: state.next, streams, token_ceiling: 0 })
     }
 
     /// Installs the recovered state for `epoch`. Refused for an older epoch;
@@ -258,7 +258,7 @@ impl Sequencer {
     }
 
     /// Answers one request, first raising the durable ceiling if it needs to.
-    fn handle(
+    async fn handle(
         &mut self,
         req: Request,
         reply: Reply,
@@ -282,6 +282,15 @@ impl Sequencer {
                     format!("sequencer cannot store its token ceiling: {e}"),
                 )));
             }
+            if let Some(replicate) = &store.replicate {
+                if let Err(e) = replicate(c).await {
+                    tracing::warn!("cannot store the token ceiling on the log units: {e}");
+                    return reply.send(Err(ServerError::new(
+                        ErrorCode::Unavailable,
+                        format!("sequencer cannot store its token ceiling on the log units: {e}"),
+                    )));
+                }
+            }
             self.raise_ceiling(c);
         }
         reply.send(self.apply(&req))
@@ -294,10 +303,10 @@ impl Sequencer {
         let mut raised: Option<(tokio::time::Instant, u64)> = None;
         while let Some(op) = rx.recv().await {
             match op {
-                Op::Request(req, reply) => self.handle(req, reply, store.as_ref(), &mut raised),
+                Op::Request(req, reply) => self.handle(req, reply, store.as_ref(), &mut raised).await,
                 Op::Requests(reqs) => {
                     for (req, reply) in reqs {
-                        self.handle(req, reply, store.as_ref(), &mut raised);
+                        self.handle(req, reply, store.as_ref(), &mut raised).await;
                     }
                 }
                 Op::Seal(epoch, tx) => {
@@ -318,16 +327,31 @@ impl Sequencer {
     }
 }
 
-/// Where the token ceiling is stored: `sequencer.json` in the data directory.
+/// Stores a token ceiling beyond this node (on log units), so that it
+/// survives the node: a reconfiguration that replaces a dead sequencer reads
+/// it back from the sealed log units and starts the next one above it.
+pub type CeilingReplicator = std::sync::Arc<
+    dyn Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// Where the token ceiling is stored: `sequencer.json` in the data
+/// directory, and, with a replicator, on log units too.
 pub struct CeilingStore {
     fs: std::sync::Arc<dyn naxos_storage::Fs>,
     path: std::path::PathBuf,
+    replicate: Option<CeilingReplicator>,
 }
 
 impl CeilingStore {
     /// The store in `dir`.
     pub fn new(fs: std::sync::Arc<dyn naxos_storage::Fs>, dir: &std::path::Path) -> CeilingStore {
-        CeilingStore { fs, path: dir.join(CEILING_FILE) }
+        CeilingStore { fs, path: dir.join(CEILING_FILE), replicate: None }
+    }
+
+    /// Also stores every raised ceiling through `replicate` before tokens below it go out.
+    pub fn with_replicator(mut self, replicate: CeilingReplicator) -> CeilingStore {
+        self.replicate = Some(replicate);
+        self
     }
 
     /// The stored ceiling; 0 if none was ever stored.

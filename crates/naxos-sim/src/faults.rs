@@ -283,6 +283,31 @@ async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change) -> turmo
     reconfigure_with(addrs, change, None).await
 }
 
+/// A seed for a driver's random choices that replays with the run: from
+/// its change (each driver host runs one), so every run of a seed draws the same.
+fn seed_of(change: &naxos_control::Change, addrs: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = FixedHasher(0xcbf2_9ce4_8422_2325);
+    change.to_string().hash(&mut h);
+    addrs.hash(&mut h);
+    h.finish()
+}
+
+/// FNV-1a: a hasher with no random state.
+struct FixedHasher(u64);
+
+impl std::hash::Hasher for FixedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
 /// A driver host as above that dies (stops) at `abandon`; the cluster must
 /// finish the reconfiguration by itself.
 async fn reconfigure_with(
@@ -296,6 +321,7 @@ async fn reconfigure_with(
         attempts: 8,
         transfer_bytes_per_s_max: 0,
         abandon,
+        seed: seed_of(&change, &addrs),
     };
     if abandon.is_some() {
         let _ = naxos_control::reconfigure(net, &addrs, &change, &options).await;

@@ -290,7 +290,13 @@ pub fn read_range_respects_max_bytes<S: Store>(mut store: S) {
 /// `set_meta` replaces everything but the trim mark.
 pub fn meta_round_trips_and_keeps_the_trim_mark<S: Store>(mut store: S) {
     store.trim(p(7)).expect("trim");
-    let meta = Meta { cluster_id: "cluster-1".into(), node_id: NodeId(42), sealed_epoch: Epoch(3), trim_mark: p(1000) };
+    let meta = Meta {
+        cluster_id: "cluster-1".into(),
+        node_id: NodeId(42),
+        sealed_epoch: Epoch(3),
+        trim_mark: p(1000),
+        token_ceiling: 0,
+    };
     store.set_meta(meta.clone()).expect("set_meta");
     assert_eq!(store.meta(), &Meta { trim_mark: p(7), ..meta }, "the trim mark moves only by trim");
     let later = Meta { sealed_epoch: Epoch(4), ..store.meta().clone() };

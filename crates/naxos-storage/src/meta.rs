@@ -1,4 +1,5 @@
-//! The store's small metadata (cluster id, node id, sealed epoch, trim mark).
+//! The store's small metadata (cluster id, node id, sealed epoch, trim mark,
+//! the sequencers' token ceiling).
 //! It is replaced atomically through [`crate::fs::Fs::write_atomic`].
 
 use naxos_wire::{Epoch, NodeId, Position};
@@ -15,6 +16,12 @@ pub struct Meta {
     pub sealed_epoch: Epoch,
     /// Positions below it are trimmed.
     pub trim_mark: Position,
+    /// The highest token ceiling a sequencer stored here: every position a
+    /// sequencer ever handed out is below the ceiling it stored on every
+    /// replica of one chain, so a reconfiguration that seals the chains can
+    /// start the next sequencer above it even when the last one is dead.
+    #[serde(default)]
+    pub token_ceiling: u64,
 }
 
 /// A random, non-zero node id: 64 bits from the OS (`/dev/urandom`), or,

@@ -101,7 +101,13 @@ fn run(ops: Vec<Op>, segment_positions: u64) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut mem = MemStore::new();
     let mut disk = Some(open(dir.path(), segment_positions));
-    let meta = Meta { cluster_id: "model".into(), node_id: NodeId(1), sealed_epoch: Epoch(0), trim_mark: Position(0) };
+    let meta = Meta {
+        cluster_id: "model".into(),
+        node_id: NodeId(1),
+        sealed_epoch: Epoch(0),
+        trim_mark: Position(0),
+        token_ceiling: 0,
+    };
     mem.set_meta(meta.clone()).expect("set_meta");
     disk.as_mut().expect("open").set_meta(meta).expect("set_meta");
     for (step, op) in ops.into_iter().enumerate() {

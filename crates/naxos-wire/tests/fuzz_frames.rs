@@ -455,8 +455,11 @@ fn response() -> impl Strategy<Value = Response> {
             })
         }),
         any::<u64>().prop_map(|tail| response::Body::Seal(proto::SealOk { tail, sequencer_next: None })),
-        (any::<u64>(), stream_tails())
-            .prop_map(|(tail, streams)| response::Body::Tail(proto::TailOk { tail, streams })),
+        (any::<u64>(), stream_tails()).prop_map(|(tail, streams)| response::Body::Tail(proto::TailOk {
+            tail,
+            streams,
+            token_ceiling: 0
+        })),
         (vec(any::<u64>(), 0..4), vec(any::<u64>(), 0..4), any::<u64>()).prop_map(|(positions, unwritten, next)| {
             response::Body::StreamQuery(proto::StreamQueryOk { positions, unwritten, next })
         }),

@@ -121,6 +121,7 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
                 "positions_missing": report.transfer.missing,
                 "entries_copied": report.transfer.copied,
                 "bytes_copied": report.transfer.bytes,
+                "positions_diverged": report.transfer.diverged,
                 "seconds": report.transfer_time.as_secs_f64(),
             },
             "layout": l,
@@ -138,7 +139,13 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
             println!("  not told yet (they learn it at their next request): {}", report.not_committed.join(", "));
         }
         if matches!(change, Change::Add { .. }) {
-            let t = report.transfer;
+            let t = &report.transfer;
+            if t.diverged > 0 {
+                println!(
+                    "  {} position(s) on it held values its chains decided otherwise (writes it took as a head that never completed); it stays out of those chains",
+                    t.diverged
+                );
+            }
             let secs = report.transfer_time.as_secs_f64();
             println!(
                 "  state transfer: {} of {} missing positions copied ({} bytes) in {:.2} s ({:.1} MB/s)",

@@ -29,8 +29,9 @@ const HOLE_POLL: Duration = Duration::from_millis(5);
 const RANGE_BYTES: u64 = 4 << 20;
 /// Results asked for per stream query.
 const QUERY_LIMIT: u32 = 8192;
-/// Positions examined per step of a catch-up.
-const CATCH_UP_POSITIONS: u64 = 1 << 16;
+/// Positions examined per step of a catch-up (the step's entries are held
+/// in memory, at most CATCH_UP_READ_BYTES of them from each side).
+const CATCH_UP_POSITIONS: u64 = 1 << 14;
 /// Most entries in one catch-up write batch (within the servers' batch limit).
 const CATCH_UP_BATCH_ENTRIES: usize = 1024;
 /// Most payload bytes in one catch-up write batch.
@@ -556,52 +557,59 @@ impl ChainLoglet {
         Ok(hi)
     }
 
-    /// The positions of `filter` in `[from, to)` that `replica` lacks.
-    async fn lacking(
+    /// Everything `addr` holds in `[from, to)`, and the first position it
+    /// has not trimmed (nothing below it is wanted there).
+    async fn read_window(
         &self,
         vlog: &Client,
-        replica: &str,
-        filter: &stripe_filter::Filter,
+        addr: &str,
         from: u64,
         to: u64,
-    ) -> Result<Vec<u64>, Error> {
-        let tail = match self.copy_call(vlog, replica, request::Body::UnitTail(UnitTail::default())).await? {
-            response::Body::Tail(t) => t.tail,
-            _ => return Err(Error::Invalid(format!("{replica} answered a tail query with something else"))),
-        };
-        let mut out = Vec::new();
-        // Below its tail the replica lists its holes in the stripe (a stream
-        // query for a stream no entry is in gives exactly those); above its
-        // tail it holds nothing.
+    ) -> Result<(BTreeMap<u64, Entry>, u64), Error> {
+        let mut out = BTreeMap::new();
+        let mut floor = from;
         let mut at = from;
-        let known_end = to.min(tail);
-        while at < known_end {
-            let body = request::Body::StreamQuery(StreamQuery {
-                stream: Bytes::from_static(&[0; 16]),
-                from: at,
-                to: known_end,
-                segment_start: filter.start,
-                stripe_count: filter.count,
-                stripe_index: filter.index,
-                limit: QUERY_LIMIT,
-            });
-            match self.copy_call(vlog, replica, body).await? {
-                response::Body::StreamQuery(q) => {
-                    out.extend(q.unwritten.into_iter().filter(|p| filter.contains(*p)));
-                    if q.next <= at {
-                        return Err(Error::Invalid(format!("{replica} made no progress listing what it lacks")));
+        while at < to {
+            let body = request::Body::ReadRange(ReadRange { from: at, to, max_bytes: CATCH_UP_READ_BYTES });
+            match self.copy_call(vlog, addr, body).await {
+                Ok(response::Body::ReadRange(r)) => {
+                    out.extend(r.entries.into_iter().filter_map(|pe| pe.entry.map(|e| (pe.position, e))));
+                    if r.next <= at {
+                        break;
                     }
-                    at = q.next;
+                    at = r.next;
                 }
-                _ => return Err(Error::Invalid(format!("{replica} answered a stream query with something else"))),
+                Ok(_) => return Err(Error::Invalid(format!("{addr} answered a read range with something else"))),
+                Err(Error::Trimmed(_)) => {
+                    at = self.first_untrimmed(vlog, addr, at, to).await?;
+                    floor = at;
+                }
+                Err(e) => return Err(e),
             }
         }
-        let mut p = filter.first_at_or_after(from.max(tail));
-        while p < to {
-            out.push(p);
-            p += u64::from(filter.count);
+        Ok((out, floor))
+    }
+
+    /// A value the replica holds at `pos` and the chain lacks: written
+    /// through the chain (write-once decides between it and anything racing
+    /// it); whether the chain now holds that same value.
+    async fn settle_extra(&self, vlog: &Client, chain: &[String], pos: Position, value: &Entry) -> Result<bool, Error> {
+        match self.write_head(vlog, chain, pos, value).await? {
+            HeadWrite::Ours => {
+                self.complete_chain(vlog, chain, 1, pos, value).await?;
+                Ok(true)
+            }
+            HeadWrite::Lost => {
+                let held = self.read_replica(vlog, &chain[0], &self.layout, pos).await.map_err(rpc_to_error)?;
+                match held {
+                    Some(h) if h == *value => {
+                        self.complete_chain(vlog, chain, 1, pos, &h).await?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
         }
-        Ok(out)
     }
 
     /// Writes `batch` to `replica` in one request; an entry it holds already
@@ -678,16 +686,6 @@ mod stripe_filter {
     impl Filter {
         pub fn contains(&self, p: u64) -> bool {
             p >= self.start && (p - self.start) % u64::from(self.count) == u64::from(self.index)
-        }
-
-        /// The first position of the stripe at or after `p`.
-        pub fn first_at_or_after(&self, p: u64) -> u64 {
-            let first = self.start + u64::from(self.index);
-            if p <= first {
-                return first;
-            }
-            let count = u64::from(self.count);
-            first + (p - first).div_ceil(count) * count
         }
     }
 }
@@ -780,22 +778,30 @@ impl Loglet for ChainLoglet {
         let from = from.max(Position(self.segment().start));
         let to = self.segment().end.map_or(to, |e| to.min(Position(e)));
         let mut got: BTreeMap<u64, Value> = BTreeMap::new();
-        let mut tails: Vec<&String> = Vec::new();
-        for stripe in &self.segment().stripes {
+        // Each tail with the stripes it is the tail of: only those positions
+        // of its answer count (a unit may hold other stripes' positions, as
+        // another chain's head or from before it left that chain).
+        let seg = self.segment();
+        let mut tails: Vec<(&String, Vec<u64>)> = Vec::new();
+        for (index, stripe) in seg.stripes.iter().enumerate() {
             if let Some(t) = stripe.chain.last() {
-                if !tails.contains(&t) {
-                    tails.push(t);
+                match tails.iter_mut().find(|(a, _)| *a == t) {
+                    Some((_, stripes)) => stripes.push(index as u64),
+                    None => tails.push((t, vec![index as u64])),
                 }
             }
         }
-        for addr in tails {
+        let count = seg.stripes.len() as u64;
+        for (addr, stripes) in tails {
             let mut at = from.0;
             while at < to.0 {
                 let body = request::Body::ReadRange(ReadRange { from: at, to: to.0, max_bytes: RANGE_BYTES });
                 match vlog.call(addr, &self.layout, body).await {
                     Ok(response::Body::ReadRange(r)) => {
                         for pe in r.entries {
-                            if let Some(e) = pe.entry {
+                            let ours =
+                                pe.position >= seg.start && stripes.contains(&((pe.position - seg.start) % count));
+                            if let Some(e) = pe.entry.filter(|_| ours) {
                                 got.insert(pe.position, Value::from_entry(e));
                             }
                         }
@@ -893,85 +899,104 @@ impl Loglet for ChainLoglet {
         let mut writing: std::collections::VecDeque<tokio::task::JoinHandle<Result<(), Error>>> =
             std::collections::VecDeque::new();
         for (index, st) in seg.stripes.iter().enumerate() {
-            if stripe.is_some_and(|s| s != index) {
+            if stripe.is_some_and(|s| s != index) || st.chain.iter().any(|a| a == replica) {
                 continue;
             }
             // Sources: the chain's own replicas, tail first (it holds what is
             // committed; the others hold at least as much).
-            let sources: Vec<&String> = st.chain.iter().rev().filter(|a| *a != replica).collect();
-            if sources.is_empty() {
-                continue;
-            }
+            let sources: Vec<&String> = st.chain.iter().rev().collect();
             let filter =
                 stripe_filter::Filter { start: seg.start, count: seg.stripes.len() as u32, index: index as u32 };
+            let mut source = 0;
             let mut at = seg.start;
+            let mut diverged = false;
             while at < end {
-                let step_end = end.min(at + CATCH_UP_POSITIONS);
-                let lacking = match self.lacking(vlog, replica, &filter, at, step_end).await {
-                    // Below the replica's own trim mark nothing is wanted.
+                let window_end = end.min(at + CATCH_UP_POSITIONS);
+                // The chain's entries in a window of at most CATCH_UP_READ_BYTES.
+                let body =
+                    request::Body::ReadRange(ReadRange { from: at, to: window_end, max_bytes: CATCH_UP_READ_BYTES });
+                let (theirs, next) = match self.copy_call(vlog, sources[source], body).await {
+                    Ok(response::Body::ReadRange(r)) => (r.entries, r.next.max(at + 1).min(window_end)),
+                    Ok(_) => return Err(Error::Invalid("a read range answered with something else".into())),
+                    // Below the chain's trim mark: nothing there to copy, and
+                    // nothing the replica may serve (it missed the trim).
                     Err(Error::Trimmed(_)) => {
-                        at = self.first_untrimmed(vlog, replica, at, step_end).await?;
+                        at = self.first_untrimmed(vlog, sources[source], at, end).await?;
+                        self.copy_call(vlog, replica, request::Body::Trim(Trim { position: at })).await?;
                         continue;
                     }
-                    other => other?,
+                    Err(e) if source + 1 < sources.len() => {
+                        tracing::debug!("catching {replica} up: {e}; reading from the next replica");
+                        source += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 };
-                done.missing += lacking.len() as u64;
-                if let Some(&first) = lacking.first() {
-                    let wanted: std::collections::HashSet<u64> = lacking.iter().copied().collect();
-                    let mut batch: Vec<(u64, Entry)> = Vec::new();
-                    let mut batch_bytes = 0;
-                    let mut read_at = first;
-                    let mut source = 0;
-                    while read_at < step_end {
-                        let body = request::Body::ReadRange(ReadRange {
-                            from: read_at,
-                            to: step_end,
-                            max_bytes: CATCH_UP_READ_BYTES,
-                        });
-                        let answer = match self.copy_call(vlog, sources[source], body).await {
-                            Ok(a) => a,
-                            // Below the source's trim mark: nothing there to copy.
-                            Err(Error::Trimmed(_)) => {
-                                read_at = self.first_untrimmed(vlog, sources[source], read_at, step_end).await?;
-                                continue;
-                            }
-                            Err(e) if source + 1 < sources.len() => {
-                                tracing::debug!("catching up {replica}: {e}; reading from the next replica");
-                                source += 1;
-                                continue;
-                            }
-                            Err(e) => return Err(e),
-                        };
-                        let response::Body::ReadRange(r) = answer else {
-                            return Err(Error::Invalid("a read range answered with something else".into()));
-                        };
-                        for pe in r.entries {
-                            let Some(entry) = pe.entry.filter(|_| wanted.contains(&pe.position)) else { continue };
-                            batch_bytes += entry.payload.len();
-                            done.copied += 1;
-                            done.bytes += entry.payload.len() as u64;
-                            batch.push((pe.position, entry));
-                            if batch.len() >= CATCH_UP_BATCH_ENTRIES || batch_bytes >= CATCH_UP_BATCH_BYTES {
-                                throttle.spend(batch_bytes as u64).await;
-                                self.send_batch(vlog, replica, std::mem::take(&mut batch), &mut writing).await?;
-                                batch_bytes = 0;
-                            }
+                let theirs: BTreeMap<u64, Entry> = theirs
+                    .into_iter()
+                    .filter(|pe| filter.contains(pe.position))
+                    .filter_map(|pe| pe.entry.map(|e| (pe.position, e)))
+                    .collect();
+                // What the replica holds in the same window.
+                let (ours, floor) = self.read_window(vlog, replica, at, next).await?;
+                tracing::debug!(
+                    replica,
+                    segment = seg.start,
+                    stripe = index,
+                    at,
+                    next,
+                    theirs = theirs.len(),
+                    ours = ours.len(),
+                    "catch-up window"
+                );
+                for (p, v) in ours.iter().filter(|(p, _)| filter.contains(**p)) {
+                    let agrees = match theirs.get(p) {
+                        Some(t) => t == v,
+                        // The chain has not decided the position (its writer
+                        // died after reaching the replica): decide it through
+                        // the chain with the replica's value, as a read repair
+                        // of a head would, or find what it decided.
+                        None => self.settle_extra(vlog, &st.chain, Position(*p), v).await?,
+                    };
+                    tracing::debug!(
+                        replica,
+                        segment = seg.start,
+                        stripe = index,
+                        position = p,
+                        agrees,
+                        "catch-up check"
+                    );
+                    if !agrees {
+                        done.diverged += 1;
+                        if !diverged {
+                            tracing::warn!(position = p, replica, "the replica holds another value than its chain");
                         }
-                        if r.next <= read_at {
-                            break;
-                        }
-                        read_at = r.next;
+                        diverged = true;
                     }
-                    let last_batch = step_end >= end;
-                    if last_batch
-                        && naxos_wire::mutation::active(naxos_wire::mutation::Mutation::TransferSkipsLastBatch)
-                    {
-                        batch.clear();
-                    }
-                    throttle.spend(batch_bytes as u64).await;
-                    self.send_batch(vlog, replica, std::mem::take(&mut batch), &mut writing).await?;
                 }
-                at = step_end;
+                let mut batch: Vec<(u64, Entry)> = Vec::new();
+                let mut batch_bytes = 0;
+                for (p, e) in theirs.into_iter().filter(|(p, _)| *p >= floor && !ours.contains_key(p)) {
+                    done.missing += 1;
+                    done.copied += 1;
+                    done.bytes += e.payload.len() as u64;
+                    batch_bytes += e.payload.len();
+                    batch.push((p, e));
+                    if batch.len() >= CATCH_UP_BATCH_ENTRIES || batch_bytes >= CATCH_UP_BATCH_BYTES {
+                        throttle.spend(batch_bytes as u64).await;
+                        self.send_batch(vlog, replica, std::mem::take(&mut batch), &mut writing).await?;
+                        batch_bytes = 0;
+                    }
+                }
+                if next >= end && naxos_wire::mutation::active(naxos_wire::mutation::Mutation::TransferSkipsLastBatch) {
+                    batch.clear();
+                }
+                throttle.spend(batch_bytes as u64).await;
+                self.send_batch(vlog, replica, batch, &mut writing).await?;
+                at = next;
+            }
+            if diverged {
+                done.diverged_stripes.push(index);
             }
         }
         // Every batch durable on the replica before the copy counts as done.

@@ -58,14 +58,19 @@ pub struct StreamPositions {
 }
 
 /// What catching a replica up did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CatchUp {
-    /// Positions the replica lacked (among those the sources hold or may hold).
+    /// Positions the replica lacked that its chain holds.
     pub missing: u64,
     /// Entries copied to it.
     pub copied: u64,
     /// Payload bytes copied to it.
     pub bytes: u64,
+    /// Positions where the replica holds another value than its chain (a
+    /// write it took as a head that the chain later decided otherwise).
+    pub diverged: u64,
+    /// The stripes with such positions: the replica must not join their chains.
+    pub diverged_stripes: Vec<usize>,
 }
 
 impl std::ops::AddAssign for CatchUp {
@@ -73,6 +78,12 @@ impl std::ops::AddAssign for CatchUp {
         self.missing += o.missing;
         self.copied += o.copied;
         self.bytes += o.bytes;
+        self.diverged += o.diverged;
+        for s in o.diverged_stripes {
+            if !self.diverged_stripes.contains(&s) {
+                self.diverged_stripes.push(s);
+            }
+        }
     }
 }
 
@@ -147,11 +158,15 @@ pub trait Loglet: Send + Sync {
     async fn trim(&self, vlog: &Client, pos: Position) -> Result<(), Error>;
 
     /// Copies to `replica` what it lacks of the positions it will hold in
-    /// this segment below `to` (those of stripe `stripe`, or of every stripe),
-    /// from the replicas that hold them. Incremental (the replica is asked
-    /// what it lacks, and only that is sent) and so resumable; large batches,
-    /// one group commit each; nothing on the replica is ever deleted or
-    /// overwritten. Positions no source holds stay unwritten (readers fill them).
+    /// this segment below `to` (those of stripe `stripe`, or of every stripe,
+    /// skipping chains it is in already), from the replicas that hold them.
+    /// Incremental (only what the replica lacks is sent) and so resumable;
+    /// large batches, one group commit each; nothing on the replica is ever
+    /// deleted or overwritten. What the replica holds is checked against the
+    /// chain: a value the chain lacks is completed through the chain first
+    /// (as a read repair would), and a value the chain decided otherwise
+    /// marks the stripe as diverged (the replica must not join it). The
+    /// replica must be sealed, so that nothing new lands on it meanwhile.
     async fn catch_up(
         &self,
         vlog: &Client,
