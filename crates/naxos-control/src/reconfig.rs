@@ -157,10 +157,20 @@ pub async fn reconfigure(
         // gets the whole copy after the seal instead.
         let mut precopied = false;
         if let (Change::Add { addr, stripe }, Some(copier)) = (change, &copier) {
-            enroll(&pool, &known, addr).await?;
             // Sealed at the current epoch first: no straggler of an older
             // layout can write to it while what it holds is checked.
-            seal_one(&pool, &known, addr).await?;
+            match enroll(&pool, &known, addr).await {
+                Ok(()) => {}
+                Err(Error::Unavailable(why)) => {
+                    last = why;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = seal_one(&pool, &known, addr).await {
+                last = e.to_string();
+                continue;
+            }
             let began = Instant::now();
             // Copy requests carry the next epoch: the replicas accept it before
             // the seal and after it (a try that failed may have sealed them).
