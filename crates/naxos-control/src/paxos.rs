@@ -114,10 +114,15 @@ impl Vote {
     /// The vote from the wire; `None` if it is malformed.
     pub fn from_proto(v: proto::LayoutVote) -> Option<Vote> {
         match Outcome::try_from(v.outcome).ok()? {
-            Outcome::Promise => Some(Vote::Promise(v.layout.map(|layout| Accepted {
-                ballot: Ballot { epoch: Epoch(layout.epoch), rank: Rank::from_proto(v.accepted_rank.as_ref()) },
-                layout,
-            }))),
+            // A promise that carries a layout must say at which rank it was accepted.
+            Outcome::Promise => match (v.layout, v.accepted_rank) {
+                (None, _) => Some(Vote::Promise(None)),
+                (Some(layout), Some(rank)) => Some(Vote::Promise(Some(Accepted {
+                    ballot: Ballot { epoch: Epoch(layout.epoch), rank: Rank::from_proto(Some(&rank)) },
+                    layout,
+                }))),
+                (Some(_), None) => None,
+            },
             Outcome::Accepted => Some(Vote::Accepted),
             Outcome::Stale => v.layout.map(Vote::Stale),
             Outcome::Rejected => Some(Vote::Rejected(Ballot {
@@ -156,6 +161,12 @@ impl Acceptor {
         }
         if let Some(p) = self.promised.filter(|p| *p > ballot) {
             return (Vote::Rejected(p), false);
+        }
+        // One ballot, one value: a second layout at a ballot already accepted
+        // (two proposers that drew the same rank) is refused, and the same
+        // layout again changes nothing.
+        if let Some(a) = self.accepted.as_ref().filter(|a| a.ballot == ballot) {
+            return if a.layout == *layout { (Vote::Accepted, false) } else { (Vote::Rejected(ballot), false) };
         }
         self.promised = Some(ballot);
         self.accepted = Some(Accepted { ballot, layout: layout.clone() });
@@ -248,12 +259,15 @@ impl Proposer {
         }
         match (&self.phase, &vote) {
             (Phase::Preparing | Phase::Accepting(_), Vote::Stale(newest)) => {
-                // Our own layout, chosen and learnt by the acceptor before its answer reached us.
-                if let Phase::Accepting(ours) = &self.phase {
-                    if newest.epoch == ours.epoch && newest == ours {
-                        self.phase = Phase::Chosen(ours.clone());
-                        return None;
-                    }
+                // Our own layout, chosen (by this attempt, or an earlier one of
+                // ours) and learnt by the acceptor before its answer reached us.
+                let ours = match &self.phase {
+                    Phase::Accepting(l) => l,
+                    _ => &self.proposal,
+                };
+                if newest == ours {
+                    self.phase = Phase::Chosen(ours.clone());
+                    return None;
                 }
                 self.phase = Phase::Stale(newest.clone());
                 return None;
@@ -372,6 +386,23 @@ mod tests {
         let next = Ballot { epoch: Epoch(2), rank: Rank { round: 0, proposer: 0 } };
         assert!(matches!(a.prepare(None, next).0, Vote::Promise(None)));
         assert_eq!(a.prepare(None, high).0, Vote::Rejected(next));
+    }
+
+    #[test]
+    fn a_second_layout_at_an_accepted_ballot_is_refused() {
+        let mut a = Acceptor::default();
+        let b = Ballot { epoch: Epoch(1), rank: Rank { round: 1, proposer: 5 } };
+        a.prepare(None, b);
+        assert_eq!(a.accept(None, b.rank, &layout(1, "one")), (Vote::Accepted, true));
+        assert_eq!(a.accept(None, b.rank, &layout(1, "one")), (Vote::Accepted, false));
+        assert_eq!(a.accept(None, b.rank, &layout(1, "two")).0, Vote::Rejected(b));
+    }
+
+    #[test]
+    fn a_promise_with_a_layout_but_no_rank_is_malformed() {
+        let mut v = Vote::Promise(None).to_proto();
+        v.layout = Some(layout(1, "x"));
+        assert_eq!(Vote::from_proto(v), None);
     }
 
     #[test]

@@ -277,7 +277,12 @@ struct Random(u64);
 impl Random {
     fn new(seed: u64) -> Random {
         if seed != 0 {
-            return Random(seed | 1);
+            // splitmix64's finalizer: distinct seeds give distinct states
+            // (two drivers must never draw the same rank ids).
+            let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            return Random((z ^ (z >> 31)).max(1));
         }
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();

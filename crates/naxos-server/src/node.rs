@@ -429,8 +429,17 @@ async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout) {
         "the log units are sealed ahead of this node's layout; finishing the reconfiguration"
     );
     let net = ctx.net.clone();
-    // Seeded by the node and the epoch: a simulated run replays.
-    let seed = ctx.node_id.0 ^ layout.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // A node with a given id (the simulator's) seeds its random choices from
+    // the id, the epoch and the (simulated) time, so that a run replays and
+    // no two roll-forwards draw the same rank ids; others draw at random.
+    let seed = match ctx.config.node_id {
+        Some(id) => {
+            static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
+            let since = BASE.get_or_init(tokio::time::Instant::now).elapsed().as_nanos() as u64;
+            id.0 ^ layout.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ since.rotate_left(17)
+        }
+        None => 0,
+    };
     let options = naxos_control::Options { attempts: 3, seed, ..Default::default() };
     match naxos_control::reconfigure(net, &layout.all_nodes(), &naxos_control::Change::NextEpoch, &options).await {
         Ok(r) => tracing::info!(epoch = r.layout.epoch, "rolled the stalled reconfiguration forward"),

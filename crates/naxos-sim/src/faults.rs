@@ -162,7 +162,8 @@ impl Faults {
                         script.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
                     ),
                 );
-                sim.client("churn1", reconfigure_all(self.addrs.clone(), script));
+                let seed = self.rng.range(1, u64::MAX);
+                sim.client("churn1", reconfigure_all(self.addrs.clone(), script, seed));
             }
             69..=72 if !self.churn && self.seals < 5 => {
                 let change = match self.rng.range(0, 4) {
@@ -219,7 +220,8 @@ impl Faults {
         let dies = abandon.map_or(String::new(), |a| format!(" (dies {a:?})"));
         let must = if self.healing { " (must complete: faults are over)" } else { "" };
         self.note(now, format!("reconfigure: {name}: {change}{dies}{must}"));
-        sim.client(name.as_str(), reconfigure_with(self.addrs.clone(), change, abandon, self.healing));
+        let seed = seed_of(&name, &change, self.rng.range(0, u64::MAX));
+        sim.client(name.as_str(), reconfigure_with(self.addrs.clone(), change, abandon, self.healing, seed));
     }
 
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, u: Undo, now: Duration) {
@@ -274,9 +276,9 @@ impl Faults {
 
 /// A driver host that runs `script` in order, each change after the last
 /// one completed (pausing between them so that appends go on).
-async fn reconfigure_all(addrs: Vec<String>, script: Vec<naxos_control::Change>) -> turmoil::Result {
-    for change in script {
-        reconfigure(addrs.clone(), change).await?;
+async fn reconfigure_all(addrs: Vec<String>, script: Vec<naxos_control::Change>, seed: u64) -> turmoil::Result {
+    for (k, change) in script.into_iter().enumerate() {
+        reconfigure(addrs.clone(), change, seed.wrapping_add(k as u64)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())
@@ -285,17 +287,19 @@ async fn reconfigure_all(addrs: Vec<String>, script: Vec<naxos_control::Change>)
 /// A driver host: runs one reconfiguration, retrying while nodes are down
 /// or other drivers win; a change the layout refuses (removing the last
 /// replica of a chain, adding a unit that is there) ends it quietly.
-async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change) -> turmoil::Result {
-    reconfigure_with(addrs, change, None, false).await
+async fn reconfigure(addrs: Vec<String>, change: naxos_control::Change, seed: u64) -> turmoil::Result {
+    reconfigure_with(addrs, change, None, false, seed).await
 }
 
-/// A seed for a driver's random choices that replays with the run: from
-/// its change (each driver host runs one), so every run of a seed draws the same.
-fn seed_of(change: &naxos_control::Change, addrs: &[String]) -> u64 {
+/// A seed for a driver's random choices that replays with the run and is
+/// its own: from the host's name (each driver host has one), its change and
+/// a draw of the run's generator. Two drivers must never share rank ids.
+fn seed_of(name: &str, change: &naxos_control::Change, draw: u64) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = FixedHasher(0xcbf2_9ce4_8422_2325);
+    name.hash(&mut h);
     change.to_string().hash(&mut h);
-    addrs.hash(&mut h);
+    draw.hash(&mut h);
     h.finish()
 }
 
@@ -324,6 +328,7 @@ async fn reconfigure_with(
     change: naxos_control::Change,
     abandon: Option<naxos_control::reconfig::Abandon>,
     must_complete: bool,
+    seed: u64,
 ) -> turmoil::Result {
     let net: std::sync::Arc<dyn naxos_wire::net::Net> = std::sync::Arc::new(crate::net::TurmoilNet);
     let options = naxos_control::Options {
@@ -331,7 +336,7 @@ async fn reconfigure_with(
         attempts: 8,
         transfer_bytes_per_s_max: 0,
         abandon,
-        seed: seed_of(&change, &addrs),
+        seed,
     };
     if abandon.is_some() {
         let _ = naxos_control::reconfigure(net, &addrs, &change, &options).await;
