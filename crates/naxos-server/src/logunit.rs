@@ -7,7 +7,7 @@
 use crate::reply::{ok, Reply};
 use naxos_storage::{Meta, Store, StripeFilter};
 use naxos_wire::proto::{self, request, response, Entry, EntryKind, Request};
-use naxos_wire::{Epoch, ErrorCode, Position, ServerError, StreamId};
+use naxos_wire::{Epoch, ErrorCode, NodeId, Position, ServerError, StreamId};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests applied in one group-commit batch.
@@ -145,7 +145,7 @@ impl LogUnit {
             request::Body::Trim(t) => (self.trim(Position(t.position)), false),
             request::Body::UnitTail(t) => (Ok(self.tail(t)), false),
             request::Body::StreamQuery(q) => (self.stream_query(q), false),
-            request::Body::StoreCeiling(c) => (self.store_ceiling(c.ceiling), false),
+            request::Body::StoreCeiling(c) => (self.store_ceiling(c.ceiling, NodeId(c.node_id)), false),
             _ => (Err(ServerError::new(ErrorCode::WrongRole, "not a log unit request")), false),
         }
     }
@@ -167,10 +167,11 @@ impl LogUnit {
     }
 
     /// Keeps the highest token ceiling a sequencer stored, durably.
-    fn store_ceiling(&mut self, ceiling: u64) -> Result<response::Body, ServerError> {
+    fn store_ceiling(&mut self, ceiling: u64, by: NodeId) -> Result<response::Body, ServerError> {
         let meta = self.store.meta().clone();
         if ceiling > meta.token_ceiling {
-            self.store.set_meta(Meta { token_ceiling: ceiling, ..meta }).map_err(storage_error)?;
+            let meta = Meta { token_ceiling: ceiling, token_ceiling_by: by, ..meta };
+            self.store.set_meta(meta).map_err(storage_error)?;
         }
         Ok(ok())
     }
@@ -238,6 +239,7 @@ impl LogUnit {
             tail: self.store.tail().0,
             streams,
             token_ceiling: self.store.meta().token_ceiling,
+            token_ceiling_by: self.store.meta().token_ceiling_by.0,
         })
     }
 

@@ -315,7 +315,7 @@ async fn recover_once(
     layout: &Layout,
 ) -> Result<(), recovery::Failed> {
     let failed = |message: String, sealed_ahead| recovery::Failed { message, sealed_ahead };
-    let r = recovery::recover(&ctx.pool, layout).await?;
+    let r = recovery::recover(&ctx.pool, layout, ctx.node_id).await?;
     let streams = r
         .streams
         .iter()
@@ -756,7 +756,7 @@ async fn store_ceiling(ctx: &Arc<Ctx>, ceiling: u64) -> Result<(), String> {
             id: 0,
             cluster_id: layout.cluster_id.clone(),
             epoch: layout.epoch,
-            body: Some(request::Body::StoreCeiling(proto::StoreCeiling { ceiling })),
+            body: Some(request::Body::StoreCeiling(proto::StoreCeiling { ceiling, node_id: ctx.node_id.0 })),
         };
         let answers = futures::future::join_all(stripe.chain.iter().map(|a| ctx.pool.call(a, req.clone()))).await;
         match answers.into_iter().find_map(|a| a.err()) {

@@ -34,8 +34,10 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// Queries every log unit of `layout` once; fails if any chain's head did not answer.
-pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, Failed> {
+/// Queries every log unit of `layout` once; fails if any chain's head did
+/// not answer. `me` is this node: the token ceiling its own sequencer stored
+/// on the units is not taken (its own record is exact after a clean stop).
+pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Result<Recovered, Failed> {
     let mut out = Recovered::default();
     let mut sealed_ahead = None;
     let mut answered: BTreeMap<String, bool> = BTreeMap::new();
@@ -48,8 +50,10 @@ pub async fn recover(pool: &Pool, layout: &Layout) -> Result<Recovered, Failed> 
         };
         match pool.call(&addr, req).await {
             Ok(response::Body::Tail(t)) => {
-                // Never below a position a sequencer handed out (the ceiling it stored here).
-                out.tail = out.tail.max(t.tail).max(t.token_ceiling);
+                // Never below a position another sequencer handed out (the
+                // ceiling it stored here).
+                let ceiling = if t.token_ceiling_by == me.0 { 0 } else { t.token_ceiling };
+                out.tail = out.tail.max(t.tail).max(ceiling);
                 for st in t.streams {
                     if let Some(s) = StreamId::from_slice(&st.stream) {
                         let e = out.streams.entry(s).or_insert(st.last);

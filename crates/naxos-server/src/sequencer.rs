@@ -177,7 +177,7 @@ impl Sequencer {
                     .map(|&last| proto::StreamTail { stream: Bytes::copy_from_slice(&s.to_bytes()), last })
             })
             .collect();
-        Ok(proto::TailOk { tail: state.next, streams, token_ceiling: 0 })
+        Ok(proto::TailOk { tail: state.next, streams, token_ceiling: 0, token_ceiling_by: 0 })
     }
 
     /// Installs the recovered state for `epoch`. Refused for an older epoch;

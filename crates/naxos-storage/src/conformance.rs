@@ -296,6 +296,7 @@ pub fn meta_round_trips_and_keeps_the_trim_mark<S: Store>(mut store: S) {
         sealed_epoch: Epoch(3),
         trim_mark: p(1000),
         token_ceiling: 0,
+        token_ceiling_by: NodeId(0),
     };
     store.set_meta(meta.clone()).expect("set_meta");
     assert_eq!(store.meta(), &Meta { trim_mark: p(7), ..meta }, "the trim mark moves only by trim");

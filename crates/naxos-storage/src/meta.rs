@@ -22,6 +22,10 @@ pub struct Meta {
     /// start the next sequencer above it even when the last one is dead.
     #[serde(default)]
     pub token_ceiling: u64,
+    /// The node whose sequencer stored `token_ceiling` (a restarting
+    /// sequencer trusts its own exact record over it).
+    #[serde(default)]
+    pub token_ceiling_by: NodeId,
 }
 
 /// A random, non-zero node id: 64 bits from the OS (`/dev/urandom`), or,

@@ -70,8 +70,14 @@ fn reopen_after_sync_keeps_everything() {
     let a = StreamId::from_name("a");
     let b = StreamId::from_name("b");
     let mut written: Vec<(u64, Entry)> = Vec::new();
-    let meta =
-        Meta { cluster_id: "c1".into(), node_id: NodeId(9), sealed_epoch: Epoch(5), trim_mark: p(0), token_ceiling: 0 };
+    let meta = Meta {
+        cluster_id: "c1".into(),
+        node_id: NodeId(9),
+        sealed_epoch: Epoch(5),
+        trim_mark: p(0),
+        token_ceiling: 0,
+        token_ceiling_by: NodeId(0),
+    };
     {
         let mut store = open(dir.path(), 4);
         for i in 0..14u64 {

@@ -107,6 +107,7 @@ fn run(ops: Vec<Op>, segment_positions: u64) -> Result<(), TestCaseError> {
         sealed_epoch: Epoch(0),
         trim_mark: Position(0),
         token_ceiling: 0,
+        token_ceiling_by: NodeId(0),
     };
     mem.set_meta(meta.clone()).expect("set_meta");
     disk.as_mut().expect("open").set_meta(meta).expect("set_meta");

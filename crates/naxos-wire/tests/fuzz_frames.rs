@@ -458,7 +458,8 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), stream_tails()).prop_map(|(tail, streams)| response::Body::Tail(proto::TailOk {
             tail,
             streams,
-            token_ceiling: 0
+            token_ceiling: 0,
+            token_ceiling_by: 0
         })),
         (vec(any::<u64>(), 0..4), vec(any::<u64>(), 0..4), any::<u64>()).prop_map(|(positions, unwritten, next)| {
             response::Body::StreamQuery(proto::StreamQueryOk { positions, unwritten, next })
