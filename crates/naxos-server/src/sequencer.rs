@@ -97,10 +97,18 @@ impl Sequencer {
 
     /// The least ceiling that must be durable before `req` can be answered,
     /// if `req` needs positions at or above the current one.
+    ///
+    /// A tail query needs it too: a bootstrap may have raised the next
+    /// position above the ceiling (the last sequencer's floor), and a tail a
+    /// client saw must not go back after a crash either (seed 400740).
     pub fn ceiling_needed(&self, req: &Request) -> Option<u64> {
         let ceiling = self.ceiling?;
-        let (Some(request::Body::Token(t)), Some(state)) = (&req.body, &self.state) else { return None };
-        let end = state.next.checked_add(u64::from(t.count))?;
+        let state = self.state.as_ref()?;
+        let end = match &req.body {
+            Some(request::Body::Token(t)) => state.next.checked_add(u64::from(t.count))?,
+            Some(request::Body::SeqTail(_)) => state.next,
+            _ => return None,
+        };
         (end > ceiling).then_some(end)
     }
 
@@ -419,6 +427,21 @@ mod tests {
         let mut again = Sequencer::with_ceiling(c, 16);
         again.bootstrap(Epoch(0), 0, &[]).unwrap();
         assert!(again.token(Epoch(0), 1, &[]).unwrap().start >= 3);
+    }
+
+    #[test]
+    fn a_tail_above_the_ceiling_needs_the_ceiling_raised_first() {
+        let mut s = Sequencer::with_ceiling(10, 16);
+        s.bootstrap(Epoch(0), 50, &[]).unwrap();
+        let tail = Request {
+            id: 0,
+            cluster_id: String::new(),
+            epoch: 0,
+            body: Some(request::Body::SeqTail(proto::SeqTail { streams: vec![] })),
+        };
+        assert_eq!(s.ceiling_needed(&tail), Some(50), "the next position 50 is above the durable ceiling 10");
+        s.raise_ceiling(66);
+        assert_eq!(s.ceiling_needed(&tail), None);
     }
 
     #[test]
