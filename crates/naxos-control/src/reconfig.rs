@@ -190,8 +190,8 @@ pub async fn reconfigure(
             }
         }
         let started = Instant::now();
-        let (sealed_at, sequencer_next) = match seal(&pool, &known, &change.joining(&known)).await {
-            Ok(s) => (s.end, s.sequencer_next),
+        let (sealed_at, sequencer_next, tails) = match seal(&pool, &known, &change.joining(&known)).await {
+            Ok(s) => (s.end, s.sequencer_next, s.tails),
             Err(Sealing::Newer(epoch)) => {
                 last = format!("a node is already at epoch {epoch}");
                 continue;
@@ -201,6 +201,18 @@ pub async fn reconfigure(
                 continue;
             }
             Err(Sealing::Refused(why)) => return Err(Error::Refused(Refusal::Shape(why))),
+        };
+        // Every replica of the new segment must have answered the seal, and
+        // the segment starts above all they hold: a replica that missed an
+        // earlier seal may hold old writes past that seal's end, and where it
+        // is not the head such a write would read as committed without being
+        // on the head (the soak found this at seed 501869).
+        let sealed_at = match new_segment_start(&known, change, sealed_at, &tails) {
+            Ok(start) => start,
+            Err(why) => {
+                last = why;
+                continue;
+            }
         };
         if let (Change::Add { addr, stripe }, Some(copier)) = (change, &copier) {
             // The rest of the segment just sealed, read under the new epoch
@@ -348,6 +360,9 @@ struct Sealed {
     end: Position,
     /// The highest first-position-not-handed-out of the sealed sequencers.
     sequencer_next: u64,
+    /// The log unit tail of every node that answered the seal (a fresh
+    /// joining server counts with 0: it holds nothing).
+    tails: BTreeMap<String, u64>,
 }
 
 enum Sealing {
@@ -356,6 +371,35 @@ enum Sealing {
     /// A joining node cannot join (it belongs to another cluster, say).
     Refused(String),
     Unavailable(String),
+}
+
+/// Where the new segment starts: at `end`, or above the highest tail of the
+/// units its chains name; an error if one of them did not answer the seal.
+fn new_segment_start(
+    known: &Layout,
+    change: &Change,
+    end: Position,
+    tails: &BTreeMap<String, u64>,
+) -> Result<Position, String> {
+    // The broken variant keeps the tally's (lowest) end as it is.
+    if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SealAtLowestTail) {
+        return Ok(end);
+    }
+    // The chains do not depend on the start: a draft layout names them.
+    let Ok(draft) = crate::plan::next_layout(known, change, end) else { return Ok(end) };
+    let Some(new) = draft.segments.last() else { return Ok(end) };
+    let mut start = end;
+    for addr in new.stripes.iter().flat_map(|s| s.chain.iter()) {
+        match tails.get(addr) {
+            Some(&t) => start = start.max(Position(t)),
+            None => {
+                return Err(format!(
+                    "{addr} did not answer the seal, so it cannot take new positions; if it is gone, remove it first"
+                ))
+            }
+        }
+    }
+    Ok(start)
 }
 
 /// Seals every node of `layout` and the `joining` ones at the next epoch;
@@ -372,17 +416,21 @@ async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Sealed
     let answers = call_all(pool, layout, &nodes, request::Body::Seal(Seal { epoch: next })).await;
     let mut tally = SealTally::new(active.clone());
     let mut errors = Vec::new();
+    let mut tails = BTreeMap::new();
     for (addr, answer) in nodes.iter().zip(answers) {
         let joins = joining.contains(addr);
         if let Ok(response::Body::Seal(s)) = &answer {
             sequencer_next = sequencer_next.max(s.sequencer_next.unwrap_or(0));
+            tails.insert(addr.clone(), s.tail);
         }
         match answer {
             Ok(response::Body::Seal(s)) if joins => floor = floor.max(s.tail),
             Ok(response::Body::Seal(s)) => tally.sealed(addr, s.tail),
             Ok(_) => errors.push(format!("{addr} answered a seal with something else")),
             // A fresh server holds nothing: it is enrolled by the commit.
-            Err(rpc::Error::Server { error, .. }) if joins && error.code == ErrorCode::NotBootstrapped => {}
+            Err(rpc::Error::Server { error, .. }) if joins && error.code == ErrorCode::NotBootstrapped => {
+                tails.insert(addr.clone(), 0);
+            }
             Err(rpc::Error::Server { error, .. }) if joins => {
                 return Err(Sealing::Refused(format!("{addr} cannot join: {}", error.message)));
             }
@@ -393,7 +441,7 @@ async fn seal(pool: &Pool, layout: &Layout, joining: &[String]) -> Result<Sealed
             Err(e) => errors.push(e.to_string()),
         }
     }
-    tally.end().map(|end| Sealed { end: end.max(Position(floor)), sequencer_next }).ok_or_else(|| {
+    tally.end().map(|end| Sealed { end: end.max(Position(floor)), sequencer_next, tails }).ok_or_else(|| {
         let chains: Vec<String> = tally.unsealed_chains().iter().map(|c| c.join(",")).collect();
         Sealing::Unavailable(format!(
             "no replica of chain(s) [{}] could be sealed ({})",
