@@ -9,6 +9,7 @@
 //! meets anything else (a lost position, an uncertain write, a broken
 //! connection) finishes alone on the one-entry path with its own retries.
 
+use crate::loglet::chain::lost_answer;
 use crate::loglet::{self, FirstWrite, WriteOutcome};
 use crate::{Client, Error, Inner};
 use bytes::Bytes;
@@ -94,11 +95,6 @@ enum Combined {
 /// The entries of a batch that one segment holds: their indexes in the
 /// batch, their writes, and the first write's answer where it was made.
 type SegmentGroup = (Vec<usize>, Vec<(Position, Entry)>, Vec<Option<FirstWrite>>);
-
-/// An answer that never came (its outcome is unknown: `settle_head` retries).
-fn lost_answer(addr: &str) -> rpc::Error {
-    rpc::Error::ConnectionLost { addr: addr.to_string() }
-}
 
 impl Client {
     /// Hands `item` to the coalescer (or, without one, runs it alone).

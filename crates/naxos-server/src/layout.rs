@@ -59,6 +59,13 @@ impl LayoutStore {
             return Err(ServerError::new(ErrorCode::BadRequest, "the bootstrap layout has epoch 0"));
         }
         layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+        self.store(layout)
+    }
+}
+
+impl LayoutStore {
+    /// Writes `layout` durably and holds it.
+    fn store(&mut self, layout: Layout) -> Result<(), ServerError> {
         let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
         self.fs.write_atomic(&self.path, &json).map_err(|e| {
             ServerError::new(ErrorCode::Unavailable, format!("storing the layout in {}: {e}", self.path.display()))
@@ -66,9 +73,7 @@ impl LayoutStore {
         self.layout = Some(layout);
         Ok(())
     }
-}
 
-impl LayoutStore {
     /// Stores the layout of a cluster this node joins (any epoch); refused if
     /// the node holds a layout already.
     pub fn enroll(&mut self, layout: Layout) -> Result<(), ServerError> {
@@ -82,12 +87,7 @@ impl LayoutStore {
             return self.commit(layout).map(|_| ());
         }
         layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
-        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
-        self.fs.write_atomic(&self.path, &json).map_err(|e| {
-            ServerError::new(ErrorCode::Unavailable, format!("storing the layout in {}: {e}", self.path.display()))
-        })?;
-        self.layout = Some(layout);
-        Ok(())
+        self.store(layout)
     }
 
     /// Stores a newer layout of the same cluster durably; an older or equal
@@ -106,11 +106,7 @@ impl LayoutStore {
             return Ok(false);
         }
         layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
-        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
-        self.fs
-            .write_atomic(&self.path, &json)
-            .map_err(|e| ServerError::new(ErrorCode::Unavailable, format!("storing the layout: {e}")))?;
-        self.layout = Some(layout);
+        self.store(layout)?;
         Ok(true)
     }
 }

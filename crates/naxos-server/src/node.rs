@@ -695,11 +695,7 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
             ));
         }
     }
-    if let Some(tx) = &ctx.logunit {
-        let (otx, orx) = oneshot::channel();
-        tx.send(logunit::Op::SetCluster(layout.cluster_id.clone(), otx)).map_err(|_| stopped())?;
-        orx.await.map_err(|_| stopped())??;
-    }
+    set_unit_cluster(ctx, &layout.cluster_id).await?;
     ctx.layout.lock().map_err(|_| stopped())?.bootstrap(layout.clone())?;
     if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
         tracing::info!(cluster = %layout.cluster_id, "bootstrapped");
@@ -767,15 +763,21 @@ async fn store_ceiling(ctx: &Arc<Ctx>, ceiling: u64) -> Result<(), String> {
     Err(format!("no chain took it on every replica: {last}"))
 }
 
+/// Records the cluster id on the node's log unit (refused if it holds another).
+async fn set_unit_cluster(ctx: &Arc<Ctx>, cluster_id: &str) -> Result<(), ServerError> {
+    if let Some(tx) = &ctx.logunit {
+        let (otx, orx) = oneshot::channel();
+        tx.send(logunit::Op::SetCluster(cluster_id.to_string(), otx)).map_err(|_| stopped())?;
+        orx.await.map_err(|_| stopped())??;
+    }
+    Ok(())
+}
+
 /// Joins a node that was never bootstrapped to the cluster of `layout`
 /// (`naxos reconfigure add` of a fresh server): as a bootstrap, at any epoch.
 async fn enroll(ctx: &Arc<Ctx>, layout: Layout) -> Result<(), ServerError> {
     layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
-    if let Some(tx) = &ctx.logunit {
-        let (otx, orx) = oneshot::channel();
-        tx.send(logunit::Op::SetCluster(layout.cluster_id.clone(), otx)).map_err(|_| stopped())?;
-        orx.await.map_err(|_| stopped())??;
-    }
+    set_unit_cluster(ctx, &layout.cluster_id).await?;
     ctx.layout.lock().map_err(|_| stopped())?.enroll(layout.clone())?;
     if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
         tracing::info!(cluster = %layout.cluster_id, epoch = layout.epoch, "joined the cluster");

@@ -49,7 +49,7 @@ fn unwritten(e: &rpc::Error) -> bool {
 }
 
 /// An answer that never came (its outcome is unknown: `settle_head` retries).
-fn lost_answer(addr: &str) -> rpc::Error {
+pub(crate) fn lost_answer(addr: &str) -> rpc::Error {
     rpc::Error::ConnectionLost { addr: addr.to_string() }
 }
 
