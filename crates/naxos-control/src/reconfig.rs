@@ -207,7 +207,7 @@ pub async fn reconfigure(
         // earlier seal may hold old writes past that seal's end, and where it
         // is not the head such a write would read as committed without being
         // on the head (the soak found this at seed 501869).
-        let sealed_at = match new_segment_start(&known, change, sealed_at, &tails) {
+        let sealed_at = match crate::seal::new_segment_start(&known, change, sealed_at, &tails) {
             Ok(start) => start,
             Err(why) => {
                 last = why;
@@ -371,35 +371,6 @@ enum Sealing {
     /// A joining node cannot join (it belongs to another cluster, say).
     Refused(String),
     Unavailable(String),
-}
-
-/// Where the new segment starts: at `end`, or above the highest tail of the
-/// units its chains name; an error if one of them did not answer the seal.
-fn new_segment_start(
-    known: &Layout,
-    change: &Change,
-    end: Position,
-    tails: &BTreeMap<String, u64>,
-) -> Result<Position, String> {
-    // The broken variant keeps the tally's (lowest) end as it is.
-    if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SealAtLowestTail) {
-        return Ok(end);
-    }
-    // The chains do not depend on the start: a draft layout names them.
-    let Ok(draft) = crate::plan::next_layout(known, change, end) else { return Ok(end) };
-    let Some(new) = draft.segments.last() else { return Ok(end) };
-    let mut start = end;
-    for addr in new.stripes.iter().flat_map(|s| s.chain.iter()) {
-        match tails.get(addr) {
-            Some(&t) => start = start.max(Position(t)),
-            None => {
-                return Err(format!(
-                    "{addr} did not answer the seal, so it cannot take new positions; if it is gone, remove it first"
-                ))
-            }
-        }
-    }
-    Ok(start)
 }
 
 /// Seals every node of `layout` and the `joining` ones at the next epoch;

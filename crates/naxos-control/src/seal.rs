@@ -8,7 +8,7 @@
 //! catches exactly that).
 
 use naxos_wire::proto::Segment;
-use naxos_wire::Position;
+use naxos_wire::{Layout, Position};
 use std::collections::BTreeMap;
 
 /// The seal answers gathered for the active segment.
@@ -57,6 +57,35 @@ impl SealTally {
         };
         Some(Position(end.unwrap_or(0).max(self.active.start)))
     }
+}
+
+/// Where the new segment starts: at `end`, or above the highest tail of the
+/// units its chains name; an error if one of them did not answer the seal.
+pub fn new_segment_start(
+    known: &Layout,
+    change: &crate::plan::Change,
+    end: Position,
+    tails: &BTreeMap<String, u64>,
+) -> Result<Position, String> {
+    // The broken variant keeps the tally's (lowest) end as it is.
+    if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SealAtLowestTail) {
+        return Ok(end);
+    }
+    // The chains do not depend on the start: a draft layout names them.
+    let Ok(draft) = crate::plan::next_layout(known, change, end) else { return Ok(end) };
+    let Some(new) = draft.segments.last() else { return Ok(end) };
+    let mut start = end;
+    for addr in new.stripes.iter().flat_map(|s| s.chain.iter()) {
+        match tails.get(addr) {
+            Some(&t) => start = start.max(Position(t)),
+            None => {
+                return Err(format!(
+                    "{addr} did not answer the seal, so it cannot take new positions; if it is gone, remove it first"
+                ))
+            }
+        }
+    }
+    Ok(start)
 }
 
 #[cfg(test)]
