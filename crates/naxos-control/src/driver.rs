@@ -512,6 +512,12 @@ impl Driver {
     fn begin_attempt(&mut self) -> Command {
         self.precopied = false;
         self.sealed = None;
+        // A change that does not fit is refused before anything is sealed:
+        // the shape of the next layout does not depend on where it starts.
+        let start = Position(self.known().segments.last().map_or(0, |s| s.start));
+        if let Err(r) = crate::plan::next_layout(self.known(), &self.change, start) {
+            return self.done(Err(DoneError::Refused(r)));
+        }
         if let Change::Add { addr, .. } = &self.change {
             // Sealed at the current epoch first: no straggler of an older
             // layout can write to it while what it holds is checked.
@@ -815,3 +821,6 @@ impl Random {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests;
