@@ -56,6 +56,11 @@ pub enum Op {
         /// The first log position of interest.
         from: u64,
     },
+    /// Ask for a stream's last position (the sequencer's stream tail).
+    StreamTail {
+        /// The stream asked about.
+        stream: u128,
+    },
     /// Trim the log: positions below `position` may be discarded.
     Trim {
         /// The new trim mark.
@@ -96,6 +101,11 @@ pub enum Outcome {
         /// `(position, payload)` of each entry of the stream in the range, in log order.
         #[serde(with = "hex_entries")]
         entries: Vec<(u64, Vec<u8>)>,
+    },
+    /// A `StreamTail` returned the stream's last position (`None`: it has no entry).
+    StreamLast {
+        /// The position of the stream's last entry.
+        last: Option<u64>,
     },
     /// A `Trim` succeeded.
     Done,
@@ -244,6 +254,7 @@ impl fmt::Display for Op {
             Op::Read { position } => write!(f, "read {position}"),
             Op::Tail => write!(f, "tail"),
             Op::StreamRead { stream, from } => write!(f, "stream-read {stream} from {from}"),
+            Op::StreamTail { stream } => write!(f, "stream-tail {stream}"),
             Op::Trim { position } => write!(f, "trim {position}"),
         }
     }
@@ -271,6 +282,8 @@ impl fmt::Display for Outcome {
                 }
                 write!(f, "]")
             }
+            Outcome::StreamLast { last: Some(p) } => write!(f, "last {p}"),
+            Outcome::StreamLast { last: None } => write!(f, "no entry"),
             Outcome::Done => write!(f, "done"),
             Outcome::Unknown { error } => write!(f, "unknown ({error})"),
         }

@@ -87,12 +87,16 @@ pub fn check_streams(history: &History) -> Vec<Violation> {
                     vec![i],
                 ));
             }
+            (Op::StreamTail { stream }, Outcome::StreamLast { last }) => {
+                per_stream.entry(*stream).or_default().lasts.push((e.start, e.end, *last, i));
+            }
             _ => {}
         }
     }
 
     for (&stream, work) in &mut per_stream {
         work.sweep(history, stream, &trims, &appended, &mut violations);
+        work.check_lasts(stream, &trims, &mut violations);
     }
     sorted(violations)
 }
@@ -104,9 +108,46 @@ struct Work {
     points: Vec<(u64, u64, usize)>,
     /// `(start, event)` of each stream read of the stream that returned entries.
     reads: Vec<(u64, usize)>,
+    /// `(start, end, last, event)` of each stream tail query of the stream.
+    lasts: Vec<(u64, u64, Option<u64>, usize)>,
 }
 
 impl Work {
+    /// A stream tail is at or above every append to the stream acknowledged
+    /// before the query started (a new sequencer that took its stream tails
+    /// from too few log units answers lower), unless a trim above it was
+    /// invoked by the query's end (the units forget trimmed entries). Appends
+    /// sorted by end, with a running maximum: O((appends + queries) log appends).
+    fn check_lasts(&mut self, stream: u128, trims: &Trims, violations: &mut Vec<Violation>) {
+        if self.lasts.is_empty() {
+            return;
+        }
+        let mut by_end = self.points.clone();
+        by_end.sort_unstable();
+        let mut highest: Vec<(u64, usize)> = Vec::with_capacity(by_end.len());
+        for &(_, position, event) in &by_end {
+            let best = highest.last().copied().filter(|&(p, _)| p >= position).unwrap_or((position, event));
+            highest.push(best);
+        }
+        for &(start, end, last, event) in &self.lasts {
+            let before = by_end.partition_point(|&(end, _, _)| end < start);
+            let Some(&(position, append)) = before.checked_sub(1).map(|k| &highest[k]) else { continue };
+            if trims.covering(position, end).is_some() {
+                continue; // the highest is trimmed, and so is every lower one
+            }
+            if last.is_none_or(|l| l < position) {
+                let said = last.map_or("no entry".to_string(), |l| format!("last position {l}"));
+                violations.push(Violation::new(
+                    STREAMS,
+                    format!(
+                        "stream tail of {stream} said {said}, but an append to it was acknowledged at {position} before the query started"
+                    ),
+                    vec![event, append],
+                ));
+            }
+        }
+    }
+
     /// Checks every read of the stream for missing entries and a stale `to`,
     /// inserting appends into the tree in acknowledgement order as the reads'
     /// start times pass them.
@@ -306,6 +347,27 @@ mod tests {
         b.stream_read(3, 41, 50, 1, 1, 4, &[(2, "b"), (3, "c")]);
         b.stream_read(3, 41, 50, 1, 9, 4, &[]); // from above the tail
         assert_clean(&check_streams(&b.h));
+    }
+
+    #[test]
+    fn a_stream_tail_below_an_acknowledged_append_is_a_violation() {
+        let mut b = Builder::new();
+        b.append(1, 0, 10, "a", &[1], 4);
+        let late = b.append(1, 11, 20, "b", &[1], 7);
+        b.append(1, 30, 60, "c", &[1], 9); // concurrent with the queries: may be missed
+        b.append(1, 0, 10, "x", &[2], 8);
+        let ok = b.stream_tail(3, 31, 40, 1, Some(7));
+        let low = b.stream_tail(3, 31, 40, 1, Some(4));
+        let none = b.stream_tail(3, 31, 40, 1, None);
+        b.stream_tail(3, 5, 40, 2, None); // before its append ended
+        b.append(1, 0, 10, "y", &[4], 2);
+        b.trim(2, 11, 12, 3, Outcome::Done);
+        b.stream_tail(3, 13, 40, 4, None); // its only entry is trimmed
+        let v = check_streams(&b.h);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(!v.iter().any(|x| x.events.contains(&ok)), "{v:?}");
+        assert_found(&v, STREAMS, &[low, late]);
+        assert_found(&v, STREAMS, &[none, late]);
     }
 
     #[test]

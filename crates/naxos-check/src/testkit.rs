@@ -92,6 +92,10 @@ impl Builder {
         self.h.record(client, start, end, Op::StreamRead { stream, from }, outcome)
     }
 
+    pub(crate) fn stream_tail(&mut self, client: u32, start: u64, end: u64, stream: u128, last: Option<u64>) -> usize {
+        self.h.record(client, start, end, Op::StreamTail { stream }, Outcome::StreamLast { last })
+    }
+
     pub(crate) fn trim(&mut self, client: u32, start: u64, end: u64, position: u64, outcome: Outcome) -> usize {
         self.h.record(client, start, end, Op::Trim { position }, outcome)
     }

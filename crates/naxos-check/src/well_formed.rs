@@ -27,6 +27,7 @@ pub fn check_well_formed(history: &History) -> Vec<Violation> {
                 | (Op::Read { .. }, Outcome::Data { .. } | Outcome::Hole | Outcome::Unwritten | Outcome::Trimmed)
                 | (Op::Tail, Outcome::Tail { .. })
                 | (Op::StreamRead { .. }, Outcome::Stream { .. } | Outcome::Trimmed)
+                | (Op::StreamTail { .. }, Outcome::StreamLast { .. })
                 | (Op::Trim { .. }, Outcome::Done)
         );
         if !fits {

@@ -198,16 +198,7 @@ pub struct SealAnswer {
     pub sequencer_next: Option<u64>,
 }
 
-/// A log unit's tails, for the sequencer bootstrap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TailAnswer {
-    /// The local tail.
-    pub tail: u64,
-    /// The durable token ceiling a sequencer stored on it.
-    pub token_ceiling: u64,
-    /// The last position of every stream it holds.
-    pub streams: Vec<(StreamId, u64)>,
-}
+pub use crate::tails::TailAnswer;
 
 /// What the runtime brings back, one per command.
 #[derive(Clone, Debug, PartialEq)]
@@ -757,39 +748,27 @@ fn tally_seal(
     })
 }
 
-/// The new primary sequencer's starting state: the start of the active
-/// segment (at least `floor`, what the sealed sequencers had handed out, so
-/// the tail never goes back), raised to every unit's tail and token ceiling,
-/// and the last position of every stream, from the log units of every chain
-/// (never from one unit alone: CorfuDB #2715).
+/// The bootstrap of `layout`'s primary sequencer (see
+/// [`crate::tails::sequencer_start`]), at least `floor`, what the sealed
+/// sequencers had handed out, so that the tail never goes back.
 pub fn bootstrap_state(layout: &Layout, floor: u64, answers: Vec<Answer<TailAnswer>>) -> Result<Command, String> {
     let sequencer = layout.sequencers.first().ok_or("the layout names no sequencer")?.clone();
-    let units = layout.log_units();
-    let mut tail = layout.segments.last().map_or(0, |s| s.start).max(floor);
-    let mut streams: BTreeMap<StreamId, u64> = BTreeMap::new();
-    let mut answered = Vec::new();
-    for (addr, answer) in units.iter().zip(answers) {
-        if let Answer::Ok(t) = answer {
-            if !naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerNotFromUnits) {
-                tail = tail.max(t.tail).max(t.token_ceiling);
-                for (s, last) in t.streams {
-                    let e = streams.entry(s).or_insert(last);
-                    *e = (*e).max(last);
-                }
-            }
-            answered.push(addr.clone());
-        }
-    }
-    // Every chain must have answered through one replica at least: an
-    // acknowledged entry is on every replica of its chain.
-    for seg in &layout.segments {
-        for stripe in &seg.stripes {
-            if !stripe.chain.iter().any(|a| answered.contains(a)) {
-                return Err(format!("no replica of chain {} gave its stream tails", stripe.chain.join(",")));
-            }
-        }
-    }
-    Ok(Command::Bootstrap { layout: layout.clone(), sequencer, tail, streams: streams.into_iter().collect() })
+    let answers: Vec<(String, Option<TailAnswer>)> = layout
+        .log_units()
+        .into_iter()
+        .zip(answers)
+        .map(|(addr, a)| match a {
+            Answer::Ok(t) => (addr, Some(t)),
+            _ => (addr, None),
+        })
+        .collect();
+    let start = crate::tails::sequencer_start(layout, floor, &answers, None)?;
+    Ok(Command::Bootstrap {
+        layout: layout.clone(),
+        sequencer,
+        tail: start.tail,
+        streams: start.streams.into_iter().collect(),
+    })
 }
 
 /// The random numbers of one reconfiguration (rank ids, back-off): xorshift64

@@ -14,6 +14,7 @@ pub mod paxos;
 pub mod plan;
 pub mod reconfig;
 pub mod seal;
+pub mod tails;
 
 pub use plan::{Change, Refusal};
 pub use reconfig::{reconfigure, Options, Report};

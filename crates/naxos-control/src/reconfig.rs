@@ -294,6 +294,7 @@ async fn unit_tails(pool: &Pool, layout: &Layout, units: &[String]) -> Vec<Answe
                 response::Body::Tail(t) => Some(TailAnswer {
                     tail: t.tail,
                     token_ceiling: t.token_ceiling,
+                    token_ceiling_by: t.token_ceiling_by,
                     streams: t
                         .streams
                         .into_iter()

@@ -39,6 +39,10 @@ struct Ctx {
     /// The network, for the connections a roll-forward makes.
     net: Arc<dyn Net>,
     shutdown: watch::Receiver<bool>,
+    /// The epoch of the layout this process started with, if its sequencer
+    /// had handed out tokens before (a durable ceiling above 0): it may have
+    /// handed some out in that epoch, and never serves it again.
+    restarted_at: Option<u64>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -171,6 +175,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
     // The context, for tasks started before it exists (the sequencer's ceiling replicator).
     let ctx_slot: Arc<OnceLock<std::sync::Weak<Ctx>>> = Arc::new(OnceLock::new());
+    let mut ceiling_at_start = 0;
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = ctx_slot.clone();
@@ -186,6 +191,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             context: format!("reading the sequencer's token ceiling in {}", dir.display()),
             source,
         })?;
+        ceiling_at_start = ceiling;
         let seq = sequencer::Sequencer::with_ceiling(ceiling, config.token_ceiling_block);
         let (done_tx, done_rx) = oneshot::channel();
         sequencer_done = Some(done_rx);
@@ -211,6 +217,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         let _ = cluster.set(c);
     }
     let pool = Pool::new(net.clone(), rpc::Options { frame_bytes_max: config.frame_bytes_max, ..Default::default() });
+    let restarted_at = layout.get().filter(|_| ceiling_at_start > 0).map(|l| l.epoch);
     let ctx = Arc::new(Ctx {
         config,
         advertise: advertise.clone(),
@@ -223,6 +230,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         pool,
         net: net.clone(),
         shutdown: shutdown_rx,
+        restarted_at,
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
@@ -279,6 +287,23 @@ fn start_recovery(ctx: &Arc<Ctx>) {
         loop {
             // The newest layout the node holds: a commit may arrive while we retry.
             let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
+            if ctx.restarted_at == Some(layout.epoch) && layout.sequencers.first() == Some(&ctx.advertise) {
+                // Tokens this sequencer handed out before it stopped can still
+                // be written, unknown to a recovery from the log units (its
+                // stream tails would miss them). A new epoch fences them:
+                // as in CORFU, a sequencer recovers through a reconfiguration.
+                roll_forward(&ctx, &layout, "the primary sequencer restarted; moving to a new epoch").await;
+                if ctx.layout.lock().ok().and_then(|l| l.get().map(|l| l.epoch)).is_some_and(|e| e > layout.epoch) {
+                    return; // the commit started a recovery for the new epoch
+                }
+                tokio::select! {
+                    biased;
+                    _ = until_stopped(&mut shutdown) => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
             let stalled = match recover_once(&ctx, &seq, &layout).await {
                 Ok(()) => return,
                 Err(e) => {
@@ -378,7 +403,12 @@ fn watch_for_stalls(ctx: &Arc<Ctx>) {
             let rank = layout.layout_servers.iter().position(|a| *a == ctx.advertise);
             // Layout servers act, the first after two periods, the next after three, ...
             if rank.is_some_and(|r| stalled_for >= 2 + r as u32) {
-                roll_forward(&ctx, &layout).await;
+                roll_forward(
+                    &ctx,
+                    &layout,
+                    "the log units are sealed ahead of this node's layout; finishing the reconfiguration",
+                )
+                .await;
                 stalled_for = 0;
             }
         }
@@ -422,12 +452,10 @@ async fn learn_newer_layout(ctx: &Arc<Ctx>, held: &Layout) -> bool {
     commit(ctx, Some(newest)).await.is_ok()
 }
 
-/// Finishes a stalled reconfiguration: the next epoch with the same members.
-async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout) {
-    tracing::warn!(
-        epoch = layout.epoch,
-        "the log units are sealed ahead of this node's layout; finishing the reconfiguration"
-    );
+/// Moves the cluster to the next epoch with the same members (a stalled
+/// reconfiguration, or a restarted primary sequencer).
+async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout, why: &str) {
+    tracing::warn!(epoch = layout.epoch, "{why}");
     let net = ctx.net.clone();
     // A node with a given id (the simulator's) seeds its random choices from
     // the id, the epoch and the (simulated) time, so that a run replays and

@@ -1,9 +1,8 @@
-//! Sequencer recovery: the global tail and the stream tails, read from the log
-//! units of every chain. A chain's head holds a superset of what the rest of
-//! the chain holds (the prefix property), so every head must answer; the
-//! answers of the other replicas are taken too, and the maximum wins. Taking
-//! them from one unit only is how CorfuDB lost data (#2715).
+//! Sequencer recovery: asks the log units of every chain for their tails and
+//! stream tails (every head must answer; `naxos_control::tails` decides what
+//! the answers mean, as it does for a reconfiguration's bootstrap).
 
+use naxos_control::tails::{sequencer_start, TailAnswer};
 use naxos_wire::proto::{request, response, Request, UnitTail};
 use naxos_wire::rpc::Pool;
 use naxos_wire::{Layout, StreamId};
@@ -37,10 +36,10 @@ impl std::fmt::Display for Failed {
 /// Queries every log unit of `layout` once; fails if any chain's head did
 /// not answer. `me` is this node: the token ceiling its own sequencer stored
 /// on the units is not taken (its own record is exact after a clean stop).
+/// What the answers mean is `naxos_control::tails::sequencer_start`'s.
 pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Result<Recovered, Failed> {
-    let mut out = Recovered::default();
     let mut sealed_ahead = None;
-    let mut answered: BTreeMap<String, bool> = BTreeMap::new();
+    let mut answers = Vec::new();
     for addr in layout.log_units() {
         let req = Request {
             id: 0,
@@ -50,17 +49,15 @@ pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Re
         };
         match pool.call(&addr, req).await {
             Ok(response::Body::Tail(t)) => {
-                // Never below a position another sequencer handed out (the
-                // ceiling it stored here).
-                let ceiling = if t.token_ceiling_by == me.0 { 0 } else { t.token_ceiling };
-                out.tail = out.tail.max(t.tail).max(ceiling);
-                for st in t.streams {
-                    if let Some(s) = StreamId::from_slice(&st.stream) {
-                        let e = out.streams.entry(s).or_insert(st.last);
-                        *e = (*e).max(st.last);
-                    }
-                }
-                answered.insert(addr, true);
+                let streams =
+                    t.streams.iter().filter_map(|st| StreamId::from_slice(&st.stream).map(|s| (s, st.last))).collect();
+                let answer = TailAnswer {
+                    tail: t.tail,
+                    token_ceiling: t.token_ceiling,
+                    token_ceiling_by: t.token_ceiling_by,
+                    streams,
+                };
+                answers.push((addr, Some(answer)));
             }
             Ok(_) => {
                 return Err(Failed {
@@ -73,21 +70,14 @@ pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Re
                     sealed_ahead = sealed_ahead.max(Some(s.epoch.0));
                 }
                 tracing::debug!("sequencer recovery: {addr}: {e}");
-                answered.insert(addr, false);
+                answers.push((addr, None));
             }
         }
     }
-    for seg in &layout.segments {
-        for stripe in &seg.stripes {
-            if let Some(head) = stripe.chain.first() {
-                if !answered.get(head).copied().unwrap_or(false) {
-                    return Err(Failed {
-                        message: format!("chain head {head} did not answer the tail query"),
-                        sealed_ahead,
-                    });
-                }
-            }
-        }
+    // Never below the active segment's start: the positions below it
+    // belong to sealed segments, which take no appends.
+    match sequencer_start(layout, 0, &answers, Some(me)) {
+        Ok(start) => Ok(Recovered { tail: start.tail, streams: start.streams }),
+        Err(message) => Err(Failed { message, sealed_ahead }),
     }
-    Ok(out)
 }

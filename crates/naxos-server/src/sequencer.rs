@@ -189,18 +189,25 @@ impl Sequencer {
     }
 
     /// Installs the recovered state for `epoch`. Refused for an older epoch;
-    /// for the current one, accepted only while waiting, and never lowers the tail.
+    /// for the current one, once serving, it only raises: the tail and each
+    /// stream's last position never go back.
     pub fn bootstrap(&mut self, epoch: Epoch, tail: u64, streams: &[(StreamId, u64)]) -> Result<(), ServerError> {
         if epoch < self.epoch {
             return Err(ServerError::wrong_epoch(self.epoch, epoch));
         }
         if epoch == self.epoch {
-            if let Some(s) = &self.state {
-                // Already serving this epoch: a late bootstrap is a no-op unless it
-                // knows of a higher tail, which it may raise but never lower.
-                if tail <= s.next {
-                    return Ok(());
+            if let Some(s) = &mut self.state {
+                // Already serving this epoch: a late bootstrap (the node's own
+                // recovery and a reconfiguration's both arrive) was computed
+                // before tokens this sequencer has handed out since, so it
+                // is merged, never installed over them (soak seed 700062:
+                // a stream's tail went back below an acknowledged append).
+                s.next = s.next.max(tail);
+                for &(stream, last) in streams {
+                    let e = s.streams.entry(stream).or_insert(last);
+                    *e = (*e).max(last);
                 }
+                return Ok(());
             }
         }
         let (tail, streams) = if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SequencerFromZero) {
@@ -405,6 +412,20 @@ mod tests {
         // A late bootstrap never lowers the tail.
         s.bootstrap(Epoch(0), 1, &[]).unwrap();
         assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 4);
+    }
+
+    #[test]
+    fn a_late_bootstrap_raises_the_tail_but_never_lowers_a_stream_tail() {
+        let mut s = Sequencer::new();
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        let (a, b) = (StreamId::from_name("a"), StreamId::from_name("b"));
+        s.token(Epoch(0), 3, &[a]).unwrap(); // a's last is 2
+                                             // Computed before that token: a higher tail, an older stream tail of a, one of b.
+        s.bootstrap(Epoch(0), 7, &[(a, 1), (b, 5)]).unwrap();
+        let t = s.tail(Epoch(0), &[a, b]).unwrap();
+        assert_eq!(t.tail, 7);
+        let lasts: Vec<u64> = t.streams.iter().map(|st| st.last).collect();
+        assert_eq!(lasts, vec![2, 5]);
     }
 
     #[test]

@@ -102,6 +102,16 @@ pub async fn stream_outcome(client: &Client, stream: StreamId, from: u64) -> Out
     }
 }
 
+/// A stream's last position, as the sequencer reports it.
+pub async fn stream_last(client: &Client, stream: StreamId) -> Outcome {
+    match client.tails(&[stream]).await {
+        Ok(t) => Outcome::StreamLast {
+            last: t.streams.iter().find(|s| StreamId::from_slice(&s.stream) == Some(stream)).map(|s| s.last),
+        },
+        Err(e) => unknown(e),
+    }
+}
+
 /// One batch append (one token request for all) as the history records it:
 /// one outcome per payload, in order, `Unknown` for all if the batch failed or
 /// took longer than `limit`. Shared with the real-process fault test.
@@ -155,7 +165,12 @@ pub async fn run(shared: Shared, index: u32, seed: u64, ops: usize, seeds: Vec<S
                 })
                 .await;
             }
-            70..=79 => {
+            75..=79 => {
+                let name = STREAMS[rng.range(0, STREAMS.len() as u64) as usize];
+                let stream = StreamId::from_name(name);
+                record(&shared, index, Op::StreamTail { stream: stream.0 }, stream_last(&client, stream)).await;
+            }
+            70..=74 => {
                 record(&shared, index, Op::Tail, async {
                     match client.tail().await {
                         Ok(t) => {

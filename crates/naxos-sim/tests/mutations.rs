@@ -61,3 +61,15 @@ fn a_state_transfer_that_skips_its_last_batch_is_caught() {
     let (seed, why) = caught(Mutation::TransferSkipsLastBatch, |c| c.churn = true);
     eprintln!("TransferSkipsLastBatch caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn a_sequencer_started_from_one_log_unit_is_caught() {
+    // Two chains: one unit knows only its own chain's entries, so the tail
+    // and the stream tails it gives are too low (CorfuDB #2715).
+    let (seed, why) = caught(Mutation::SequencerFromOneUnit, |c| {
+        c.servers = 4;
+        c.replication = 2;
+        c.stripes = 2;
+    });
+    eprintln!("SequencerFromOneUnit caught at seed {seed}:\n{why}");
+}

@@ -20,9 +20,9 @@ pub enum Mutation {
     SealAtLowestTail = 4,
     /// State transfer leaves out the last batch of each stripe it copies.
     TransferSkipsLastBatch = 6,
-    /// A reconfiguration bootstraps the new sequencer from the sealed
-    /// sequencers alone, not from the tails the log units hold.
-    SequencerNotFromUnits = 7,
+    /// A sequencer starts from the tails of one log unit (the first that
+    /// answered) instead of those of every unit (CorfuDB #2715).
+    SequencerFromOneUnit = 7,
 }
 
 #[cfg(feature = "mutations")]
