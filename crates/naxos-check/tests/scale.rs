@@ -31,7 +31,7 @@ fn census(h: &History) -> String {
         match e.op {
             Op::Append { .. } => appends += 1,
             Op::Read { .. } => reads += 1,
-            Op::Tail => tails += 1,
+            Op::Tail | Op::StreamTail { .. } => tails += 1,
             Op::StreamRead { .. } => stream_reads += 1,
             Op::Trim { .. } => trims += 1,
         }

@@ -40,7 +40,7 @@ struct Ctx {
     net: Arc<dyn Net>,
     shutdown: watch::Receiver<bool>,
     /// The epoch of the layout this process started with, if its sequencer
-    /// had handed out tokens before (a durable ceiling above 0): it may have
+    /// had handed out tokens and then crashed (no clean stop): it may have
     /// handed some out in that epoch, and never serves it again.
     restarted_at: Option<u64>,
 }
@@ -175,7 +175,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
     // The context, for tasks started before it exists (the sequencer's ceiling replicator).
     let ctx_slot: Arc<OnceLock<std::sync::Weak<Ctx>>> = Arc::new(OnceLock::new());
-    let mut ceiling_at_start = 0;
+    let mut crashed = false;
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = ctx_slot.clone();
@@ -187,12 +187,14 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             })
         });
         let store = sequencer::CeilingStore::new(config.fs.clone(), &dir).with_replicator(replicate);
-        let ceiling = store.load().map_err(|source| Error::Io {
+        let stored = store.load().map_err(|source| Error::Io {
             context: format!("reading the sequencer's token ceiling in {}", dir.display()),
             source,
         })?;
-        ceiling_at_start = ceiling;
-        let seq = sequencer::Sequencer::with_ceiling(ceiling, config.token_ceiling_block);
+        // Tokens handed out before a crash (not a clean stop) may still be written.
+        crashed = stored.ceiling > 0 && stored.clean_streams.is_none();
+        let seq = sequencer::Sequencer::with_ceiling(stored.ceiling, config.token_ceiling_block)
+            .with_saved_streams(stored.clean_streams.unwrap_or_default());
         let (done_tx, done_rx) = oneshot::channel();
         sequencer_done = Some(done_rx);
         tokio::spawn(async move {
@@ -217,7 +219,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         let _ = cluster.set(c);
     }
     let pool = Pool::new(net.clone(), rpc::Options { frame_bytes_max: config.frame_bytes_max, ..Default::default() });
-    let restarted_at = layout.get().filter(|_| ceiling_at_start > 0).map(|l| l.epoch);
+    let restarted_at = layout.get().filter(|_| crashed).map(|l| l.epoch);
     let ctx = Arc::new(Ctx {
         config,
         advertise: advertise.clone(),

@@ -9,7 +9,11 @@
 //! below one a client already saw (the simulator found this: seed 78). The
 //! ceiling is raised a block at a time, so it costs one small atomic write per
 //! block; after a crash the sequencer starts at the ceiling, and the unused
-//! rest of the block reads as holes (a clean stop stores the exact tail). The
+//! rest of the block reads as holes. A clean stop stores the exact tail and
+//! every stream's last position: a restart goes on from them in the same
+//! epoch. After a crash the stream tails are lost, and tokens handed out
+//! before it may still be written, unknown to the log units, so the node
+//! moves the cluster to a new epoch first (see `node::start_recovery`). The
 //! block follows the token rate (about a quarter second of tokens, at least
 //! the configured minimum), so a quiet cluster leaves small gaps and a busy one
 //! does few writes.
@@ -49,6 +53,8 @@ pub struct Sequencer {
     /// exact, unlike the ceiling, so a sequencer sealed and bootstrapped again
     /// without a restart leaves no block of holes behind.
     issued: Option<u64>,
+    /// The stream tails a clean stop stored, merged into the first bootstrap.
+    saved_streams: Vec<(StreamId, u64)>,
 }
 
 #[derive(Debug)]
@@ -86,7 +92,21 @@ impl Default for Sequencer {
 impl Sequencer {
     /// A sequencer that waits for its bootstrap.
     pub fn new() -> Sequencer {
-        Sequencer { epoch: Epoch(0), state: None, ceiling: None, ceiling_block: CEILING_BLOCK, issued: None }
+        Sequencer {
+            epoch: Epoch(0),
+            state: None,
+            ceiling: None,
+            ceiling_block: CEILING_BLOCK,
+            issued: None,
+            saved_streams: Vec::new(),
+        }
+    }
+
+    /// Also starts from the stream tails a clean stop stored: the first
+    /// bootstrap takes each one it does not exceed.
+    pub fn with_saved_streams(mut self, streams: Vec<(StreamId, u64)>) -> Sequencer {
+        self.saved_streams = streams;
+        self
     }
 
     /// A sequencer that keeps a durable token ceiling, starting from the one
@@ -218,8 +238,9 @@ impl Sequencer {
             (tail.max(self.issued.unwrap_or_else(|| self.ceiling.unwrap_or(0))), streams)
         };
         let mut map = HashMap::with_capacity(streams.len());
-        for &(s, last) in streams {
-            map.insert(s, last);
+        for &(s, last) in streams.iter().chain(std::mem::take(&mut self.saved_streams).iter()) {
+            let e = map.entry(s).or_insert(last);
+            *e = (*e).max(last);
         }
         self.epoch = epoch;
         self.state = Some(State { next: tail, streams: map });
@@ -333,9 +354,11 @@ impl Sequencer {
             }
         }
         // A clean stop: every token handed out is below `next`, so storing it
-        // as the ceiling lets the next start continue without a gap.
-        if let (Some(next), Some(store)) = (self.next(), &store) {
-            if let Err(e) = store.save(next.0) {
+        // as the ceiling lets the next start continue without a gap, and with
+        // the stream tails the next start needs no new epoch.
+        if let (Some(state), Some(store)) = (&self.state, &store) {
+            let streams: Vec<(StreamId, u64)> = state.streams.iter().map(|(&s, &l)| (s, l)).collect();
+            if let Err(e) = store.save_clean(state.next, &streams) {
                 tracing::warn!("cannot store the sequencer's tail at stop: {e}");
             }
         }
@@ -369,23 +392,58 @@ impl CeilingStore {
         self
     }
 
-    /// The stored ceiling; 0 if none was ever stored.
-    pub fn load(&self) -> std::io::Result<u64> {
-        match self.fs.read(&self.path) {
-            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("token_ceiling").and_then(|c| c.as_u64()))
-                .ok_or_else(|| std::io::Error::other(format!("{} is not a valid ceiling file", self.path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
+    /// What is stored: a ceiling of 0 if nothing ever was.
+    pub fn load(&self) -> std::io::Result<Stored> {
+        let bad = || std::io::Error::other(format!("{} is not a valid ceiling file", self.path.display()));
+        let bytes = match self.fs.read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
+            Err(e) => return Err(e),
+        };
+        let v = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|_| bad())?;
+        let ceiling = v.get("token_ceiling").and_then(|c| c.as_u64()).ok_or_else(bad)?;
+        let clean_streams = match v.get("clean_stop_streams") {
+            None => None,
+            Some(list) => {
+                let list = list.as_array().ok_or_else(bad)?;
+                let mut out = Vec::with_capacity(list.len());
+                for pair in list {
+                    let id = pair.get(0).and_then(|s| s.as_str()).and_then(|s| u128::from_str_radix(s, 16).ok());
+                    let last = pair.get(1).and_then(|l| l.as_u64());
+                    match (id, last) {
+                        (Some(id), Some(last)) => out.push((StreamId(id), last)),
+                        _ => return Err(bad()),
+                    }
+                }
+                Some(out)
+            }
+        };
+        Ok(Stored { ceiling, clean_streams })
     }
 
-    /// Stores `ceiling` durably (atomic replace).
+    /// Stores `ceiling` durably (atomic replace); the file no longer says the
+    /// last stop was clean.
     pub fn save(&self, ceiling: u64) -> std::io::Result<()> {
         let json = serde_json::json!({ "token_ceiling": ceiling }).to_string();
         self.fs.write_atomic(&self.path, json.as_bytes())
     }
+
+    /// Stores the exact tail and every stream's last position at a clean stop.
+    pub fn save_clean(&self, next: u64, streams: &[(StreamId, u64)]) -> std::io::Result<()> {
+        let streams: Vec<serde_json::Value> =
+            streams.iter().map(|(s, last)| serde_json::json!([format!("{:032x}", s.0), last])).collect();
+        let json = serde_json::json!({ "token_ceiling": next, "clean_stop_streams": streams }).to_string();
+        self.fs.write_atomic(&self.path, json.as_bytes())
+    }
+}
+
+/// What the sequencer's file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Above every position ever handed out (exact after a clean stop).
+    pub ceiling: u64,
+    /// Every stream's last position, if the last stop was clean.
+    pub clean_streams: Option<Vec<(StreamId, u64)>>,
 }
 
 #[cfg(test)]
@@ -412,6 +470,28 @@ mod tests {
         // A late bootstrap never lowers the tail.
         s.bootstrap(Epoch(0), 1, &[]).unwrap();
         assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 4);
+    }
+
+    #[test]
+    fn a_clean_stop_stores_the_stream_tails_and_a_raised_ceiling_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CeilingStore::new(std::sync::Arc::new(naxos_storage::fs::StdFs), dir.path());
+        assert_eq!(store.load().unwrap(), Stored::default());
+        let a = StreamId::from_name("a");
+        store.save_clean(6, &[(a, 4)]).unwrap();
+        assert_eq!(store.load().unwrap(), Stored { ceiling: 6, clean_streams: Some(vec![(a, 4)]) });
+        // A restart from it merges the saved tails into its first bootstrap.
+        let mut s = Sequencer::with_ceiling(6, 16).with_saved_streams(vec![(a, 4)]);
+        s.bootstrap(Epoch(0), 5, &[(a, 3)]).unwrap();
+        let t = s.tail(Epoch(0), &[a]).unwrap();
+        assert_eq!((t.tail, t.streams[0].last), (6, 4));
+        // Once tokens go out again the ceiling is raised, and the file no
+        // longer says the stop was clean.
+        store.save(1030).unwrap();
+        assert_eq!(store.load().unwrap(), Stored { ceiling: 1030, clean_streams: None });
+        std::fs::write(dir.path().join(CEILING_FILE), b"{\"token_ceiling\": 3, \"clean_stop_streams\": [[1]]}")
+            .unwrap();
+        assert!(store.load().is_err(), "a damaged file is an error, not a guess");
     }
 
     #[test]
