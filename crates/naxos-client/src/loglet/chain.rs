@@ -326,10 +326,15 @@ impl ChainLoglet {
         addr: &str,
         writes: impl Iterator<Item = (Position, &'a Entry)>,
     ) -> Vec<Result<(), rpc::Error>> {
-        let bodies: Vec<request::Body> = writes
+        let mut bodies: Vec<request::Body> = writes
             .map(|(pos, entry)| request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) }))
             .collect();
         let count = bodies.len();
+        if count == 1 {
+            // One write goes as itself, not as a batch of one.
+            let Some(body) = bodies.pop() else { unreachable!("one body") };
+            return vec![vlog.call(addr, &self.layout, body).await.map(|_| ())];
+        }
         match vlog.inner.pool.call_batch(addr, &self.layout.cluster_id, self.layout.epoch, bodies).await {
             Ok(answers) => answers.into_iter().map(|a| a.map(|_| ())).collect(),
             Err(e) => vec![Err(e); count],
@@ -498,14 +503,10 @@ impl Loglet for ChainLoglet {
     }
 
     async fn write(&self, vlog: &Client, pos: Position, entry: &Entry) -> Result<WriteOutcome, Error> {
+        // One chain-writing path for every append: a write is a batch of one.
         let chain = self.chain_of(pos)?;
-        match self.write_head(vlog, chain, pos, entry).await? {
-            HeadWrite::Lost => Ok(WriteOutcome::Lost),
-            HeadWrite::Ours => {
-                self.complete_chain(vlog, chain, 1, pos, entry).await?;
-                Ok(WriteOutcome::Written)
-            }
-        }
+        let mut outcome = self.write_group(vlog, chain, &[(pos, entry)], vec![None]).await;
+        outcome.pop().unwrap_or_else(|| Err(Error::Invalid("chain write without outcome".into())))
     }
 
     async fn write_batch(
