@@ -4,10 +4,12 @@
 //! durable with one `sync` (group commit), and only then sends any answer, so
 //! no client ever sees a write that a crash could still take back.
 
+use crate::fence::Fence;
 use crate::reply::{ok, Reply};
 use naxos_storage::{Meta, Store, StripeFilter};
 use naxos_wire::proto::{self, request, response, Entry, EntryKind, Request};
 use naxos_wire::{Epoch, ErrorCode, NodeId, Position, ServerError, StreamId};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests applied in one group-commit batch.
@@ -60,6 +62,9 @@ pub struct LogUnit {
     /// the deterministic generator that picks each wait.
     sync_delay_max: std::time::Duration,
     delay_rng: u64,
+    /// The node's epoch (shared with its other roles; see `fence`). The
+    /// store's metadata keeps the highest seal durably.
+    fence: Arc<Fence>,
 }
 
 fn storage_error(e: naxos_storage::Error) -> ServerError {
@@ -82,7 +87,9 @@ fn storage_error(e: naxos_storage::Error) -> ServerError {
 impl LogUnit {
     /// A log unit over `store`.
     pub fn new(store: Box<dyn Store>, entry_bytes_max: usize, read_range_bytes_max: usize) -> LogUnit {
+        let fence = Fence::new(store.meta().sealed_epoch);
         LogUnit {
+            fence,
             store,
             entry_bytes_max,
             read_range_bytes_max,
@@ -92,6 +99,13 @@ impl LogUnit {
             sync_delay_max: std::time::Duration::ZERO,
             delay_rng: 0,
         }
+    }
+
+    /// Fences requests with the node's shared epoch (raised to this unit's seal).
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> LogUnit {
+        fence.raise(self.store.meta().sealed_epoch);
+        self.fence = fence;
+        self
     }
 
     /// Simulates a slow disk: waits up to `max` before each sync, chosen by a
@@ -108,7 +122,7 @@ impl LogUnit {
     }
 
     fn sealed(&self) -> Epoch {
-        self.store.meta().sealed_epoch
+        self.fence.get()
     }
 
     /// Applies one request and queues its answer for after the batch's sync;
@@ -155,10 +169,11 @@ impl LogUnit {
         if epoch < current {
             return Err(ServerError::wrong_epoch(current, epoch));
         }
-        if epoch > current {
+        if epoch > self.store.meta().sealed_epoch {
             let meta = Meta { sealed_epoch: epoch, ..self.store.meta().clone() };
             self.store.set_meta(meta).map_err(storage_error)?;
         }
+        self.fence.raise(epoch);
         let ceiling = self.store.meta().token_ceiling;
         Ok(response::Body::Seal(proto::SealOk {
             tail: self.store.tail().0,

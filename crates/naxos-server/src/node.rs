@@ -6,6 +6,7 @@
 
 use crate::acceptor::AcceptorStore;
 use crate::config::Config;
+use crate::fence::Fence;
 use crate::layout::LayoutStore;
 use crate::reply::Reply;
 use crate::{logunit, recovery, sequencer, Error};
@@ -43,6 +44,8 @@ struct Ctx {
     /// had handed out tokens and then crashed (no clean stop): it may have
     /// handed some out in that epoch, and never serves it again.
     restarted_at: Option<u64>,
+    /// The node's epoch, which every role fences requests with.
+    fence: Arc<Fence>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -120,6 +123,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     let acceptor =
         if config.roles.layout { Some(Mutex::new(AcceptorStore::open(&dir, config.fs.clone())?)) } else { None };
     let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
+    // The node's epoch: the committed layout's, raised by the log unit's seal.
+    let fence = Fence::new(Epoch(layout.get().map_or(0, |l| l.epoch)));
 
     let mut node_id = config.node_id.unwrap_or_else(random_node_id);
     let mut storage_done = None;
@@ -147,7 +152,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         }
         node_id = meta.node_id;
         let unit = logunit::LogUnit::new(Box::new(store), config.entry_bytes_max, config.read_range_bytes_max)
-            .with_sync_delay(config.sync_delay_max, node_id.0);
+            .with_sync_delay(config.sync_delay_max, node_id.0)
+            .with_fence(fence.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         storage_done = Some(done_rx);
@@ -194,7 +200,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         // Tokens handed out before a crash (not a clean stop) may still be written.
         crashed = stored.ceiling > 0 && stored.clean_streams.is_none();
         let seq = sequencer::Sequencer::with_ceiling(stored.ceiling, config.token_ceiling_block)
-            .with_saved_streams(stored.clean_streams.unwrap_or_default());
+            .with_saved_streams(stored.clean_streams.unwrap_or_default())
+            .with_fence(fence.clone());
         let (done_tx, done_rx) = oneshot::channel();
         sequencer_done = Some(done_rx);
         tokio::spawn(async move {
@@ -233,6 +240,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         net: net.clone(),
         shutdown: shutdown_rx,
         restarted_at,
+        fence,
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
@@ -393,7 +401,7 @@ fn watch_for_stalls(ctx: &Arc<Ctx>) {
                 _ = tokio::time::sleep(ROLL_FORWARD_AFTER) => {}
             }
             let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
-            if sealed_epoch(&ctx).await <= layout.epoch {
+            if ctx.fence.get().0 <= layout.epoch {
                 stalled_for = 0;
                 continue;
             }
@@ -415,28 +423,6 @@ fn watch_for_stalls(ctx: &Arc<Ctx>) {
             }
         }
     });
-}
-
-/// The highest epoch this node's log unit or sequencer is sealed at.
-async fn sealed_epoch(ctx: &Arc<Ctx>) -> u64 {
-    let mut epoch = 0;
-    if let Some(tx) = &ctx.logunit {
-        let (otx, orx) = oneshot::channel();
-        if tx.send(logunit::Op::Info(otx)).is_ok() {
-            if let Ok(info) = orx.await {
-                epoch = epoch.max(info.meta.sealed_epoch.0);
-            }
-        }
-    }
-    if let Some(tx) = &ctx.sequencer {
-        let (otx, orx) = oneshot::channel();
-        if tx.send(sequencer::Op::Info(otx)).is_ok() {
-            if let Ok((e, _)) = orx.await {
-                epoch = epoch.max(e.0);
-            }
-        }
-    }
-    epoch
 }
 
 /// Commits the newest layout the layout servers hold, if it is newer than
@@ -809,6 +795,7 @@ async fn enroll(ctx: &Arc<Ctx>, layout: Layout) -> Result<(), ServerError> {
     layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
     set_unit_cluster(ctx, &layout.cluster_id).await?;
     ctx.layout.lock().map_err(|_| stopped())?.enroll(layout.clone())?;
+    ctx.fence.raise(Epoch(layout.epoch));
     if ctx.cluster.set(layout.cluster_id.clone()).is_ok() {
         tracing::info!(cluster = %layout.cluster_id, epoch = layout.epoch, "joined the cluster");
         start_recovery(ctx);
@@ -829,6 +816,7 @@ async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerErro
     let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
     if newer {
         tracing::info!(%epoch, "layout committed");
+        ctx.fence.raise(epoch);
         if let Some(tx) = &ctx.sequencer {
             let (otx, orx) = oneshot::channel();
             tx.send(sequencer::Op::Seal(epoch, otx)).map_err(|_| stopped())?;
@@ -869,7 +857,7 @@ async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
     let mut out = proto::StatusOk {
         node_id: ctx.node_id.0,
         roles: ctx.config.roles.names(),
-        epoch: layout_epoch,
+        epoch: layout_epoch.max(ctx.fence.get().0),
         bootstrapped: ctx.cluster.get().is_some(),
         cluster_id: ctx.cluster.get().cloned().unwrap_or_default(),
         tail: None,
@@ -881,7 +869,6 @@ async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
         let (otx, orx) = oneshot::channel();
         if tx.send(logunit::Op::Info(otx)).is_ok() {
             if let Ok(info) = orx.await {
-                out.epoch = out.epoch.max(info.meta.sealed_epoch.0);
                 out.tail = Some(info.tail.0);
                 out.entries_read = info.entries_read;
             }
@@ -890,8 +877,7 @@ async fn status(ctx: &Arc<Ctx>) -> proto::StatusOk {
     if let Some(tx) = &ctx.sequencer {
         let (otx, orx) = oneshot::channel();
         if tx.send(sequencer::Op::Info(otx)).is_ok() {
-            if let Ok((epoch, next)) = orx.await {
-                out.epoch = out.epoch.max(epoch.0);
+            if let Ok((_, next)) = orx.await {
                 out.sequencer_ready = next.is_some();
                 if let Some(n) = next {
                     out.tail = Some(out.tail.unwrap_or(0).max(n.0));

@@ -18,11 +18,13 @@
 //! the configured minimum), so a quiet cluster leaves small gaps and a busy one
 //! does few writes.
 
+use crate::fence::Fence;
 use crate::reply::{ok, Reply};
 use bytes::Bytes;
 use naxos_wire::proto::{self, request, response, Request};
 use naxos_wire::{Epoch, ErrorCode, Position, ServerError, StreamId, NO_BACKPOINTER};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most positions one token request may reserve.
@@ -41,7 +43,10 @@ pub const CEILING_FILE: &str = "sequencer.json";
 /// The sequencer's protocol logic.
 #[derive(Debug)]
 pub struct Sequencer {
+    /// The epoch its state is for (at most the fence).
     epoch: Epoch,
+    /// The node's epoch (shared with its other roles; see `fence`).
+    fence: Arc<Fence>,
     /// `None` until bootstrapped for `epoch`.
     state: Option<State>,
     /// The durable token ceiling, if the sequencer keeps one: every position
@@ -94,12 +99,19 @@ impl Sequencer {
     pub fn new() -> Sequencer {
         Sequencer {
             epoch: Epoch(0),
+            fence: Fence::new(Epoch(0)),
             state: None,
             ceiling: None,
             ceiling_block: CEILING_BLOCK,
             issued: None,
             saved_streams: Vec::new(),
         }
+    }
+
+    /// Fences requests with the node's shared epoch.
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> Sequencer {
+        self.fence = fence;
+        self
     }
 
     /// Also starts from the stream tails a clean stop stored: the first
@@ -158,9 +170,7 @@ impl Sequencer {
     }
 
     fn check_epoch(&self, theirs: Epoch) -> Result<&State, ServerError> {
-        if theirs < self.epoch {
-            return Err(ServerError::wrong_epoch(self.epoch, theirs));
-        }
+        self.fence.admit(theirs)?;
         match &self.state {
             Some(s) if theirs == self.epoch => Ok(s),
             _ => Err(ServerError::new(
@@ -212,9 +222,8 @@ impl Sequencer {
     /// for the current one, once serving, it only raises: the tail and each
     /// stream's last position never go back.
     pub fn bootstrap(&mut self, epoch: Epoch, tail: u64, streams: &[(StreamId, u64)]) -> Result<(), ServerError> {
-        if epoch < self.epoch {
-            return Err(ServerError::wrong_epoch(self.epoch, epoch));
-        }
+        self.fence.admit(epoch)?;
+        self.fence.raise(epoch);
         if epoch == self.epoch {
             if let Some(s) = &mut self.state {
                 // Already serving this epoch: a late bootstrap (the node's own
@@ -252,9 +261,8 @@ impl Sequencer {
     /// has not handed out, if it has handed any out (a reconfiguration starts
     /// the next sequencer there, so the tail never goes back).
     pub fn seal(&mut self, epoch: Epoch) -> Result<Option<u64>, ServerError> {
-        if epoch < self.epoch {
-            return Err(ServerError::wrong_epoch(self.epoch, epoch));
-        }
+        self.fence.admit(epoch)?;
+        self.fence.raise(epoch);
         if let Some(s) = &self.state {
             self.issued = Some(self.issued.unwrap_or(0).max(s.next));
         }
@@ -492,6 +500,21 @@ mod tests {
         std::fs::write(dir.path().join(CEILING_FILE), b"{\"token_ceiling\": 3, \"clean_stop_streams\": [[1]]}")
             .unwrap();
         assert!(store.load().is_err(), "a damaged file is an error, not a guess");
+    }
+
+    #[test]
+    fn a_seal_of_the_nodes_log_unit_fences_its_sequencer_at_once() {
+        // One epoch per node: the log unit's seal (raising the shared fence)
+        // stops tokens of the old epoch before the sequencer hears of it.
+        let fence = Fence::new(Epoch(0));
+        let mut s = Sequencer::new().with_fence(fence.clone());
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        assert!(s.token(Epoch(0), 1, &[]).is_ok());
+        fence.raise(Epoch(1));
+        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::WrongEpoch);
+        // Its own seal at that epoch is still taken, and it waits for its bootstrap.
+        assert_eq!(s.seal(Epoch(1)).unwrap(), Some(1));
+        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
     }
 
     #[test]
