@@ -424,13 +424,22 @@ impl Driver {
                 self.not_committed = nodes.into_iter().zip(took).filter(|(_, ok)| !ok).map(|(n, _)| n).collect();
                 let chosen = self.chosen().clone();
                 self.wait = Wait::UnitTails;
-                self.asked = chosen.log_units();
-                Command::UnitTails { units: chosen.log_units(), layout: chosen }
+                // The units that left are asked too: an append caught by the
+                // seal that reached one of them is completed in the new
+                // layout, and its streams must not go back (soak seed 731790).
+                let mut units = chosen.log_units();
+                for u in self.known().log_units() {
+                    if !units.contains(&u) {
+                        units.push(u);
+                    }
+                }
+                self.asked = units.clone();
+                Command::UnitTails { units, layout: chosen }
             }
             (Wait::UnitTails, Event::UnitTails(answers)) => {
                 let chosen = self.chosen().clone();
                 let floor = self.sealed.as_ref().map_or(0, |s| s.sequencer_next);
-                match bootstrap_state(&chosen, floor, answers) {
+                match bootstrap_state(&chosen, floor, &self.asked, answers) {
                     Ok(command) => {
                         self.wait = Wait::Bootstrapped;
                         command
@@ -749,13 +758,19 @@ fn tally_seal(
 }
 
 /// The bootstrap of `layout`'s primary sequencer (see
-/// [`crate::tails::sequencer_start`]), at least `floor`, what the sealed
-/// sequencers had handed out, so that the tail never goes back.
-pub fn bootstrap_state(layout: &Layout, floor: u64, answers: Vec<Answer<TailAnswer>>) -> Result<Command, String> {
+/// [`crate::tails::sequencer_start`]) from the answers of `units`, at least
+/// `floor`, what the sealed sequencers had handed out, so that the tail
+/// never goes back.
+pub fn bootstrap_state(
+    layout: &Layout,
+    floor: u64,
+    units: &[String],
+    answers: Vec<Answer<TailAnswer>>,
+) -> Result<Command, String> {
     let sequencer = layout.sequencers.first().ok_or("the layout names no sequencer")?.clone();
-    let answers: Vec<(String, Option<TailAnswer>)> = layout
-        .log_units()
-        .into_iter()
+    let answers: Vec<(String, Option<TailAnswer>)> = units
+        .iter()
+        .cloned()
         .zip(answers)
         .map(|(addr, a)| match a {
             Answer::Ok(t) => (addr, Some(t)),

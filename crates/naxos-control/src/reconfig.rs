@@ -315,20 +315,6 @@ fn bootstrap_body(tail: u64, streams: Vec<(StreamId, u64)>) -> request::Body {
     request::Body::SeqBootstrap(SeqBootstrap { tail, streams })
 }
 
-/// Gives the primary sequencer of `layout` its starting state (see
-/// [`crate::driver::bootstrap_state`]), at least `floor`.
-pub async fn bootstrap_sequencer(pool: &Pool, layout: &Layout, floor: u64) -> Result<(), String> {
-    let answers = unit_tails(pool, layout, &layout.log_units()).await;
-    let Command::Bootstrap { sequencer, tail, streams, .. } = crate::driver::bootstrap_state(layout, floor, answers)?
-    else {
-        unreachable!("bootstrap_state makes a bootstrap")
-    };
-    match pool.call(&sequencer, request(layout, bootstrap_body(tail, streams))).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("{sequencer}: {e}")),
-    }
-}
-
 /// Catches `addr` up on every segment of `layout` (or only `only`), below
 /// `to`; adds to `diverged` the (segment, stripe) chains it must stay out of.
 #[allow(clippy::too_many_arguments)]

@@ -46,6 +46,10 @@ struct Ctx {
     restarted_at: Option<u64>,
     /// The node's epoch, which every role fences requests with.
     fence: Arc<Fence>,
+    /// The log units the last committed layout took out: a recovery asks
+    /// them too (an append caught by that reconfiguration may have reached
+    /// one of them and be completed in the new layout).
+    left: Mutex<Vec<String>>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -241,6 +245,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         shutdown: shutdown_rx,
         restarted_at,
         fence,
+        left: Mutex::new(Vec::new()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
@@ -350,7 +355,8 @@ async fn recover_once(
     layout: &Layout,
 ) -> Result<(), recovery::Failed> {
     let failed = |message: String, sealed_ahead| recovery::Failed { message, sealed_ahead };
-    let r = recovery::recover(&ctx.pool, layout, ctx.node_id).await?;
+    let left = ctx.left.lock().map(|l| l.clone()).unwrap_or_default();
+    let r = recovery::recover(&ctx.pool, layout, &left, ctx.node_id).await?;
     let streams = r
         .streams
         .iter()
@@ -813,8 +819,14 @@ async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerErro
         return enroll(ctx, layout).await;
     }
     let epoch = Epoch(layout.epoch);
-    let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
-    if newer {
+    let units = layout.log_units();
+    let before = {
+        let mut store = ctx.layout.lock().map_err(|_| stopped())?;
+        let before = store.get().map(|l| l.log_units()).unwrap_or_default();
+        store.commit(layout)?.then_some(before)
+    };
+    if let Some(before) = before {
+        *ctx.left.lock().map_err(|_| stopped())? = before.into_iter().filter(|u| !units.contains(u)).collect();
         tracing::info!(%epoch, "layout committed");
         ctx.fence.raise(epoch);
         if let Some(tx) = &ctx.sequencer {

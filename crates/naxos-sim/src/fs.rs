@@ -121,6 +121,14 @@ impl Fs for TurmoilFs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        // turmoil keys unsynced writes by path, not by file: writes left
+        // unsynced (a sync failed) would land in the next file created at
+        // that path, as they never could on a real disk (the simulator made
+        // a `meta.json` with trailing bytes this way, seed 732657). Flushing
+        // them into the file being deleted first keeps them out of it.
+        if let Ok(f) = sfs::OpenOptions::new().write(true).open(path) {
+            let _ = f.sync_all();
+        }
         sfs::remove_file(path)
     }
 

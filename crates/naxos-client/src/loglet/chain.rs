@@ -272,6 +272,65 @@ impl ChainLoglet {
         pos: Position,
         entry: &Entry,
     ) -> Result<(), Error> {
+        match self.carry_down(vlog, chain, from, pos, entry).await? {
+            None => Ok(()),
+            Some(_) => Err(Error::Unavailable(format!("the chain of {pos} changed under its write"))),
+        }
+    }
+
+    /// Completes an append whose entry is at the head: down the chain, and if
+    /// a reconfiguration changed the chain of `pos` meanwhile, through the
+    /// chain that holds `pos` now (the sealed segment's, or the new one's if
+    /// `pos` is past the seal). Write-once settles it there: ours, or lost
+    /// (and the append takes a new token), never "may or may not".
+    async fn complete_append(
+        &self,
+        vlog: &Client,
+        chain: &[String],
+        from: usize,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<WriteOutcome, Error> {
+        let Some(mut fresh) = self.carry_down(vlog, chain, from, pos, entry).await? else {
+            return Ok(WriteOutcome::Written);
+        };
+        let mut retry = Retry::new(vlog.config());
+        loop {
+            let index = super::segment_of(&fresh, pos)
+                .ok_or_else(|| Error::Invalid(format!("no segment of the layout holds position {pos}")))?;
+            super::of_segment(&fresh, index)?; // a chain segment, or an error
+            let moved = ChainLoglet::new(fresh.clone(), index);
+            let chain = moved.chain_of(pos)?.to_vec();
+            // Our entry may be at the new head already (it was on the old
+            // chain): if the head is taken, what it holds tells. Nothing else
+            // makes it lost: our entry is on a replica of the old chain.
+            let e = match moved.write_replica(vlog, &chain[0], &moved.layout, pos, entry).await {
+                Ok(()) => return Box::pin(moved.complete_append(vlog, &chain, 1, pos, entry)).await,
+                Err(e) if overwritten(&e).is_some() => {
+                    return match moved.settle_uncertain(vlog, &chain[0], pos, entry).await? {
+                        HeadWrite::Lost => Ok(WriteOutcome::Lost),
+                        HeadWrite::Ours => Box::pin(moved.complete_append(vlog, &chain, 1, pos, entry)).await,
+                    };
+                }
+                Err(e) => e,
+            };
+            retry
+                .on_error(vlog, e, "write at a new head")
+                .await
+                .map_err(|err| Error::Unavailable(format!("append at {pos} may or may not have happened: {err}")))?;
+            fresh = vlog.layout();
+        }
+    }
+
+    /// `complete_chain`'s work; the newer layout if the chain of `pos` changed.
+    async fn carry_down(
+        &self,
+        vlog: &Client,
+        chain: &[String],
+        from: usize,
+        pos: Position,
+        entry: &Entry,
+    ) -> Result<Option<Arc<Layout>>, Error> {
         let mut layout = self.layout.clone();
         for addr in chain.iter().skip(from) {
             let mut retry = Retry::new(vlog.config());
@@ -290,7 +349,7 @@ impl ChainLoglet {
                         let fresh = vlog.layout();
                         if fresh.epoch > layout.epoch {
                             if fresh.placement(pos).map(|p| p.chain) != Some(chain) {
-                                return Err(Error::Unavailable(format!("the chain of {pos} changed under its write")));
+                                return Ok(Some(fresh));
                             }
                             layout = fresh;
                         }
@@ -298,7 +357,7 @@ impl ChainLoglet {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Fills `pos` with a hole through the chain, unless a value gets there
@@ -388,11 +447,11 @@ impl ChainLoglet {
                 }
             }
             let finished = futures::future::join_all(
-                stragglers.iter().map(|&k| self.complete_chain(vlog, chain, replica, group[k].0, group[k].1)),
+                stragglers.iter().map(|&k| self.complete_append(vlog, chain, replica, group[k].0, group[k].1)),
             )
             .await;
             for (k, r) in stragglers.into_iter().zip(finished) {
-                out[k] = Some(r.map(|()| WriteOutcome::Written));
+                out[k] = Some(r);
             }
             going = next;
         }

@@ -283,7 +283,7 @@ fn the_sequencer_is_not_bootstrapped_unless_every_chain_head_gave_its_stream_tai
     let l0 = striped();
     let a = Answer::Ok(TailAnswer { tail: 3, token_ceiling: 0, token_ceiling_by: 0, streams: vec![] });
     let down = || Answer::Failed("down".into());
-    let e = bootstrap_state(&l0, 0, vec![a.clone(), a.clone(), down(), a.clone()]).unwrap_err();
+    let e = bootstrap_state(&l0, 0, &l0.log_units(), vec![a.clone(), a.clone(), down(), a.clone()]).unwrap_err();
     assert!(e.contains("chain head c"), "{e}");
-    assert!(bootstrap_state(&l0, 0, vec![a.clone(), down(), a, down()]).is_ok());
+    assert!(bootstrap_state(&l0, 0, &l0.log_units(), vec![a.clone(), down(), a, down()]).is_ok());
 }
