@@ -183,16 +183,16 @@ async fn requests_of_an_older_epoch_are_refused_after_a_seal() {
     let c = Cluster::start(3, 3, 1).await;
     let client = c.client().await;
     let p = client.append("before the seal".into()).await.unwrap();
-    for addr in &c.addrs {
-        naxos_client::admin::seal(std::sync::Arc::new(naxos_wire::net::TcpNet), &c.layout, addr, naxos_wire::Epoch(1))
-            .await
-            .unwrap();
-    }
     let pool = pool();
+    for addr in &c.addrs {
+        let seal = naxos_wire::proto::request::Body::Seal(naxos_wire::proto::Seal { epoch: 1 });
+        let req = naxos_wire::Request { id: 0, cluster_id: c.layout.cluster_id.clone(), epoch: 0, body: Some(seal) };
+        pool.call(addr, req).await.unwrap();
+    }
     let e = raw_read(&pool, &c.layout, &c.addrs[0], p).await.unwrap_err();
     let s = e.server().unwrap();
     assert_eq!((s.code, s.epoch), (ErrorCode::WrongEpoch, naxos_wire::Epoch(1)));
-    // No newer layout exists (reconfiguration is not there yet): the client's
+    // No layout was chosen for epoch 1 (nobody proposed one): the client's
     // bounded retries end in a clear error instead of hanging.
     let mut config = naxos_client::Config::new(c.addrs.clone());
     config.retries_max = 3;
@@ -337,7 +337,8 @@ async fn after_a_seal_and_a_new_epoch_clients_move_on_and_old_epochs_are_fenced(
     let before = client.append("epoch 0".into()).await.unwrap();
     let tail_before = client.tail().await.unwrap();
     let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
-    let next = naxos_client::admin::advance_epoch(net, &c.layout, 10).await.unwrap();
+    let change = naxos_control::Change::NextEpoch;
+    let next = naxos_control::reconfigure(net, &c.addrs, &change, &Default::default()).await.unwrap().layout;
     assert_eq!(next.epoch, 1);
     // The old epoch is fenced everywhere.
     let e = raw_read(&pool(), &c.layout, &c.addrs[2], before).await.unwrap_err();
