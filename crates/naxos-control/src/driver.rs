@@ -424,15 +424,7 @@ impl Driver {
                 self.not_committed = nodes.into_iter().zip(took).filter(|(_, ok)| !ok).map(|(n, _)| n).collect();
                 let chosen = self.chosen().clone();
                 self.wait = Wait::UnitTails;
-                // The units that left are asked too: an append caught by the
-                // seal that reached one of them is completed in the new
-                // layout, and its streams must not go back (soak seed 731790).
-                let mut units = chosen.log_units();
-                for u in self.known().log_units() {
-                    if !units.contains(&u) {
-                        units.push(u);
-                    }
-                }
+                let units = chosen.log_units();
                 self.asked = units.clone();
                 Command::UnitTails { units, layout: chosen }
             }

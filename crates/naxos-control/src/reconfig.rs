@@ -14,7 +14,7 @@ use naxos_wire::proto::{
     self, request, response, CommitLayout, LayoutAccept, LayoutPrepare, Request, Seal, SeqBootstrap, UnitTail,
 };
 use naxos_wire::rpc::{self, Pool};
-use naxos_wire::{Epoch, Layout, Position, StreamId};
+use naxos_wire::{Layout, Position, StreamId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,29 +55,27 @@ impl Default for Options {
 /// 8 MiB and its group commit); the copy as a whole has no time limit.
 const TRANSFER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a reconfiguration did.
+/// What a reconfiguration did: what the driver decided (reachable through
+/// `Deref`: `report.layout`, `report.sealed_at`, ...) and how long it took.
 #[derive(Clone, Debug)]
 pub struct Report {
-    /// The layout it left the cluster in.
-    pub layout: Layout,
-    /// The layout it started from.
-    pub before: Layout,
-    /// Where the sealed segment ended.
-    pub sealed_at: Position,
-    /// Layouts of other drivers that were chosen first and committed on the
-    /// way (the change was then applied on top of them).
-    pub rolled_forward: Vec<Epoch>,
-    /// Nodes that did not take the new layout (they learn it later, at their
-    /// next request of the new epoch or restart).
-    pub not_committed: Vec<String>,
+    /// The layout, the seal's end, the roll-forwards, the nodes not told,
+    /// and what a state transfer copied.
+    pub decided: Decided,
     /// When the seal began.
     pub seal_started: Instant,
     /// Time from the seal to the new sequencer's bootstrap.
     pub seal_to_ready: Duration,
-    /// What the state transfer copied (for `Change::Add`).
-    pub transfer: CatchUp,
     /// How long the state transfer took, before and during the seal.
     pub transfer_time: Duration,
+}
+
+impl std::ops::Deref for Report {
+    type Target = Decided;
+
+    fn deref(&self) -> &Decided {
+        &self.decided
+    }
 }
 
 /// Runs one reconfiguration: applies `change` to the cluster that `seeds`
@@ -188,16 +186,10 @@ pub async fn reconfigure(
                 Event::Slept
             }
             Command::Done(result) => {
-                let Decided { layout, before, sealed_at, rolled_forward, not_committed, transfer } = result?;
                 return Ok(Report {
-                    layout,
-                    before,
-                    sealed_at,
-                    rolled_forward,
-                    not_committed,
+                    decided: result?,
                     seal_started,
                     seal_to_ready: seal_started.elapsed(),
-                    transfer,
                     transfer_time,
                 });
             }

@@ -40,16 +40,12 @@ struct Ctx {
     /// The network, for the connections a roll-forward makes.
     net: Arc<dyn Net>,
     shutdown: watch::Receiver<bool>,
-    /// The epoch of the layout this process started with, if its sequencer
-    /// had handed out tokens and then crashed (no clean stop): it may have
-    /// handed some out in that epoch, and never serves it again.
+    /// If this process's sequencer crashed (no clean stop) after handing out
+    /// tokens: the last epoch it may have handed them out in. It never serves
+    /// that epoch or an older one again.
     restarted_at: Option<u64>,
     /// The node's epoch, which every role fences requests with.
     fence: Arc<Fence>,
-    /// The log units the last committed layout took out: a recovery asks
-    /// them too (an append caught by that reconfiguration may have reached
-    /// one of them and be completed in the new layout).
-    left: Mutex<Vec<String>>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -185,7 +181,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
     // The context, for tasks started before it exists (the sequencer's ceiling replicator).
     let ctx_slot: Arc<OnceLock<std::sync::Weak<Ctx>>> = Arc::new(OnceLock::new());
-    let mut crashed = false;
+    let mut crashed_in: Option<u64> = None;
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = ctx_slot.clone();
@@ -201,9 +197,13 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             context: format!("reading the sequencer's token ceiling in {}", dir.display()),
             source,
         })?;
-        // Tokens handed out before a crash (not a clean stop) may still be written.
-        crashed = stored.ceiling > 0 && stored.clean_streams.is_none();
+        // Tokens handed out before a crash (not a clean stop) may still be
+        // written, in any epoch up to the one the file names.
+        if stored.ceiling > 0 && stored.clean_streams.is_none() {
+            crashed_in = Some(stored.epoch);
+        }
         let seq = sequencer::Sequencer::with_ceiling(stored.ceiling, config.token_ceiling_block)
+            .recorded_at(Epoch(stored.epoch))
             .with_saved_streams(stored.clean_streams.unwrap_or_default())
             .with_fence(fence.clone());
         let (done_tx, done_rx) = oneshot::channel();
@@ -230,7 +230,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         let _ = cluster.set(c);
     }
     let pool = Pool::new(net.clone(), rpc::Options { frame_bytes_max: config.frame_bytes_max, ..Default::default() });
-    let restarted_at = layout.get().filter(|_| crashed).map(|l| l.epoch);
+    let restarted_at = crashed_in;
     let ctx = Arc::new(Ctx {
         config,
         advertise: advertise.clone(),
@@ -245,7 +245,6 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         shutdown: shutdown_rx,
         restarted_at,
         fence,
-        left: Mutex::new(Vec::new()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
@@ -302,7 +301,12 @@ fn start_recovery(ctx: &Arc<Ctx>) {
         loop {
             // The newest layout the node holds: a commit may arrive while we retry.
             let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { return };
-            if ctx.restarted_at == Some(layout.epoch) && layout.sequencers.first() == Some(&ctx.advertise) {
+            if ctx.restarted_at.is_some_and(|e| layout.epoch <= e) && layout.sequencers.first() == Some(&ctx.advertise)
+            {
+                // A newer layout may exist already (this node missed its commit).
+                if learn_newer_layout(&ctx, &layout).await {
+                    return; // the commit started a recovery for the new epoch
+                }
                 // Tokens this sequencer handed out before it stopped can still
                 // be written, unknown to a recovery from the log units (its
                 // stream tails would miss them). A new epoch fences them:
@@ -355,8 +359,7 @@ async fn recover_once(
     layout: &Layout,
 ) -> Result<(), recovery::Failed> {
     let failed = |message: String, sealed_ahead| recovery::Failed { message, sealed_ahead };
-    let left = ctx.left.lock().map(|l| l.clone()).unwrap_or_default();
-    let r = recovery::recover(&ctx.pool, layout, &left, ctx.node_id).await?;
+    let r = recovery::recover(&ctx.pool, layout, ctx.node_id).await?;
     let streams = r
         .streams
         .iter()
@@ -819,14 +822,8 @@ async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerErro
         return enroll(ctx, layout).await;
     }
     let epoch = Epoch(layout.epoch);
-    let units = layout.log_units();
-    let before = {
-        let mut store = ctx.layout.lock().map_err(|_| stopped())?;
-        let before = store.get().map(|l| l.log_units()).unwrap_or_default();
-        store.commit(layout)?.then_some(before)
-    };
-    if let Some(before) = before {
-        *ctx.left.lock().map_err(|_| stopped())? = before.into_iter().filter(|u| !units.contains(u)).collect();
+    let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
+    if newer {
         tracing::info!(%epoch, "layout committed");
         ctx.fence.raise(epoch);
         if let Some(tx) = &ctx.sequencer {

@@ -33,22 +33,14 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// Queries every log unit of `layout`, and those of `also` (units that just
-/// left it; their answers count if they come), once; fails if any chain's
-/// head did not answer. `me` is this node: the token ceiling its own sequencer stored
+/// Queries every log unit of `layout` once; fails if any chain's head did
+/// not answer. `me` is this node: the token ceiling its own sequencer stored
 /// on the units is not taken (its own record is exact after a clean stop).
 /// What the answers mean is `naxos_control::tails::sequencer_start`'s.
-pub async fn recover(
-    pool: &Pool,
-    layout: &Layout,
-    also: &[String],
-    me: naxos_wire::NodeId,
-) -> Result<Recovered, Failed> {
+pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Result<Recovered, Failed> {
     let mut sealed_ahead = None;
     let mut answers = Vec::new();
-    let mut units = layout.log_units();
-    units.extend(also.iter().filter(|a| !units.contains(a)).cloned().collect::<Vec<_>>());
-    for addr in units {
+    for addr in layout.log_units() {
         let req = Request {
             id: 0,
             cluster_id: layout.cluster_id.clone(),

@@ -60,6 +60,9 @@ pub struct Sequencer {
     issued: Option<u64>,
     /// The stream tails a clean stop stored, merged into the first bootstrap.
     saved_streams: Vec<(StreamId, u64)>,
+    /// The epoch the ceiling file names: no token was ever handed out in a
+    /// later one (a restart after a crash knows which epochs it may not serve again).
+    recorded: Epoch,
 }
 
 #[derive(Debug)]
@@ -105,12 +108,19 @@ impl Sequencer {
             ceiling_block: CEILING_BLOCK,
             issued: None,
             saved_streams: Vec::new(),
+            recorded: Epoch(0),
         }
     }
 
     /// Fences requests with the node's shared epoch.
     pub fn with_fence(mut self, fence: Arc<Fence>) -> Sequencer {
         self.fence = fence;
+        self
+    }
+
+    /// Knows that the ceiling file already names `epoch`.
+    pub fn recorded_at(mut self, epoch: Epoch) -> Sequencer {
+        self.recorded = epoch;
         self
     }
 
@@ -319,7 +329,7 @@ impl Sequencer {
             };
             let c = self.next_ceiling(end, issued, elapsed);
             *raised = Some((now, from));
-            if let Err(e) = store.save(c) {
+            if let Err(e) = store.save(c, self.epoch.0) {
                 tracing::error!("cannot store the sequencer's token ceiling: {e}");
                 return reply.send(Err(ServerError::new(
                     ErrorCode::Unavailable,
@@ -336,6 +346,21 @@ impl Sequencer {
                 }
             }
             self.raise_ceiling(c);
+            self.recorded = self.recorded.max(self.epoch);
+        }
+        // The first token of an epoch waits until the file names the epoch.
+        let token = matches!(req.body, Some(request::Body::Token(_)));
+        if let (true, Some(store)) = (token, store) {
+            if self.recorded < self.epoch && self.state.is_some() && Epoch(req.epoch) == self.epoch {
+                if let Err(e) = store.save(self.ceiling.unwrap_or(0), self.epoch.0) {
+                    tracing::error!("cannot store the sequencer's epoch: {e}");
+                    return reply.send(Err(ServerError::new(
+                        ErrorCode::Unavailable,
+                        format!("sequencer cannot store its epoch: {e}"),
+                    )));
+                }
+                self.recorded = self.epoch;
+            }
         }
         reply.send(self.apply(&req))
     }
@@ -410,6 +435,10 @@ impl CeilingStore {
         };
         let v = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|_| bad())?;
         let ceiling = v.get("token_ceiling").and_then(|c| c.as_u64()).ok_or_else(bad)?;
+        let epoch = match v.get("epoch") {
+            None => 0, // written before the file named its epoch
+            Some(e) => e.as_u64().ok_or_else(bad)?,
+        };
         let clean_streams = match v.get("clean_stop_streams") {
             None => None,
             Some(list) => {
@@ -426,13 +455,13 @@ impl CeilingStore {
                 Some(out)
             }
         };
-        Ok(Stored { ceiling, clean_streams })
+        Ok(Stored { ceiling, epoch, clean_streams })
     }
 
-    /// Stores `ceiling` durably (atomic replace); the file no longer says the
-    /// last stop was clean.
-    pub fn save(&self, ceiling: u64) -> std::io::Result<()> {
-        let json = serde_json::json!({ "token_ceiling": ceiling }).to_string();
+    /// Stores `ceiling` and the epoch tokens are handed out in durably
+    /// (atomic replace); the file no longer says the last stop was clean.
+    pub fn save(&self, ceiling: u64, epoch: u64) -> std::io::Result<()> {
+        let json = serde_json::json!({ "token_ceiling": ceiling, "epoch": epoch }).to_string();
         self.fs.write_atomic(&self.path, json.as_bytes())
     }
 
@@ -450,6 +479,8 @@ impl CeilingStore {
 pub struct Stored {
     /// Above every position ever handed out (exact after a clean stop).
     pub ceiling: u64,
+    /// No token was handed out in a later epoch.
+    pub epoch: u64,
     /// Every stream's last position, if the last stop was clean.
     pub clean_streams: Option<Vec<(StreamId, u64)>>,
 }
@@ -487,7 +518,7 @@ mod tests {
         assert_eq!(store.load().unwrap(), Stored::default());
         let a = StreamId::from_name("a");
         store.save_clean(6, &[(a, 4)]).unwrap();
-        assert_eq!(store.load().unwrap(), Stored { ceiling: 6, clean_streams: Some(vec![(a, 4)]) });
+        assert_eq!(store.load().unwrap(), Stored { ceiling: 6, epoch: 0, clean_streams: Some(vec![(a, 4)]) });
         // A restart from it merges the saved tails into its first bootstrap.
         let mut s = Sequencer::with_ceiling(6, 16).with_saved_streams(vec![(a, 4)]);
         s.bootstrap(Epoch(0), 5, &[(a, 3)]).unwrap();
@@ -495,8 +526,8 @@ mod tests {
         assert_eq!((t.tail, t.streams[0].last), (6, 4));
         // Once tokens go out again the ceiling is raised, and the file no
         // longer says the stop was clean.
-        store.save(1030).unwrap();
-        assert_eq!(store.load().unwrap(), Stored { ceiling: 1030, clean_streams: None });
+        store.save(1030, 2).unwrap();
+        assert_eq!(store.load().unwrap(), Stored { ceiling: 1030, epoch: 2, clean_streams: None });
         std::fs::write(dir.path().join(CEILING_FILE), b"{\"token_ceiling\": 3, \"clean_stop_streams\": [[1]]}")
             .unwrap();
         assert!(store.load().is_err(), "a damaged file is an error, not a guess");

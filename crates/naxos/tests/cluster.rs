@@ -338,7 +338,7 @@ async fn after_a_seal_and_a_new_epoch_clients_move_on_and_old_epochs_are_fenced(
     let tail_before = client.tail().await.unwrap();
     let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
     let change = naxos_control::Change::NextEpoch;
-    let next = naxos_control::reconfigure(net, &c.addrs, &change, &Default::default()).await.unwrap().layout;
+    let next = naxos_control::reconfigure(net, &c.addrs, &change, &Default::default()).await.unwrap().decided.layout;
     assert_eq!(next.epoch, 1);
     // The old epoch is fenced everywhere.
     let e = raw_read(&pool(), &c.layout, &c.addrs[2], before).await.unwrap_err();
@@ -440,6 +440,31 @@ async fn one_append_request_takes_tokens_and_writes_only_the_heads_its_node_lead
             let held = raw_read(&pool, &c.layout, addr, p).await.unwrap().expect("on every replica");
             assert_eq!(held.payload, format!("via append {i}").as_bytes());
         }
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_loglet_checks_its_tail_and_seals_every_replica() {
+    use naxos_client::loglet;
+    let c = Cluster::start(4, 2, 2).await;
+    let client = c.client().await;
+    let s = StreamId::from_name("orders");
+    for i in 0..5 {
+        client.append_to(&[s], format!("entry {i}").into()).await.unwrap();
+    }
+    let layout = client.layout();
+    let segment = loglet::of_segment(&layout, 0).unwrap();
+    let t = segment.check_tail(&client).await.unwrap();
+    assert_eq!((t.tail, t.sealed), (Position(5), false));
+    assert_eq!(t.streams.get(&s), Some(&4));
+    // Sealing the segment fences every replica of both chains at epoch 1.
+    let sealed = segment.seal(&client, naxos_wire::Epoch(1)).await.unwrap();
+    assert_eq!((sealed.tail, sealed.sealed), (Position(5), true));
+    let pool = pool();
+    for addr in &c.addrs {
+        let e = raw_read(&pool, &c.layout, addr, Position(0)).await.unwrap_err();
+        assert_eq!(e.server().unwrap().code, ErrorCode::WrongEpoch, "{addr} is sealed");
     }
     c.stop_all().await;
 }

@@ -282,7 +282,7 @@ impl ChainLoglet {
     /// a reconfiguration changed the chain of `pos` meanwhile, through the
     /// chain that holds `pos` now (the sealed segment's, or the new one's if
     /// `pos` is past the seal). Write-once settles it there: ours, or lost
-    /// (and the append takes a new token), never "may or may not".
+    /// (and the append takes a new token), not "may or may not".
     async fn complete_append(
         &self,
         vlog: &Client,
@@ -291,34 +291,22 @@ impl ChainLoglet {
         pos: Position,
         entry: &Entry,
     ) -> Result<WriteOutcome, Error> {
-        let Some(mut fresh) = self.carry_down(vlog, chain, from, pos, entry).await? else {
+        let Some(fresh) = self.carry_down(vlog, chain, from, pos, entry).await? else {
             return Ok(WriteOutcome::Written);
         };
-        let mut retry = Retry::new(vlog.config());
-        loop {
-            let index = super::segment_of(&fresh, pos)
-                .ok_or_else(|| Error::Invalid(format!("no segment of the layout holds position {pos}")))?;
-            super::of_segment(&fresh, index)?; // a chain segment, or an error
-            let moved = ChainLoglet::new(fresh.clone(), index);
-            let chain = moved.chain_of(pos)?.to_vec();
-            // Our entry may be at the new head already (it was on the old
-            // chain): if the head is taken, what it holds tells. Nothing else
-            // makes it lost: our entry is on a replica of the old chain.
-            let e = match moved.write_replica(vlog, &chain[0], &moved.layout, pos, entry).await {
-                Ok(()) => return Box::pin(moved.complete_append(vlog, &chain, 1, pos, entry)).await,
-                Err(e) if overwritten(&e).is_some() => {
-                    return match moved.settle_uncertain(vlog, &chain[0], pos, entry).await? {
-                        HeadWrite::Lost => Ok(WriteOutcome::Lost),
-                        HeadWrite::Ours => Box::pin(moved.complete_append(vlog, &chain, 1, pos, entry)).await,
-                    };
-                }
-                Err(e) => e,
-            };
-            retry
-                .on_error(vlog, e, "write at a new head")
-                .await
-                .map_err(|err| Error::Unavailable(format!("append at {pos} may or may not have happened: {err}")))?;
-            fresh = vlog.layout();
+        let index = super::segment_of(&fresh, pos)
+            .ok_or_else(|| Error::Invalid(format!("no segment of the layout holds position {pos}")))?;
+        super::of_segment(&fresh, index)?; // a chain segment, or an error
+        let moved = ChainLoglet::new(fresh, index);
+        let chain = moved.chain_of(pos)?.to_vec();
+        // Our entry is on the old chain. In the new one it counts only if the
+        // new head holds it already (then every replica of the new chain gets
+        // it); otherwise a hole takes the position there, so that no late copy
+        // of our write can land after we give up, and the append is lost.
+        match moved.fill_chain(vlog, &chain, pos).await {
+            Ok(winner) if winner == *entry => Ok(WriteOutcome::Written),
+            Ok(_) => Ok(WriteOutcome::Lost),
+            Err(e) => Err(Error::Unavailable(format!("append at {pos} may or may not have happened: {e}"))),
         }
     }
 
