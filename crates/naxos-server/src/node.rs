@@ -46,6 +46,8 @@ struct Ctx {
     restarted_at: Option<u64>,
     /// The node's epoch, which every role fences requests with.
     fence: Arc<Fence>,
+    /// When this process started, on its runtime's clock.
+    started: tokio::time::Instant,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -245,6 +247,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         shutdown: shutdown_rx,
         restarted_at,
         fence,
+        started: tokio::time::Instant::now(),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
@@ -455,12 +458,13 @@ async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout, why: &str) {
     tracing::warn!(epoch = layout.epoch, "{why}");
     let net = ctx.net.clone();
     // A node with a given id (the simulator's) seeds its random choices from
-    // the id, the epoch and the (simulated) time, so that a run replays and
-    // no two roll-forwards draw the same rank ids; others draw at random.
+    // the id, the epoch and the time since it started on its own runtime's
+    // clock (simulated, so a run replays; a clock shared between hosts would
+    // not be), so that no two roll-forwards draw the same rank ids; others
+    // draw at random.
     let seed = match ctx.config.node_id {
         Some(id) => {
-            static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
-            let since = BASE.get_or_init(tokio::time::Instant::now).elapsed().as_nanos() as u64;
+            let since = ctx.started.elapsed().as_nanos() as u64;
             id.0 ^ layout.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ since.rotate_left(17)
         }
         None => 0,

@@ -41,6 +41,17 @@ pub enum Error {
     NoClusterId,
 }
 
+/// The stripe of `segment` that holds `position` (positions go round its
+/// stripes from its start), or `None` below its start or without stripes.
+/// Every part of Naxos that maps positions to stripes goes through this.
+pub fn stripe_of(segment: &Segment, position: u64) -> Option<usize> {
+    let count = segment.stripes.len() as u64;
+    if position < segment.start || count == 0 {
+        return None;
+    }
+    Some(((position - segment.start) % count) as usize)
+}
+
 impl Layout {
     /// A one-segment layout: the log units are cut into `stripes` chains of
     /// `replication` units each, in the order given.
@@ -107,13 +118,12 @@ impl Layout {
     pub fn placement(&self, position: Position) -> Option<Placement<'_>> {
         let p = position.0;
         let seg = self.segments.iter().find(|s| s.start <= p && s.end.is_none_or(|e| p < e))?;
-        let count = seg.stripes.len() as u64;
-        let index = (p - seg.start) % count;
+        let index = stripe_of(seg, p)?;
         Some(Placement {
             segment_start: Position(seg.start),
-            stripe_count: count as u32,
+            stripe_count: seg.stripes.len() as u32,
             stripe_index: index as u32,
-            chain: &seg.stripes[index as usize].chain,
+            chain: &seg.stripes[index].chain,
         })
     }
 

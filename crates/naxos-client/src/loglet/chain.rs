@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use naxos_wire::layout::stripe_of;
+
 mod catch_up;
 
 /// How often a reader looks at the head while it waits for a slow writer.
@@ -84,11 +86,10 @@ impl ChainLoglet {
     /// The chain of `pos`, head first.
     fn chain_of(&self, pos: Position) -> Result<&[String], Error> {
         let seg = self.segment();
-        if pos.0 < seg.start || seg.end.is_some_and(|e| pos.0 >= e) {
-            return Err(Error::Invalid(format!("no segment of the layout holds position {pos}")));
+        match stripe_of(seg, pos.0) {
+            Some(index) if seg.end.is_none_or(|e| pos.0 < e) => Ok(&seg.stripes[index].chain),
+            _ => Err(Error::Invalid(format!("no segment of the layout holds position {pos}"))),
         }
-        let index = ((pos.0 - seg.start) % seg.stripes.len() as u64) as usize;
-        Ok(&seg.stripes[index].chain)
     }
 
     /// Every distinct replica of the segment, in order of first mention.
@@ -640,7 +641,6 @@ impl Loglet for ChainLoglet {
                 }
             }
         }
-        let count = seg.stripes.len() as u64;
         for (addr, stripes) in tails {
             let mut at = from.0;
             while at < to.0 {
@@ -648,8 +648,7 @@ impl Loglet for ChainLoglet {
                 match vlog.call(addr, &self.layout, body).await {
                     Ok(response::Body::ReadRange(r)) => {
                         for pe in r.entries {
-                            let ours =
-                                pe.position >= seg.start && stripes.contains(&((pe.position - seg.start) % count));
+                            let ours = stripe_of(seg, pe.position).is_some_and(|s| stripes.contains(&(s as u64)));
                             if let Some(e) = pe.entry.filter(|_| ours) {
                                 got.insert(pe.position, Value::from_entry(e));
                             }
@@ -775,9 +774,8 @@ impl Loglet for ChainLoglet {
                     Ok(response::Body::StreamQuery(q)) => {
                         // A unit in several chains of the segment indexes the
                         // stream's positions of every one: keep this stripe's.
-                        let stripes = seg.stripes.len() as u64;
-                        let ours = |p: &u64| (p - seg.start) % stripes == index as u64;
-                        out.listed.extend(q.positions.into_iter().filter(|p| *p >= seg.start).filter(ours));
+                        let ours = |p: &u64| stripe_of(seg, *p) == Some(index);
+                        out.listed.extend(q.positions.into_iter().filter(ours));
                         out.unwritten.extend(q.unwritten);
                         if q.next <= at {
                             return Err(Error::Invalid(format!("log unit {head} made no progress on a stream query")));
