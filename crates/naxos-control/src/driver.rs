@@ -477,23 +477,7 @@ impl Driver {
 
     /// The newest layout among the answers (at least the one held).
     fn newest(&self, answers: Vec<Answer<Option<Layout>>>) -> Result<Layout, String> {
-        let mut best = self.known.clone();
-        let mut errors = Vec::new();
-        for (addr, answer) in self.asked.iter().zip(answers) {
-            match answer {
-                Answer::Ok(Some(l)) => {
-                    if best.as_ref().is_some_and(|b| b.cluster_id != l.cluster_id) {
-                        continue;
-                    }
-                    if best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
-                        best = Some(l);
-                    }
-                }
-                Answer::Ok(None) | Answer::Other => errors.push(format!("{addr}: no layout in its answer")),
-                Answer::Refused(_, _, _, e) | Answer::Failed(e) => errors.push(e),
-            }
-        }
-        best.ok_or_else(|| format!("no node gave its layout: {}", errors.join("; ")))
+        newest_of(self.known.clone(), &self.asked, answers)
     }
 
     /// An attempt starts: a joining unit is enrolled and caught up before
@@ -700,6 +684,31 @@ impl Driver {
         self.known = Some(chosen);
         self.retry("another layout was chosen for the epoch".into())
     }
+}
+
+/// The newest layout among `addrs`' answers, of `floor`'s cluster, at least `floor`.
+pub fn newest_of(
+    floor: Option<Layout>,
+    addrs: &[String],
+    answers: Vec<Answer<Option<Layout>>>,
+) -> Result<Layout, String> {
+    let mut best = floor;
+    let mut errors = Vec::new();
+    for (addr, answer) in addrs.iter().zip(answers) {
+        match answer {
+            Answer::Ok(Some(l)) => {
+                if best.as_ref().is_some_and(|b| b.cluster_id != l.cluster_id) {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
+                    best = Some(l);
+                }
+            }
+            Answer::Ok(None) | Answer::Other => errors.push(format!("{addr}: no layout in its answer")),
+            Answer::Refused(_, _, _, e) | Answer::Failed(e) => errors.push(e),
+        }
+    }
+    best.ok_or_else(|| format!("no node gave its layout: {}", errors.join("; ")))
 }
 
 /// Decides a seal from its answers: where the active segment ends (above

@@ -256,23 +256,7 @@ async fn get_layouts(pool: &Pool, addrs: &[String]) -> Vec<Answer<Option<Layout>
 
 /// The newest layout any of `addrs` holds (at least `floor`).
 pub async fn newest_layout(pool: &Pool, addrs: &[String], floor: Option<Layout>) -> Result<Layout, Error> {
-    let mut best = floor;
-    let mut errors = Vec::new();
-    for (addr, answer) in addrs.iter().zip(get_layouts(pool, addrs).await) {
-        match answer {
-            Answer::Ok(Some(l)) => {
-                if best.as_ref().is_some_and(|b| b.cluster_id != l.cluster_id) {
-                    continue;
-                }
-                if best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
-                    best = Some(l);
-                }
-            }
-            Answer::Ok(None) | Answer::Other => errors.push(format!("{addr}: no layout in its answer")),
-            Answer::Refused(_, _, _, e) | Answer::Failed(e) => errors.push(e),
-        }
-    }
-    best.ok_or_else(|| Error::Unavailable(format!("no node gave its layout: {}", errors.join("; "))))
+    crate::driver::newest_of(floor, addrs, get_layouts(pool, addrs).await).map_err(Error::Unavailable)
 }
 
 /// Every one of `units`' tails, in order.
