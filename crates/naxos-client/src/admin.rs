@@ -27,7 +27,7 @@ pub async fn bootstrap(net: Arc<dyn Net>, layout: &Layout) -> Result<(), Error> 
             id: 0,
             cluster_id: String::new(),
             epoch: 0,
-            body: Some(request::Body::Bootstrap(Bootstrap { layout: Some(layout.clone()) })),
+            body: Some(request::Body::Bootstrap(Bootstrap { layout: Some(Box::new(layout.clone())) })),
         };
         pool.call(&addr, req).await.map_err(|e| match e {
             rpc::Error::Server { error, .. } => Error::Server(error),

@@ -62,12 +62,41 @@ impl Client {
         Ok(())
     }
 
+    /// Refuses an append while a chain of the active segment is short of
+    /// replicas. The layout is fetched again first, so that appends resume
+    /// as soon as a replica is back (at one layout read per refused append).
+    pub(crate) async fn check_replicas(&self) -> Result<Arc<Layout>, Error> {
+        let layout = self.layout();
+        if layout.short_chains().is_empty() {
+            return Ok(layout);
+        }
+        let layout = self.refresh_layout().await.unwrap_or(layout);
+        match layout.short_chains().first() {
+            None => Ok(layout),
+            Some((stripe, chain)) => Err(Error::NotEnoughReplicas {
+                stripe: *stripe,
+                segment_start: layout.segments.last().map_or(0, |s| s.start),
+                have: chain.to_vec(),
+                need: layout.min_replicas(),
+                missing: layout
+                    .away
+                    .iter()
+                    .filter(|a| a.stripes.contains(&(*stripe as u32)))
+                    .map(|a| a.addr.clone())
+                    .collect(),
+            }),
+        }
+    }
+
     /// One item on its own: a token, then (for an append) the write through
     /// its chain; a position lost at the head means a new token, within the
     /// retry budget.
     pub(crate) async fn append_alone(&self, item: &Item) -> Result<Position, Error> {
         let mut retry = Retry::new(self.config());
         loop {
+            if item.payload.is_some() {
+                self.check_replicas().await?;
+            }
             let (layout, token) = self.token(item.count, &item.streams).await?;
             let pos = Position(token.start);
             let Some(payload) = &item.payload else { return Ok(pos) };

@@ -116,6 +116,11 @@ impl Client {
     /// Appends (or reserves) every item, sharing one token request and one
     /// write request per replica; returns each item's outcome, in order.
     pub(crate) async fn append_many(&self, items: &[Item]) -> Vec<Result<Position, Error>> {
+        if items.iter().any(|i| i.payload.is_some()) {
+            if let Err(e) = self.check_replicas().await {
+                return items.iter().map(|_| Err(e.clone())).collect();
+            }
+        }
         let layout = self.layout();
         let mut heads: Vec<Option<FirstWrite>> = (0..items.len()).map(|_| None).collect();
         let tokens = if self.combined(&layout, items) {

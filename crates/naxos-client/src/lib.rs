@@ -72,7 +72,7 @@ impl Value {
 }
 
 /// What can go wrong for a client call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The position is below the trim mark.
     #[error("position {0} is trimmed")]
@@ -104,6 +104,26 @@ pub enum Error {
     /// append this means it may or may not have happened.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A chain of the active segment has fewer replicas than the layout's
+    /// `min_replicas` (failed nodes were taken out): the append was refused
+    /// before a position was taken. It resumes by itself once a replica is back.
+    #[error(
+        "not enough replicas: chain {stripe} of the segment starting at {segment_start} has {} replica(s) [{}], \
+         the layout asks for at least {need}; waiting for {} to come back",
+        have.len(), have.join(", "), if missing.is_empty() { "a replica".to_string() } else { missing.join(", ") }
+    )]
+    NotEnoughReplicas {
+        /// The chain (stripe index) that is short.
+        stripe: usize,
+        /// The active segment's first position.
+        segment_start: u64,
+        /// The replicas it has.
+        have: Vec<String>,
+        /// The replicas it needs.
+        need: usize,
+        /// The nodes taken out of it that may come back (the layout's `away`).
+        missing: Vec<String>,
+    },
     /// A server refused the call.
     #[error("{0}")]
     Server(ServerError),

@@ -290,6 +290,8 @@ pub struct Driver {
     rounds: u32,
     chosen: Option<Layout>,
     not_committed: Vec<String>,
+    reason: String,
+    unix_ms: u64,
 }
 
 /// Paxos attempts (rounds) per proposal before the driver gives up on it.
@@ -324,7 +326,18 @@ impl Driver {
             rounds: 0,
             chosen: None,
             not_committed: Vec::new(),
+            reason: String::new(),
+            unix_ms: 0,
         }
+    }
+
+    /// Records `reason` and the time `unix_ms` (milliseconds since the Unix
+    /// epoch; 0 if unknown) in the history of the layout it proposes.
+    /// Without a reason the history says "operator: <change>".
+    pub fn with_reason(mut self, reason: impl Into<String>, unix_ms: u64) -> Driver {
+        self.reason = reason.into();
+        self.unix_ms = unix_ms;
+        self
     }
 
     /// The first command: learn the newest layout from the seeds.
@@ -573,6 +586,9 @@ impl Driver {
             Ok(p) => p,
             Err(r) => return self.done(Err(DoneError::Refused(r))),
         };
+        let mut proposal = proposal;
+        let reason = if self.reason.is_empty() { format!("operator: {}", self.change) } else { self.reason.clone() };
+        proposal.record(self.unix_ms, reason);
         tracing::info!(change = %self.change, epoch = proposal.epoch, ?skip, sealed = %self.sealed_at, "proposing");
         self.proposal = Some(proposal);
         self.round = 1;

@@ -10,6 +10,7 @@
 //! (that is `naxos-server`) or append and read (that is `naxos-client`).
 
 pub mod driver;
+pub mod health;
 pub mod paxos;
 pub mod plan;
 pub mod reconfig;

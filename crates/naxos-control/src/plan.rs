@@ -5,7 +5,7 @@
 //! reads. A new active segment starts at `end` with the new shape. If the
 //! active segment is still empty (`end` is its start), it is replaced instead.
 
-use naxos_wire::proto::{Segment, SegmentKind, Stripe};
+use naxos_wire::proto::{Away, Segment, SegmentKind, Stripe};
 use naxos_wire::{Layout, Position};
 
 /// A change to the cluster's layout.
@@ -15,6 +15,14 @@ pub enum Change {
     NextEpoch,
     /// Take a log unit out of every chain it is in; if it sequences, it stops.
     Remove(String),
+    /// As `Remove`, for a node the management role found failed: it is kept
+    /// in the layout's `away` list (with its stripes and whether it
+    /// sequenced), to be put back when it answers again.
+    TakeOut(String),
+    /// Put a node of the `away` list back as a sequencer (if it was one),
+    /// without a chain: for nodes that only sequence. Units rejoin chains
+    /// through `Add`, which also does this.
+    Restore(String),
     /// Put a log unit at the end of the chains of one stripe (or of every
     /// stripe) in every segment. The runtime catches it up first (state
     /// transfer): it joins a chain only once it holds what the chain holds.
@@ -44,9 +52,9 @@ impl Change {
     pub fn joining(&self, layout: &Layout) -> Vec<String> {
         let known = layout.all_nodes();
         let named = match self {
-            Change::Add { addr, .. } | Change::Sequencer(addr) => vec![addr.clone()],
+            Change::Add { addr, .. } | Change::Sequencer(addr) | Change::Restore(addr) => vec![addr.clone()],
             Change::Segment { log_units, .. } => log_units.clone(),
-            Change::NextEpoch | Change::Remove(_) => Vec::new(),
+            Change::NextEpoch | Change::Remove(_) | Change::TakeOut(_) => Vec::new(),
         };
         named.into_iter().filter(|a| !known.contains(a)).collect()
     }
@@ -57,6 +65,8 @@ impl std::fmt::Display for Change {
         match self {
             Change::NextEpoch => write!(f, "next epoch"),
             Change::Remove(a) => write!(f, "remove {a}"),
+            Change::TakeOut(a) => write!(f, "take out {a} until it returns"),
+            Change::Restore(a) => write!(f, "put {a} back as a sequencer"),
             Change::Add { addr, stripe: Some(s) } => write!(f, "add {addr} to stripe {s}"),
             Change::Add { addr, stripe: None } => write!(f, "add {addr}"),
             Change::Sequencer(a) => write!(f, "make {a} the primary sequencer"),
@@ -97,6 +107,9 @@ pub enum Refusal {
         /// How many there are.
         stripes: usize,
     },
+    /// The node is not in the layout's `away` list.
+    #[error("{0} was not taken out by the management role")]
+    NotAway(String),
     /// The new shape does not fit the units given.
     #[error("{0}")]
     Shape(String),
@@ -127,10 +140,32 @@ pub fn next_layout_skipping(
     let mut chains: Vec<Vec<String>> = active.stripes.iter().map(|s| s.chain.clone()).collect();
     match change {
         Change::NextEpoch => {}
-        Change::Remove(addr) => {
+        Change::Restore(addr) => {
+            let Some(away) = base.away.iter().find(|a| a.addr == *addr) else {
+                return Err(Refusal::NotAway(addr.clone()));
+            };
+            if away.sequencer && !next.sequencers.contains(addr) {
+                next.sequencers.push(addr.clone());
+            }
+            next.away.retain(|a| a.addr != *addr);
+        }
+        Change::Remove(addr) | Change::TakeOut(addr) => {
             let member = base.segments.iter().any(|s| s.stripes.iter().any(|st| st.chain.contains(addr)));
-            if !member && !base.sequencers.contains(addr) {
+            let forget = matches!(change, Change::Remove(_)) && base.away.iter().any(|a| a.addr == *addr);
+            if !(member || base.sequencers.contains(addr) || forget) {
                 return Err(Refusal::NotMember(addr.clone()));
+            }
+            // The operator's removal is for good: the managers forget it.
+            next.away.retain(|a| a.addr != *addr);
+            if let Change::TakeOut(_) = change {
+                let stripes =
+                    chains.iter().enumerate().filter(|(_, c)| c.contains(addr)).map(|(i, _)| i as u32).collect();
+                next.away.push(Away {
+                    addr: addr.clone(),
+                    sequencer: base.sequencers.contains(addr),
+                    since_epoch: next.epoch,
+                    stripes,
+                });
             }
             for chain in &mut chains {
                 chain.retain(|a| a != addr);
@@ -170,6 +205,13 @@ pub fn next_layout_skipping(
                 if !chains[i].contains(addr) {
                     chains[i].push(addr.clone());
                 }
+            }
+            // A node the management role took out is back: a sequencer again.
+            if let Some(away) = base.away.iter().find(|a| a.addr == *addr) {
+                if away.sequencer && !next.sequencers.contains(addr) {
+                    next.sequencers.push(addr.clone());
+                }
+                next.away.retain(|a| a.addr != *addr);
             }
             // It was caught up on the segments before (state transfer): it
             // joins their chains too, at the tail, where reads go.
@@ -312,5 +354,71 @@ mod tests {
             next_layout(&back, &Change::Add { addr: "n2".into(), stripe: None }, Position(9)),
             Err(Refusal::AlreadyMember("n2".into()))
         );
+    }
+
+    #[test]
+    fn a_unit_taken_out_is_kept_away_and_comes_back_as_a_sequencer() {
+        let out = next_layout(&three(), &Change::TakeOut("n0".into()), Position(5)).unwrap();
+        out.validate().unwrap();
+        assert_eq!(out.sequencers, ["n1", "n2"], "the next sequencer in line is the primary");
+        assert_eq!(out.away.len(), 1);
+        assert_eq!(
+            (out.away[0].addr.as_str(), out.away[0].sequencer, out.away[0].stripes.as_slice()),
+            ("n0", true, &[0][..])
+        );
+        assert_eq!(out.away[0].since_epoch, out.epoch);
+        let back = next_layout(&out, &Change::Add { addr: "n0".into(), stripe: None }, Position(9)).unwrap();
+        assert!(back.away.is_empty());
+        assert_eq!(back.sequencers, ["n1", "n2", "n0"], "back in line, last");
+        assert_eq!(back.segments.last().unwrap().stripes[0].chain, ["n1", "n2", "n0"]);
+    }
+
+    #[test]
+    fn the_operators_removal_forgets_an_away_node() {
+        let out = next_layout(&three(), &Change::TakeOut("n2".into()), Position(5)).unwrap();
+        let gone = next_layout(&out, &Change::Remove("n2".into()), Position(5)).unwrap();
+        assert!(gone.away.is_empty());
+        assert_eq!(next_layout(&gone, &Change::Remove("n2".into()), Position(5)), Err(Refusal::NotMember("n2".into())));
+        assert_eq!(next_layout(&gone, &Change::Restore("n2".into()), Position(5)), Err(Refusal::NotAway("n2".into())));
+    }
+
+    #[test]
+    fn a_sequencer_only_node_is_restored_without_a_chain() {
+        let a = addrs(3);
+        let mut l = Layout::initial("c", &a, 3, 1, vec!["s0".into(), "s1".into()], vec![a[0].clone()]);
+        l = next_layout(&l, &Change::TakeOut("s0".into()), Position(1)).unwrap();
+        assert_eq!(l.sequencers, ["s1"]);
+        assert!(l.away[0].stripes.is_empty());
+        l = next_layout(&l, &Change::Restore("s0".into()), Position(2)).unwrap();
+        assert_eq!(l.sequencers, ["s1", "s0"]);
+        assert!(l.away.is_empty());
+        assert_eq!(l.segments.last().unwrap().stripes[0].chain, a);
+    }
+
+    #[test]
+    fn short_chains_are_those_below_min_replicas() {
+        let mut l = three();
+        assert_eq!(l.min_replicas(), 2);
+        l = next_layout(&l, &Change::TakeOut("n0".into()), Position(1)).unwrap();
+        assert!(l.short_chains().is_empty());
+        assert_eq!(l.under_replicated(), [(0, 1)]);
+        l = next_layout(&l, &Change::TakeOut("n1".into()), Position(2)).unwrap();
+        assert_eq!(l.short_chains(), [(0, &["n2".to_string()][..])]);
+        assert_eq!(
+            next_layout(&l, &Change::TakeOut("n2".into()), Position(3)),
+            Err(Refusal::LastReplica { addr: "n2".into(), segment_start: 2 })
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_last_epochs() {
+        let mut l = three();
+        for e in 1..=40 {
+            l.epoch = e;
+            l.record(e * 1000, format!("change {e}"));
+        }
+        assert_eq!(l.history.len(), naxos_wire::layout::HISTORY_MAX);
+        assert_eq!(l.history.last().map(|h| h.reason.as_str()), Some("change 40"));
+        assert_eq!(l.history[0].epoch, 9);
     }
 }

@@ -37,6 +37,20 @@ pub struct Options {
     /// Seeds the random parts (Paxos rank ids, back-off); 0 takes one from
     /// the clock. The simulator passes its own, so that a seed replays.
     pub seed: u64,
+    /// Why the change is made, for the layout's history (empty: "operator:
+    /// <change>").
+    pub reason: String,
+    /// The wall clock, in milliseconds since the Unix epoch, for the history
+    /// (the simulator passes one that reads 0, so that a seed replays).
+    pub clock: fn() -> u64,
+    /// Where a state transfer reports how far it has come (the manager's
+    /// status shows it).
+    pub progress: Option<Arc<loglet::Progress>>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Default for Options {
@@ -47,6 +61,9 @@ impl Default for Options {
             transfer_bytes_per_s_max: 256 << 20,
             abandon: None,
             seed: 0,
+            reason: String::new(),
+            clock: unix_ms,
+            progress: None,
         }
     }
 }
@@ -88,8 +105,12 @@ pub async fn reconfigure(
 ) -> Result<Report, Error> {
     let pool_net = net.clone();
     let pool = Pool::new(net, rpc::Options { timeout_call: options.timeout_call, ..Default::default() });
-    let mut driver = Driver::new(seeds.to_vec(), change.clone(), options.attempts, options.abandon, options.seed);
+    let mut driver = Driver::new(seeds.to_vec(), change.clone(), options.attempts, options.abandon, options.seed)
+        .with_reason(options.reason.clone(), (options.clock)());
     let mut throttle = Throttle::new(options.transfer_bytes_per_s_max);
+    if let Some(p) = &options.progress {
+        throttle = throttle.with_progress(p.clone());
+    }
     // The copy runs on connections of its own, apart from the seal and the
     // votes; it connects when the first copy (or enrollment) is due.
     let mut copier: Option<naxos_client::Client> = None;
@@ -103,7 +124,7 @@ pub async fn reconfigure(
                 if copier.is_none() {
                     copier = Some(connect_copier(&pool_net, seeds).await?);
                 }
-                let body = request::Body::CommitLayout(CommitLayout { layout: Some(layout.clone()) });
+                let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(layout.clone())) });
                 Event::Enrolled(answer(pool.call(&addr, request(&layout, body)).await, |_| Some(())))
             }
             Command::SealOne { addr, layout } => {
@@ -172,7 +193,7 @@ pub async fn reconfigure(
                 )
             }
             Command::Commit { layout, nodes } => {
-                let body = request::Body::CommitLayout(CommitLayout { layout: Some(layout.clone()) });
+                let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(layout.clone())) });
                 let answers = call_all(&pool, &layout, &nodes, body).await;
                 Event::Committed(answers.iter().map(|a| a.is_ok()).collect())
             }
@@ -306,6 +327,22 @@ async fn catch_up(
 ) -> Result<CatchUp, naxos_client::Error> {
     let layout = Arc::new(layout.clone());
     let mut done = CatchUp::default();
+    if let Some(p) = throttle.progress() {
+        // The positions each stripe to copy covers, to tell how far the copy is.
+        for (index, seg) in layout.segments.iter().enumerate() {
+            if only.is_some_and(|o| o != index) {
+                continue;
+            }
+            let end = seg.end.map_or(to.0, |e| e.min(to.0));
+            let stripes = seg
+                .stripes
+                .iter()
+                .enumerate()
+                .filter(|(i, st)| stripe.is_none_or(|s| s == *i) && !st.chain.iter().any(|a| a == addr))
+                .count() as u64;
+            p.plan(end.saturating_sub(seg.start) * stripes);
+        }
+    }
     for index in 0..layout.segments.len() {
         if only.is_some_and(|o| o != index) {
             continue;

@@ -104,6 +104,9 @@ pub struct Config {
     /// one). A log unit keeps the id stored in its metadata; the simulator sets
     /// it so that runs are deterministic.
     pub node_id: Option<NodeId>,
+    /// The wall clock (milliseconds since the Unix epoch) a layout's
+    /// history records; the simulator's reads 0, so that a seed replays.
+    pub clock: fn() -> u64,
 }
 
 impl Config {
@@ -127,6 +130,7 @@ impl Config {
             token_ceiling_block: crate::sequencer::CEILING_BLOCK,
             fs: Arc::new(StdFs),
             node_id: None,
+            clock: naxos_control::reconfig::unix_ms,
         }
     }
 }

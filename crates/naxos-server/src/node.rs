@@ -425,12 +425,12 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         }
         request::Body::Bootstrap(b) => {
             let ctx = ctx.clone();
-            let layout = b.layout.clone();
+            let layout = b.layout.clone().map(|l| *l);
             tokio::spawn(async move { reply.send(bootstrap(&ctx, layout).await.map(|_| crate::reply::ok())) });
         }
         request::Body::CommitLayout(c) => {
             let ctx = ctx.clone();
-            let layout = c.layout.clone();
+            let layout = c.layout.clone().map(|l| *l);
             tokio::spawn(async move { reply.send(commit(&ctx, layout).await.map(|_| crate::reply::ok())) });
         }
         request::Body::LayoutPrepare(_) | request::Body::LayoutAccept(_) => {

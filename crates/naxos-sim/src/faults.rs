@@ -337,6 +337,9 @@ async fn reconfigure_with(
         transfer_bytes_per_s_max: 0,
         abandon,
         seed,
+        reason: String::new(),
+        clock: || 0,
+        progress: None,
     };
     if abandon.is_some() {
         let _ = naxos_control::reconfigure(net, &addrs, &change, &options).await;

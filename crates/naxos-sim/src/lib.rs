@@ -131,6 +131,7 @@ async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
     let mut config = naxos_server::Config::new(format!("0.0.0.0:{PORT}"), "/data");
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
+    config.clock = || 0;
     config.segment_positions = 64;
     // Small preallocation steps: records land in and past the zeros under every fault.
     config.preallocate_bytes = 4096;

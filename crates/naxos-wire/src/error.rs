@@ -39,6 +39,7 @@ pub fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Corrupted => "corrupted",
         ErrorCode::AlreadyBootstrapped => "already bootstrapped",
         ErrorCode::Overloaded => "overloaded",
+        ErrorCode::NotEnoughReplicas => "not enough replicas",
     }
 }
 

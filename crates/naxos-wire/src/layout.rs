@@ -2,7 +2,7 @@
 //! who stores the layout, at which epoch. The generated `proto::Layout` is the
 //! one type; this module adds the lookups and the checks.
 
-use crate::proto::{Layout, Segment, SegmentKind, Stripe};
+use crate::proto::{Change, Layout, Segment, SegmentKind, Stripe};
 use crate::{Epoch, Position};
 
 /// Where a position lives: its segment's start, the stripe count and index, and the chain.
@@ -41,6 +41,20 @@ pub enum Error {
     NoClusterId,
 }
 
+/// Epochs a layout's history keeps.
+pub const HISTORY_MAX: usize = 32;
+
+/// The default `min_replicas` for chains of `replication` replicas: 2 when
+/// there are 3 or more (one failure leaves appends going, a second stops
+/// them rather than leave one copy), else 1.
+pub fn default_min_replicas(replication: usize) -> usize {
+    if replication >= 3 {
+        2
+    } else {
+        1
+    }
+}
+
 /// The stripe of `segment` that holds `position` (positions go round its
 /// stripes from its start), or `None` below its start or without stripes.
 /// Every part of Naxos that maps positions to stripes goes through this.
@@ -72,7 +86,58 @@ impl Layout {
             layout_servers,
             sequencers,
             segments: vec![Segment { start: 0, end: None, stripes: chains, kind: SegmentKind::Chain as i32 }],
+            min_replicas: default_min_replicas(replication) as u32,
+            replication: replication as u32,
+            away: Vec::new(),
+            history: vec![Change { epoch: 0, unix_ms: 0, reason: "bootstrap".into() }],
         }
+    }
+
+    /// Replicas a chain of the active segment needs for appends (at least 1).
+    pub fn min_replicas(&self) -> usize {
+        (self.min_replicas as usize).max(1)
+    }
+
+    /// The chains of the active segment with fewer than `min_replicas`
+    /// replicas: (stripe index, chain).
+    pub fn short_chains(&self) -> Vec<(usize, &[String])> {
+        let need = self.min_replicas();
+        self.segments
+            .last()
+            .map(|seg| {
+                seg.stripes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.chain.len() < need)
+                    .map(|(i, s)| (i, s.chain.as_slice()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The chains of the active segment with fewer replicas than the
+    /// cluster was made with: (stripe index, replicas missing).
+    pub fn under_replicated(&self) -> Vec<(usize, usize)> {
+        let want = self.replication as usize;
+        self.segments
+            .last()
+            .map(|seg| {
+                seg.stripes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.chain.len() < want)
+                    .map(|(i, s)| (i, want - s.chain.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records why this layout's epoch was made (the history keeps the last 32).
+    pub fn record(&mut self, unix_ms: u64, reason: impl Into<String>) {
+        self.history.retain(|c| c.epoch != self.epoch);
+        self.history.push(Change { epoch: self.epoch, unix_ms, reason: reason.into() });
+        let over = self.history.len().saturating_sub(HISTORY_MAX);
+        self.history.drain(..over);
     }
 
     /// The layout's epoch.

@@ -383,15 +383,31 @@ fn layout() -> impl Strategy<Value = proto::Layout> {
     let chain = vec("[a-z0-9.:]{1,12}", 1..4).prop_map(|chain| proto::Stripe { chain });
     let segment = (any::<u64>(), proptest::option::of(any::<u64>()), vec(chain, 1..3))
         .prop_map(|(start, end, stripes)| proto::Segment { start, end, stripes, kind: 0 });
-    ("[a-z0-9-]{0,12}", any::<u64>(), vec("[a-z0-9.:]{1,12}", 0..3), vec(segment, 0..3)).prop_map(
-        |(cluster_id, epoch, servers, segments)| proto::Layout {
-            cluster_id,
-            epoch,
-            layout_servers: servers.clone(),
-            sequencers: servers,
-            segments,
-        },
+    let away = vec(("[a-z0-9.:]{1,12}", any::<bool>(), any::<u64>()), 0..2).prop_map(|v| {
+        v.into_iter()
+            .map(|(addr, sequencer, since_epoch)| proto::Away { addr, sequencer, since_epoch, stripes: vec![0] })
+            .collect()
+    });
+    (
+        ("[a-z0-9-]{0,12}", any::<u64>(), vec("[a-z0-9.:]{1,12}", 0..3), vec(segment, 0..3)),
+        (any::<u32>(), any::<u32>(), away, vec((any::<u64>(), any::<u64>(), "[ -~]{0,20}"), 0..3)),
     )
+        .prop_map(|((cluster_id, epoch, servers, segments), (min_replicas, replication, away, history))| {
+            proto::Layout {
+                cluster_id,
+                epoch,
+                layout_servers: servers.clone(),
+                sequencers: servers,
+                segments,
+                min_replicas,
+                replication,
+                away,
+                history: history
+                    .into_iter()
+                    .map(|(epoch, unix_ms, reason)| proto::Change { epoch, unix_ms, reason })
+                    .collect(),
+            }
+        })
 }
 
 fn stream_tails() -> impl Strategy<Value = Vec<proto::StreamTail>> {
@@ -429,7 +445,7 @@ fn request() -> impl Strategy<Value = Request> {
         (any::<u64>(), stream_tails())
             .prop_map(|(tail, streams)| request::Body::SeqBootstrap(proto::SeqBootstrap { tail, streams })),
         Just(request::Body::GetLayout(proto::GetLayout {})),
-        layout().prop_map(|l| request::Body::Bootstrap(proto::Bootstrap { layout: Some(l) })),
+        layout().prop_map(|l| request::Body::Bootstrap(proto::Bootstrap { layout: Some(Box::new(l)) })),
         Just(request::Body::Status(proto::Status {})),
     ];
     (any::<u64>(), "[a-z0-9-]{0,12}", any::<u64>(), proptest::option::of(body))

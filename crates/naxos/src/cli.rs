@@ -123,6 +123,10 @@ pub enum Command {
     Layout {
         #[command(flatten)]
         cluster: ClusterArg,
+        /// List the last epochs instead (up to 32): when each was made and
+        /// why (the operator's command, or the manager's reason).
+        #[arg(long)]
+        history: bool,
     },
     /// Print each node's address, roles, epoch, reachability and tail.
     Status {
@@ -172,7 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream { command: StreamCommand::Read { cluster, name, from } } => {
             client_cmd::stream_read(&cluster, &name, from).await
         }
-        Command::Layout { cluster } => client_cmd::layout(&cluster, json).await,
+        Command::Layout { cluster, history } => client_cmd::layout(&cluster, history, json).await,
         Command::Reconfigure(a) => reconfigure_cmd::run(a, json).await,
         Command::Status { cluster } => client_cmd::status(&cluster, json).await,
         Command::Bench(a) => bench::run(a, json).await,

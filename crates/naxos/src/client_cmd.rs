@@ -149,9 +149,20 @@ pub async fn stream_read(c: &ClusterArg, name: &str, from: u64) -> anyhow::Resul
 }
 
 /// `naxos layout`.
-pub async fn layout(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
+pub async fn layout(c: &ClusterArg, history: bool, json: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
     let l = client.layout();
+    if history {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&l.history)?);
+            return Ok(());
+        }
+        println!("{:>6}  {:<24}  WHY", "EPOCH", "WHEN (UTC)");
+        for h in &l.history {
+            println!("{:>6}  {:<24}  {}", h.epoch, when(h.unix_ms), h.reason);
+        }
+        return Ok(());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(l.as_ref())?);
         return Ok(());
@@ -159,6 +170,10 @@ pub async fn layout(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     println!("cluster {} at epoch {}", l.cluster_id, l.epoch);
     println!("sequencers (first is primary): {}", l.sequencers.join(", "));
     println!("layout servers: {}", l.layout_servers.join(", "));
+    println!("replication {}, min replicas {} (appends to a chain with fewer fail)", l.replication, l.min_replicas());
+    for a in &l.away {
+        println!("away since epoch {}: {} (taken out as failed; put back when it answers)", a.since_epoch, a.addr);
+    }
     println!("{:<8} {:>12} {:>12}  CHAINS (head first)", "SEGMENT", "START", "END");
     for seg in &l.segments {
         let chains: Vec<String> = seg.stripes.iter().map(|s| s.chain.join(" > ")).collect();
@@ -171,6 +186,32 @@ pub async fn layout(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` (UTC); "-" if unknown.
+fn when(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
 }
 
 /// `naxos status`.

@@ -18,6 +18,11 @@ pub const UNWRITTEN: i32 = 5;
 pub const UNAVAILABLE: i32 = 6;
 /// `fill` found the position already written.
 pub const ALREADY_WRITTEN: i32 = 7;
+/// An append was refused: a chain has fewer replicas than `min_replicas`.
+pub const NOT_ENOUGH_REPLICAS: i32 = 8;
+/// `status`: a node is unreachable or a chain is short of replicas;
+/// `verify`: replicas disagree.
+pub const DEGRADED: i32 = 9;
 
 /// The help text's table of exit codes.
 pub const HELP: &str = "Exit codes:
@@ -28,7 +33,10 @@ pub const HELP: &str = "Exit codes:
   4  the position is trimmed
   5  the position is unwritten
   6  the cluster is unavailable (no node answered, or retries ran out)
-  7  fill: the position is already written (nothing was changed)";
+  7  fill: the position is already written (nothing was changed)
+  8  append: a chain has fewer replicas than --min-replicas (nothing was appended)
+  9  status: a node is unreachable or a chain is short of replicas;
+     verify: replicas of a chain disagree";
 
 /// A failure a command reports with a specific exit code.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,7 @@ fn classify(e: &anyhow::Error) -> (i32, &'static str) {
         Some(Error::Unavailable(_)) => (UNAVAILABLE, "unavailable"),
         Some(Error::Invalid(_)) => (USAGE, "invalid"),
         Some(Error::TooLarge { .. }) => (USAGE, "too_large"),
+        Some(Error::NotEnoughReplicas { .. }) => (NOT_ENOUGH_REPLICAS, "not_enough_replicas"),
         _ => (OTHER, "error"),
     }
 }

@@ -66,6 +66,12 @@ pub struct BootstrapArgs {
     /// Number of chains positions are striped over.
     #[arg(long, default_value_t = 1)]
     pub stripes: usize,
+    /// Replicas a chain needs for appends (default 2 when --replication is 3
+    /// or more, else 1). When failed nodes leave a chain with fewer, appends
+    /// to it fail at once (exit code 8) until a replica is back, rather than
+    /// be acknowledged by fewer copies.
+    #[arg(long)]
+    pub min_replicas: Option<usize>,
     /// Sequencer addresses, comma-separated: the first is the primary, the
     /// others are standbys that take over in turn (default: every log unit,
     /// in order).
@@ -170,7 +176,18 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
         a.layout_servers.clone()
     };
     let cluster_id = uuid::Uuid::new_v4().to_string();
-    let layout = Layout::initial(&cluster_id, &a.log_units, replication, a.stripes, sequencers, layout_servers);
+    let mut layout = Layout::initial(&cluster_id, &a.log_units, replication, a.stripes, sequencers, layout_servers);
+    if let Some(m) = a.min_replicas {
+        if m == 0 || m > replication {
+            bail!(crate::exit::Coded {
+                code: crate::exit::USAGE,
+                kind: "usage",
+                message: format!("--min-replicas must be between 1 and the replication ({replication})"),
+            });
+        }
+        layout.min_replicas = m as u32;
+    }
+    layout.record(naxos_control::reconfig::unix_ms(), "operator: bootstrap");
     wait_for_nodes(&layout.all_nodes(), Duration::from_secs(a.wait_s)).await?;
     naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping")?;
     if json {

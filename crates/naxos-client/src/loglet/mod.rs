@@ -94,17 +94,58 @@ pub struct Throttle {
     bytes_per_s_max: u64,
     started: tokio::time::Instant,
     sent: u64,
+    progress: Option<std::sync::Arc<Progress>>,
+}
+
+/// How far a running state transfer has come, shared with whoever reports
+/// it (the manager's heartbeat answers, `naxos status`).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Payload bytes copied so far.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Positions compared so far (per stripe copied).
+    pub positions_done: std::sync::atomic::AtomicU64,
+    /// Positions to compare in all (per stripe copied).
+    pub positions_total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Adds `n` to the positions to compare.
+    pub fn plan(&self, n: u64) {
+        self.positions_total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Throttle {
     /// A throttle at `bytes_per_s_max` (0 for none).
     pub fn new(bytes_per_s_max: u64) -> Throttle {
-        Throttle { bytes_per_s_max, started: tokio::time::Instant::now(), sent: 0 }
+        Throttle { bytes_per_s_max, started: tokio::time::Instant::now(), sent: 0, progress: None }
+    }
+
+    /// The same, reporting what it lets through to `progress`.
+    pub fn with_progress(mut self, progress: std::sync::Arc<Progress>) -> Throttle {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The progress it reports to, if any.
+    pub fn progress(&self) -> Option<&Progress> {
+        self.progress.as_deref()
+    }
+
+    /// Counts `n` positions as compared.
+    pub fn advanced(&self, n: u64) {
+        if let Some(p) = &self.progress {
+            p.positions_done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts `bytes` as sent, waiting first as long as the rate asks.
     pub async fn spend(&mut self, bytes: u64) {
         self.sent += bytes;
+        if let Some(p) = &self.progress {
+            p.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.bytes_per_s_max == 0 {
             return;
         }

@@ -194,7 +194,13 @@ async fn roll_forward(ctx: &Arc<Ctx>, layout: &Layout, why: &str) {
         }
         None => 0,
     };
-    let options = naxos_control::Options { attempts: 3, seed, ..Default::default() };
+    let options = naxos_control::Options {
+        attempts: 3,
+        seed,
+        reason: format!("{}: roll forward a reconfiguration nobody finished", ctx.advertise),
+        clock: ctx.config.clock,
+        ..Default::default()
+    };
     match naxos_control::reconfigure(net, &layout.all_nodes(), &naxos_control::Change::NextEpoch, &options).await {
         Ok(r) => tracing::info!(epoch = r.layout.epoch, "rolled the stalled reconfiguration forward"),
         Err(e) => tracing::warn!("rolling forward: {e}"),

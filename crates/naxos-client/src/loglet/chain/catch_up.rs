@@ -64,8 +64,10 @@ impl ChainLoglet {
                     // Below the chain's trim mark: nothing there to copy, and
                     // nothing the replica may serve (it missed the trim).
                     Err(Error::Trimmed(_)) => {
+                        let trimmed_from = at;
                         at = self.first_untrimmed(vlog, sources[source], at, end).await?;
                         self.copy_call(vlog, replica, request::Body::Trim(Trim { position: at })).await?;
+                        throttle.advanced(at.saturating_sub(trimmed_from));
                         continue;
                     }
                     Err(e) if source + 1 < sources.len() => {
@@ -136,6 +138,7 @@ impl ChainLoglet {
                 }
                 throttle.spend(batch_bytes as u64).await;
                 self.send_batch(vlog, replica, batch, &mut writing).await?;
+                throttle.advanced(next - at);
                 at = next;
             }
             if diverged {
