@@ -50,6 +50,20 @@ pub async fn status(net: Arc<dyn Net>, addr: &str) -> Result<StatusOk, Error> {
     }
 }
 
+/// Asks `addr` what its management role sees (a heartbeat, as the managers
+/// send them): whom it suspects, whether it acts, the catch-up it runs.
+pub async fn heartbeat(net: Arc<dyn Net>, addr: &str) -> Result<naxos_wire::proto::HeartbeatOk, Error> {
+    let pool = Pool::new(net, rpc::Options { timeout_call: std::time::Duration::from_secs(2), ..Default::default() });
+    let body = request::Body::Heartbeat(naxos_wire::proto::Heartbeat { from: String::new(), spare: false });
+    let req = Request { id: 0, cluster_id: String::new(), epoch: 0, body: Some(body) };
+    match pool.call(addr, req).await {
+        Ok(response::Body::Heartbeat(s)) => Ok(s),
+        Ok(_) => Err(Error::Invalid(format!("{addr} answered a heartbeat with something else"))),
+        Err(rpc::Error::Server { error, .. }) => Err(Error::Server(error)),
+        Err(e) => Err(Error::Unavailable(e.to_string())),
+    }
+}
+
 /// Whether an error means the node is not bootstrapped yet.
 pub fn is_not_bootstrapped(e: &Error) -> bool {
     matches!(e, Error::Server(s) if s.code == ErrorCode::NotBootstrapped)

@@ -260,8 +260,10 @@ impl Manager {
         if reach * 2 <= servers.len() {
             return None;
         }
+        // A node taken out (away) does not manage until it is back.
         servers
             .iter()
+            .filter(|a| !layout.away.iter().any(|w| w.addr == **a))
             .find(|a| {
                 if **a == self.me {
                     i_manage
@@ -349,7 +351,7 @@ impl Manager {
         for away in &layout.away {
             let addr = &away.addr;
             let settled = self.settings.heartbeat_interval * 3;
-            if !self.detector.up_for(addr, now).is_some_and(|d| d >= settled) {
+            if self.detector.up_for(addr, now).is_none_or(|d| d < settled) {
                 continue;
             }
             let seen = self.detector.seen(addr);

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::driver::{Abandon, Error};
+pub use naxos_client::loglet::Progress;
 
 /// How a reconfiguration is run.
 #[derive(Clone, Debug)]

@@ -15,21 +15,27 @@ pub struct Roles {
     pub sequencer: bool,
     /// Stores the layout.
     pub layout: bool,
+    /// Heartbeats the other nodes and, on the acting manager, takes failed
+    /// nodes out and puts returning ones back (self-healing).
+    pub management: bool,
 }
 
 impl Roles {
     /// Every role.
-    pub const ALL: Roles = Roles { logunit: true, sequencer: true, layout: true };
+    pub const ALL: Roles = Roles { logunit: true, sequencer: true, layout: true, management: true };
 
-    /// Parses a comma-separated list of `logunit`, `sequencer`, `layout`.
+    /// Parses a comma-separated list of `logunit`, `sequencer`, `layout`, `management`.
     pub fn parse(s: &str) -> Result<Roles, String> {
-        let mut r = Roles { logunit: false, sequencer: false, layout: false };
+        let mut r = Roles { logunit: false, sequencer: false, layout: false, management: false };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "logunit" => r.logunit = true,
                 "sequencer" => r.sequencer = true,
                 "layout" => r.layout = true,
-                other => return Err(format!("unknown role '{other}' (expected logunit, sequencer, layout)")),
+                "management" => r.management = true,
+                other => {
+                    return Err(format!("unknown role '{other}' (expected logunit, sequencer, layout, management)"))
+                }
             }
         }
         if r.names().is_empty() {
@@ -49,6 +55,9 @@ impl Roles {
         }
         if self.layout {
             v.push("layout".to_string());
+        }
+        if self.management {
+            v.push("management".to_string());
         }
         v
     }
@@ -104,6 +113,13 @@ pub struct Config {
     /// one). A log unit keeps the id stored in its metadata; the simulator sets
     /// it so that runs are deterministic.
     pub node_id: Option<NodeId>,
+    /// The management role's timings (heartbeat interval, failure timeout,
+    /// how long a chain waits for a node before a spare takes its place).
+    pub health: naxos_control::health::Settings,
+    /// A spare: the address of a node of the cluster to announce itself to.
+    /// It holds no chain until the managers give it the place of a node that
+    /// stays away (see `health.spare_after`).
+    pub join: Option<String>,
     /// The wall clock (milliseconds since the Unix epoch) a layout's
     /// history records; the simulator's reads 0, so that a seed replays.
     pub clock: fn() -> u64,
@@ -131,6 +147,8 @@ impl Config {
             fs: Arc::new(StdFs),
             node_id: None,
             clock: naxos_control::reconfig::unix_ms,
+            health: naxos_control::health::Settings::default(),
+            join: None,
         }
     }
 }

@@ -48,6 +48,8 @@ struct Ctx {
     fence: Arc<Fence>,
     /// When this process started, on its runtime's clock.
     started: tokio::time::Instant,
+    /// The management role's view (heartbeats, the acting manager, catch-up).
+    health: Mutex<manage::Health>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -248,10 +250,12 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         restarted_at,
         fence,
         started: tokio::time::Instant::now(),
+        health: Mutex::new(manage::Health::default()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);
     watch_for_stalls(&ctx);
+    manage::start_management(&ctx);
 
     let actx = ctx.clone();
     let accept = tokio::spawn(async move {
@@ -279,6 +283,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
 }
 
+mod manage;
 mod upkeep;
 use upkeep::{start_recovery, watch_for_stalls};
 
@@ -344,7 +349,13 @@ fn for_sequencer(body: &request::Body) -> bool {
 }
 
 fn is_admin(body: &request::Body) -> bool {
-    matches!(body, request::Body::GetLayout(_) | request::Body::Status(_) | request::Body::Bootstrap(_))
+    matches!(
+        body,
+        request::Body::GetLayout(_)
+            | request::Body::Status(_)
+            | request::Body::Bootstrap(_)
+            | request::Body::Heartbeat(_)
+    )
 }
 
 fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
@@ -413,6 +424,7 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             }
             None => reply.send(Err(wrong_role(ctx, "sequencer"))),
         },
+        request::Body::Heartbeat(hb) => reply.send(Ok(response::Body::Heartbeat(manage::heartbeat(ctx, hb)))),
         request::Body::GetLayout(_) => {
             let layout = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
             reply.send(match layout {

@@ -214,47 +214,168 @@ fn when(unix_ms: u64) -> String {
     )
 }
 
-/// `naxos status`.
+/// `naxos status`: every node the layout names (and those away and the
+/// spares), what the acting manager thinks of each, and whether the cluster
+/// is whole. Exits `DEGRADED` when a node is unreachable or a chain is short.
 pub async fn status(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     // The nodes the layout names, or the given addresses if none answers with a layout.
-    let nodes = match Client::connect(Config::new(c.cluster.iter().cloned())).await {
-        Ok(client) => client.layout().all_nodes(),
-        Err(_) => c.cluster.clone(),
-    };
+    let layout = Client::connect(Config::new(c.cluster.iter().cloned())).await.ok().map(|c| c.layout());
+    let mut nodes = layout.as_ref().map_or_else(|| c.cluster.clone(), |l| l.all_nodes());
+    for a in layout.iter().flat_map(|l| l.away.iter()) {
+        if !nodes.contains(&a.addr) {
+            nodes.push(a.addr.clone());
+        }
+    }
+    let net: Arc<dyn naxos_wire::net::Net> = Arc::new(TcpNet);
+    let answers = futures::future::join_all(nodes.iter().map(|addr| {
+        let net = net.clone();
+        async move {
+            let s = naxos_client::admin::status(net.clone(), addr).await;
+            let h = naxos_client::admin::heartbeat(net, addr).await.ok();
+            (s, h)
+        }
+    }))
+    .await;
+    // The acting manager's view: whom it suspects, its catch-up, its spares.
+    let acting = answers.iter().zip(&nodes).find(|((_, h), _)| h.as_ref().is_some_and(|h| h.acting_manager));
+    let manager = acting.map(|(_, a)| a.clone());
+    let view = acting.and_then(|((_, h), _)| h.clone()).unwrap_or_default();
+    for s in &view.spares {
+        if !nodes.contains(s) {
+            nodes.push(s.clone());
+        }
+    }
+    let epoch = layout.as_ref().map_or(0, |l| l.epoch);
     let mut rows = Vec::new();
-    for addr in &nodes {
-        let row = match naxos_client::admin::status(Arc::new(TcpNet), addr).await {
-            Ok(s) => serde_json::json!({
-                "address": addr, "reachable": true, "roles": s.roles, "epoch": s.epoch,
-                "tail": s.tail, "bootstrapped": s.bootstrapped, "cluster_id": s.cluster_id,
-                "sequencer_ready": s.sequencer_ready, "node_id": format!("{:016x}", s.node_id),
-            }),
-            Err(e) => serde_json::json!({ "address": addr, "reachable": false, "error": e.to_string() }),
+    let mut unreachable = 0;
+    for (i, addr) in nodes.iter().enumerate() {
+        let (status, beat) = match answers.get(i) {
+            Some((s, h)) => (s.as_ref().ok().cloned(), h.clone()),
+            None => (naxos_client::admin::status(net.clone(), addr).await.ok(), None),
         };
+        let away = layout.as_ref().is_some_and(|l| l.away.iter().any(|a| a.addr == *addr));
+        let spare = view.spares.contains(addr);
+        let chains: Vec<usize> = layout
+            .as_ref()
+            .and_then(|l| l.segments.last())
+            .map(|seg| seg.stripes.iter().enumerate().filter(|(_, s)| s.chain.contains(addr)).map(|(k, _)| k).collect())
+            .unwrap_or_default();
+        let reachable = status.is_some();
+        if !reachable && !spare {
+            unreachable += 1;
+        }
+        let node_epoch = status.as_ref().map(|s| s.epoch);
+        let state = if !reachable {
+            "unreachable"
+        } else if view.suspected.contains(addr) {
+            "suspected"
+        } else if away || node_epoch.is_some_and(|e| e < epoch) {
+            "fenced"
+        } else if spare {
+            "spare"
+        } else {
+            "ok"
+        };
+        let catch_up = view.catch_up.as_ref().filter(|p| p.addr == *addr).map(|p| {
+            let rate = if p.elapsed_ms == 0 { 0.0 } else { p.bytes_copied as f64 * 1000.0 / p.elapsed_ms as f64 };
+            let left = if p.positions_done == 0 || p.positions_total == 0 {
+                None
+            } else {
+                let share = p.positions_done as f64 / p.positions_total as f64;
+                Some(p.elapsed_ms as f64 / 1000.0 * (1.0 / share - 1.0))
+            };
+            serde_json::json!({
+                "bytes_copied": p.bytes_copied, "bytes_to_copy": p.bytes_total,
+                "bytes_per_s": rate as u64, "seconds_left": left,
+                "positions_done": p.positions_done, "positions_total": p.positions_total,
+            })
+        });
+        let mut row = serde_json::json!({
+            "address": addr, "state": state, "reachable": reachable, "chains": chains,
+            "manager": manager.as_deref() == Some(addr.as_str()), "catch_up": catch_up,
+        });
+        if let Some(s) = &status {
+            row["roles"] = serde_json::json!(s.roles);
+            row["epoch"] = serde_json::json!(s.epoch);
+            row["tail"] = serde_json::json!(s.tail);
+            row["bootstrapped"] = serde_json::json!(s.bootstrapped);
+            row["cluster_id"] = serde_json::json!(s.cluster_id);
+            row["sequencer_ready"] = serde_json::json!(s.sequencer_ready);
+            row["node_id"] = serde_json::json!(format!("{:016x}", s.node_id));
+        }
+        if let Some(e) = beat.as_ref().map(|b| b.last_error.clone()).filter(|e| !e.is_empty()) {
+            row["last_error"] = serde_json::json!(e);
+        }
         rows.push(row);
     }
+    let short: Vec<(usize, usize)> = layout.as_ref().map(|l| l.under_replicated()).unwrap_or_default();
     if json {
-        println!("{}", serde_json::Value::Array(rows.clone()));
+        println!(
+            "{}",
+            serde_json::json!({
+                "epoch": epoch, "manager": manager, "nodes": rows,
+                "short_chains": short.iter().map(|(i, m)| serde_json::json!({"chain": i, "missing": m})).collect::<Vec<_>>(),
+            })
+        );
     } else {
-        println!("{:<24} {:<28} {:>6} {:>10} {:>12}", "ADDRESS", "ROLES", "EPOCH", "REACHABLE", "TAIL");
+        println!(
+            "{:<22} {:<12} {:<34} {:>6} {:<8} {:>10}  CATCH-UP",
+            "ADDRESS", "STATE", "ROLES", "EPOCH", "CHAINS", "TAIL"
+        );
         for r in &rows {
-            let roles =
-                r["roles"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","));
+            let list = |v: &serde_json::Value| {
+                v.as_array().map(|a| {
+                    a.iter().map(|x| x.to_string().trim_matches('"').to_string()).collect::<Vec<_>>().join(",")
+                })
+            };
+            let mut state = r["state"].as_str().unwrap_or("?").to_string();
+            if r["manager"].as_bool() == Some(true) {
+                state.push('*');
+            }
+            let catch_up = match &r["catch_up"] {
+                serde_json::Value::Null => String::new(),
+                p => format!(
+                    "{} of ~{} bytes at {}/s, {} left",
+                    p["bytes_copied"],
+                    p["bytes_to_copy"],
+                    p["bytes_per_s"],
+                    p["seconds_left"].as_f64().map_or("?".into(), |s| format!("{s:.1} s"))
+                ),
+            };
             println!(
-                "{:<24} {:<28} {:>6} {:>10} {:>12}",
+                "{:<22} {:<12} {:<34} {:>6} {:<8} {:>10}  {}",
                 r["address"].as_str().unwrap_or("?"),
-                roles.unwrap_or_else(|| "-".into()),
+                state,
+                list(&r["roles"]).unwrap_or_else(|| "-".into()),
                 r["epoch"].as_u64().map_or("-".into(), |e| e.to_string()),
-                if r["reachable"].as_bool() == Some(true) { "yes" } else { "no" },
+                list(&r["chains"]).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
                 r["tail"].as_u64().map_or("-".into(), |t| t.to_string()),
+                catch_up,
             );
+        }
+        if manager.is_some() {
+            println!("(* the acting manager)");
+        }
+        for (i, missing) in &short {
+            println!("chain {i} is short of {missing} replica(s)");
         }
     }
     if rows.iter().all(|r| r["reachable"].as_bool() != Some(true)) {
         return Err(
             Coded { code: crate::exit::UNAVAILABLE, kind: "unavailable", message: "no node answered".into() }.into()
         );
+    }
+    if unreachable > 0 || !short.is_empty() {
+        return Err(Coded {
+            code: crate::exit::DEGRADED,
+            kind: "degraded",
+            message: format!(
+                "the cluster is degraded: {unreachable} node(s) unreachable, {} chain(s) short of replicas",
+                short.len()
+            ),
+        }
+        .into());
     }
     Ok(())
 }

@@ -23,11 +23,78 @@ pub struct ServerArgs {
     /// Directory for the layout, metadata and log segments (created if missing).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Roles to run, comma-separated: logunit, sequencer, layout.
-    #[arg(long, default_value = "logunit,sequencer,layout")]
+    /// Roles to run, comma-separated: logunit, sequencer, layout, management.
+    /// Management heartbeats the other nodes; the first layout server that
+    /// runs it and reaches a majority acts: it takes failed nodes out and
+    /// puts returning ones back, caught up, with no command.
+    #[arg(long, default_value = "logunit,sequencer,layout,management")]
     pub roles: String,
+    /// Start as a spare: announce this node to the cluster at ADDR. It holds
+    /// no chain until a chain has been short of a replica for --spare-after;
+    /// it is then caught up and takes the missing place.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+/// The management role's timings (shared by `server` and `dev`).
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// How often the management role heartbeats every other node (e.g. 100ms).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A node that has not answered heartbeats for this long is suspected and
+    /// taken out of its chains (e.g. 1s, 300ms). Shorter fails over faster
+    /// and risks suspecting a node that is only slow; a suspicion never costs
+    /// data, only a reconfiguration.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub failure_timeout: Duration,
+    /// How long a chain may stay short of a replica before a spare (a server
+    /// started with --join) takes the missing place (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub spare_after: Duration,
+}
+
+/// Parses a duration: a number and a unit, `ms`, `s` or `m` (`250ms`, `1.5s`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("'{s}' is not a duration (try 100ms, 1s, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "" => return Err(format!("'{s}' has no unit (try {s}ms or {s}s)")),
+        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("'{s}' is out of range (more than 0, at most a day)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl HealthArgs {
+    /// The server's management settings from the flags.
+    fn apply(&self, c: &mut Config) -> anyhow::Result<()> {
+        if self.failure_timeout < self.heartbeat_interval * 2 {
+            bail!(crate::exit::Coded {
+                code: crate::exit::USAGE,
+                kind: "usage",
+                message: format!(
+                    "--failure-timeout ({:?}) must be at least twice --heartbeat-interval ({:?})",
+                    self.failure_timeout, self.heartbeat_interval
+                ),
+            });
+        }
+        c.health.heartbeat_interval = self.heartbeat_interval;
+        c.health.failure_timeout = self.failure_timeout;
+        c.health.spare_after = self.spare_after;
+        Ok(())
+    }
 }
 
 /// Limits and durability shared by `server` and `dev`.
@@ -133,6 +200,8 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let roles = Roles::parse(&a.roles).map_err(anyhow::Error::msg)?;
     let mut c = config(&a.listen, a.data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
+    c.join = a.join.clone();
+    a.health.apply(&mut c)?;
     let handle = naxos_server::start(c, Arc::new(TcpNet))
         .await
         .with_context(|| format!("starting the server in {}", display_path(&a.data_dir).display()))?;

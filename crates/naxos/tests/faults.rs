@@ -253,6 +253,8 @@ enum State {
 /// One `naxos server` process (inside its namespace, if any); killed when dropped.
 struct Server {
     netns: Option<String>,
+    /// Flags after `--data-dir` (roles, management timings).
+    args: Vec<String>,
     addr: String,
     dir: PathBuf,
     log: PathBuf,
@@ -262,8 +264,8 @@ struct Server {
 
 impl Server {
     /// Starts the server listening on `listen`; records the address it prints.
-    fn start(netns: Option<String>, listen: &str, dir: PathBuf, log: PathBuf) -> Server {
-        let mut s = Server { netns, addr: listen.to_string(), dir, log, child: None, state: State::Down };
+    fn start(netns: Option<String>, listen: &str, dir: PathBuf, log: PathBuf, args: Vec<String>) -> Server {
+        let mut s = Server { netns, args, addr: listen.to_string(), dir, log, child: None, state: State::Down };
         s.spawn();
         s
     }
@@ -300,6 +302,7 @@ impl Server {
         let mut child = cmd
             .args(["server", "--listen", &self.addr, "--data-dir"])
             .arg(&self.dir)
+            .args(&self.args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -854,6 +857,18 @@ fn invariants_hold_across_operator_reconfigurations_of_real_servers() {
     run(Scenario::Reconfigurations);
 }
 
+/// Three servers with every role (management included) under load: kill -9
+/// of the node holding the primary sequencer, then of the middle replica,
+/// each restarted after a while. No command is typed: the managers take each
+/// out, appends go on, and the returning node is caught up and put back.
+/// Prints the time from each kill to the first acknowledged append after it,
+/// and from each restart to full replication. The history checkers judge
+/// the run.
+#[test]
+fn the_cluster_heals_itself_after_kill_9_of_any_node() {
+    run(Scenario::Healing);
+}
+
 /// What happens to the servers while the clients run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
@@ -861,31 +876,112 @@ enum Scenario {
     Faults,
     /// The scripted reconfigurations.
     Reconfigurations,
+    /// Kills with no command typed: the management role heals the cluster.
+    Healing,
 }
 
-/// The active segment's chains of the cluster's newest layout, by `naxos layout --json`.
-fn active_chains(addrs: &[String]) -> Vec<Vec<String>> {
+/// The cluster's newest layout, by `naxos layout --json`.
+fn layout_json(addrs: &[String]) -> serde_json::Value {
     for _ in 0..50 {
         let (code, out, _) = run_cli(&["--json", "layout", "--cluster", &addrs.join(",")], b"");
         if code == 0 {
-            let v: serde_json::Value = serde_json::from_slice(&out).expect("layout --json is JSON");
-            let seg = v["segments"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
-            return seg["stripes"]
-                .as_array()
-                .map(|st| {
-                    st.iter()
-                        .map(|c| {
-                            c["chain"].as_array().map_or_else(Vec::new, |a| {
-                                a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            return serde_json::from_slice(&out).expect("layout --json is JSON");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("no node gave its layout");
+}
+
+/// The active segment's chains of the cluster's newest layout.
+fn active_chains(addrs: &[String]) -> Vec<Vec<String>> {
+    let v = layout_json(addrs);
+    let seg = v["segments"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    seg["stripes"]
+        .as_array()
+        .map(|st| {
+            st.iter()
+                .map(|c| {
+                    c["chain"]
+                        .as_array()
+                        .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls the layout until `done` holds of it; how long that took. Fails the
+/// test after `limit` with what it waited for.
+fn wait_for_layout(
+    addrs: &[String],
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let v = layout_json(addrs);
+        if done(&v) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}; layout now {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the layout's active chains all hold `addr`, or none does.
+fn in_chains(v: &serde_json::Value, addr: &str) -> (bool, bool) {
+    let seg = v["segments"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    let chains: Vec<bool> = seg["stripes"]
+        .as_array()
+        .map(|st| st.iter().map(|c| c["chain"].as_array().is_some_and(|a| a.iter().any(|x| x == addr))).collect())
+        .unwrap_or_default();
+    (chains.iter().all(|c| *c), chains.iter().all(|c| !*c))
+}
+
+/// One automatic failover and rejoin, for the figures: when the node was
+/// killed and restarted (on the test's clock), how long until the managers
+/// took it out and had it back in every chain.
+struct Healed {
+    what: String,
+    killed_at: u64,
+    taken_out: Duration,
+    rejoined: Duration,
+}
+
+/// The healing scenario: kill -9 of the node that holds the primary
+/// sequencer, then of the middle replica; each time the managers must take
+/// it out (appends go on), and, once it is restarted, catch it up and put it
+/// back, with no command typed.
+fn healing(c: &mut Cluster, schedule: &mut Schedule, addrs: &[String], clock: &Clock) -> Vec<Healed> {
+    let mut out = Vec::new();
+    for what in ["the primary sequencer", "the middle replica"] {
+        std::thread::sleep(Duration::from_millis(1000));
+        let v = layout_json(addrs);
+        let victim = if what == "the primary sequencer" {
+            v["sequencers"][0].as_str().expect("a primary sequencer").to_string()
+        } else {
+            active_chains(addrs)[0].get(1).expect("a chain of three").clone()
+        };
+        let i = addrs.iter().position(|a| *a == victim).expect("a server of the test");
+        c.servers[i].kill9();
+        let killed_at = clock.now();
+        schedule.note(format!("kill -9 server {i} ({victim}), {what}"));
+        let limit = Duration::from_secs(30);
+        let taken_out = wait_for_layout(addrs, limit, &format!("{victim} taken out"), |v| in_chains(v, &victim).1);
+        schedule.note(format!("{victim} taken out by the managers after {taken_out:?}"));
+        // Appends go on without it for a while: it misses them.
+        std::thread::sleep(Duration::from_millis(2000));
+        c.servers[i].spawn();
+        schedule.note(format!("restart server {i} ({victim})"));
+        let rejoined = wait_for_layout(addrs, limit, &format!("{victim} back in every chain"), |v| {
+            in_chains(v, &victim).0 && v["away"].as_array().is_none_or(|a| a.is_empty())
+        });
+        schedule.note(format!("{victim} back in every chain {rejoined:?} after its restart"));
+        out.push(Healed { what: what.to_string(), killed_at, taken_out, rejoined });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    out
 }
 
 /// Runs one `naxos reconfigure` command; it must succeed.
@@ -944,7 +1040,7 @@ fn run(scenario: Scenario) {
 
     let net = match scenario {
         Scenario::Faults => Netns::setup(SERVERS),
-        Scenario::Reconfigurations => Err("not used by the reconfiguration scenario".to_string()),
+        Scenario::Reconfigurations | Scenario::Healing => Err("not used by this scenario".to_string()),
     };
     let net = match net {
         Ok(n) => {
@@ -963,7 +1059,15 @@ fn run(scenario: Scenario) {
                 Some(n) => (Some(n.namespaces[i].clone()), format!("{}:0", n.addr(i))),
                 None => (None, "127.0.0.1:0".to_string()),
             };
-            Server::start(ns, &listen, dirs[i].path().to_path_buf(), out_dir.join(format!("server-{i}.log")))
+            // The other scenarios make every change by hand (or none): no managers.
+            let args: Vec<String> = match scenario {
+                Scenario::Healing => {
+                    let timeout = std::env::var("NAXOS_FAILURE_TIMEOUT").unwrap_or_else(|_| "1s".into());
+                    vec!["--failure-timeout".into(), timeout]
+                }
+                _ => vec!["--roles".into(), "logunit,sequencer,layout".into()],
+            };
+            Server::start(ns, &listen, dirs[i].path().to_path_buf(), out_dir.join(format!("server-{i}.log")), args)
         })
         .collect();
     let mut cluster = Cluster { servers, net };
@@ -995,6 +1099,7 @@ fn run(scenario: Scenario) {
         })
         .collect();
     let mut schedule = Schedule::new(seed, cluster.net.is_some(), began);
+    let mut healed = Vec::new();
     match scenario {
         Scenario::Faults => {
             while Instant::now() < load_end {
@@ -1003,6 +1108,7 @@ fn run(scenario: Scenario) {
             }
         }
         Scenario::Reconfigurations => reconfigurations(&mut cluster, &mut schedule, &addrs),
+        Scenario::Healing => healed = healing(&mut cluster, &mut schedule, &addrs, &clock),
     }
     stop.store(true, Ordering::Relaxed);
     schedule.heal(&mut cluster);
@@ -1082,6 +1188,27 @@ fn run(scenario: Scenario) {
     let events = std::mem::take(&mut *shared.lock().expect("every client is done"));
     let history = History::merge([History::from(events)]);
     let violations = check_all(&history);
+    let mut healing_problems = Vec::new();
+    for h in &healed {
+        // The first append acknowledged after the kill (2 ms after, so as
+        // not to count one acknowledged just before it).
+        let first = history
+            .events
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Appended { .. }) && e.end > h.killed_at + 2_000_000)
+            .map(|e| e.end)
+            .min();
+        let failover = first.map_or("none".to_string(), |t| format!("{:.0} ms", (t - h.killed_at) as f64 / 1e6));
+        if first.is_none() {
+            healing_problems.push(format!("no append was acknowledged after the kill of {}", h.what));
+        }
+        eprintln!(
+            "healing figures: kill -9 of {}: first acknowledged append {failover} after the kill; taken out after {:.0} ms; back in every chain {:.0} ms after its restart",
+            h.what,
+            h.taken_out.as_secs_f64() * 1e3,
+            h.rejoined.as_secs_f64() * 1e3
+        );
+    }
     let counts: Vec<String> = schedule.counts.iter().map(|(k, n)| format!("{k:?} x{n}")).collect();
     let cuts = cluster.net.is_some();
     drop(cluster); // stop every server, remove the namespaces
@@ -1091,7 +1218,7 @@ fn run(scenario: Scenario) {
         summary(&history)
     );
 
-    let mut problems = Vec::new();
+    let mut problems = healing_problems;
     for v in &violations {
         eprintln!("{}", explain(&history, v, 6));
     }

@@ -164,7 +164,7 @@ pub(super) fn watch_for_stalls(ctx: &Arc<Ctx>) {
 
 /// Commits the newest layout the layout servers hold, if it is newer than
 /// `held`; returns whether it did.
-async fn learn_newer_layout(ctx: &Arc<Ctx>, held: &Layout) -> bool {
+pub(super) async fn learn_newer_layout(ctx: &Arc<Ctx>, held: &Layout) -> bool {
     let mut addrs = held.layout_servers.clone();
     addrs.extend(held.all_nodes());
     let Ok(newest) = naxos_control::reconfig::newest_layout(&ctx.pool, &addrs, Some(held.clone())).await else {

@@ -28,9 +28,8 @@ impl Cluster {
         let mut addrs = Vec::new();
         for _ in 0..n {
             let dir = tempfile::tempdir().expect("temp dir");
-            let h = naxos_server::start(ServerConfig::new("127.0.0.1:0", dir.path()), Arc::new(TcpNet))
-                .await
-                .expect("server starts");
+            let h =
+                naxos_server::start(config("127.0.0.1:0", dir.path()), Arc::new(TcpNet)).await.expect("server starts");
             addrs.push(h.advertise().to_string());
             servers.push(Some(h));
             dirs.push(dir);
@@ -64,7 +63,7 @@ impl Cluster {
     /// Restarts node `i` on its old address.
     pub async fn restart(&mut self, i: usize) {
         self.stop(i).await;
-        let h = naxos_server::start(ServerConfig::new(self.addrs[i].clone(), self.dirs[i].path()), Arc::new(TcpNet))
+        let h = naxos_server::start(config(&self.addrs[i], self.dirs[i].path()), Arc::new(TcpNet))
             .await
             .expect("server restarts");
         self.servers[i] = Some(h);
@@ -75,6 +74,15 @@ impl Cluster {
             self.stop(i).await;
         }
     }
+}
+
+/// A server's configuration for these tests: every role but management
+/// (they stop nodes and check what follows by hand; tests/healing.rs runs
+/// the managers).
+pub fn config(addr: &str, dir: &std::path::Path) -> ServerConfig {
+    let mut c = ServerConfig::new(addr, dir);
+    c.roles.management = false;
+    c
 }
 
 /// A pool for raw requests.
