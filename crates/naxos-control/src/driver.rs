@@ -13,6 +13,7 @@ use crate::paxos::{Message, Phase, Proposer, Vote};
 use crate::plan::{next_layout_skipping, Change, Refusal};
 use crate::seal::{new_segment_start, SealTally};
 use naxos_client::loglet::CatchUp;
+use naxos_wire::mutation::{self, Mutation};
 use naxos_wire::{Epoch, ErrorCode, Layout, Position, StreamId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -395,6 +396,9 @@ impl Driver {
                         // failed may have sealed them).
                         let mut ahead = self.known().clone();
                         ahead.epoch += 1;
+                        if mutation::active(Mutation::AddBeforeCatchUp) {
+                            return self.seal();
+                        }
                         self.wait = Wait::PreCopied;
                         Command::CatchUp { layout: ahead, addr, stripe, to: CopyTo::Tail, only: None }
                     }
@@ -557,6 +561,9 @@ impl Driver {
             Err(why) => return self.retry(why),
         };
         self.sealed = Some(sealed);
+        if mutation::active(Mutation::AddBeforeCatchUp) {
+            return self.propose();
+        }
         if let Change::Add { addr, stripe } = &self.change {
             // The rest of the segment just sealed, read under the new epoch
             // (its replicas refuse the old one now).

@@ -55,6 +55,8 @@ pub struct Seen {
     pub cluster_id: String,
     /// Whether it runs the management role (only those can act).
     pub management: bool,
+    /// Whether it runs a log unit (only those can fill a chain).
+    pub log_unit: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ struct Peer {
     last: Option<(Duration, Seen)>,
     /// When its current run of answers began (it has answered ever since).
     up_since: Option<Duration>,
+    /// When it began answering as another cluster's node (or none), if it does.
+    foreign_since: Option<(Duration, String)>,
 }
 
 /// The failure detector: who answered a heartbeat within the failure timeout.
@@ -85,7 +89,7 @@ impl Detector {
     pub fn watch(&mut self, addrs: &[String], now: Duration) {
         self.peers.retain(|a, _| addrs.contains(a));
         for a in addrs {
-            self.peers.entry(a.clone()).or_insert(Peer { since: now, last: None, up_since: None });
+            self.peers.entry(a.clone()).or_insert(Peer { since: now, last: None, up_since: None, foreign_since: None });
         }
     }
 
@@ -97,7 +101,21 @@ impl Detector {
         if !was_up {
             p.up_since = Some(now);
         }
+        if p.foreign_since.as_ref().is_none_or(|(_, c)| *c != seen.cluster_id) {
+            p.foreign_since = Some((now, seen.cluster_id.clone()));
+        }
         p.last = Some((now, seen));
+    }
+
+    /// Whether `addr` has answered as a node of another cluster than
+    /// `cluster` (or of none: not bootstrapped) for the whole failure timeout.
+    pub fn foreign(&self, addr: &str, cluster: &str, now: Duration) -> bool {
+        self.alive(addr, now)
+            && self
+                .peers
+                .get(addr)
+                .and_then(|p| p.foreign_since.as_ref())
+                .is_some_and(|(t, c)| c != cluster && now.saturating_sub(*t) >= self.timeout)
     }
 
     /// Whether `addr` answered within the timeout.
@@ -239,15 +257,14 @@ impl Manager {
     }
 
     /// Whether `addr` counts as failed: silent for the timeout, or answering
-    /// as another cluster's node or as a node that lost its data (not
-    /// bootstrapped) while the layout still names it.
+    /// for the timeout as another cluster's node or as a node that lost its
+    /// data (not bootstrapped) while the layout still names it (not at once:
+    /// a cluster being bootstrapped has such nodes for a moment).
     fn failed(&self, layout: &Layout, addr: &str, now: Duration) -> bool {
         if addr == self.me {
             return false;
         }
-        self.detector.suspected(addr, now)
-            || (self.detector.alive(addr, now)
-                && self.detector.seen(addr).is_some_and(|s| s.cluster_id != layout.cluster_id))
+        self.detector.suspected(addr, now) || self.detector.foreign(addr, &layout.cluster_id, now)
     }
 
     /// The layout server that acts as the manager as this node sees it: the
@@ -364,16 +381,25 @@ impl Manager {
             // A spare took its place meanwhile: it is let go.
             let chains = layout.segments.last().map(|s| s.stripes.as_slice()).unwrap_or_default();
             let full = !away.stripes.is_empty()
-                && away
-                    .stripes
-                    .iter()
-                    .all(|&i| chains.get(i as usize).is_none_or(|st| st.chain.len() >= layout.replication as usize));
+                && away.stripes.iter().all(|&i| {
+                    chains
+                        .get(i as usize)
+                        .is_none_or(|st| st.chain.iter().filter(|a| *a != addr).count() >= layout.replication as usize)
+                });
+            // The chains it was in, or, if none is known, the first chain
+            // short of replicas (a log unit can fill any).
+            let short = layout.under_replicated().first().map(|(i, _)| *i);
+            let stripes: Vec<u32> = if away.stripes.is_empty() && seen.is_some_and(|s| s.log_unit) {
+                short.map(|i| vec![i as u32]).unwrap_or_default()
+            } else {
+                away.stripes.clone()
+            };
             let (change, what) = if full {
                 (Change::Remove(addr.clone()), "its chains are full again (a spare took its place); it is let go")
-            } else if away.stripes.is_empty() {
+            } else if stripes.is_empty() {
                 (Change::Restore(addr.clone()), "it is a sequencer again")
-            } else if away.stripes.len() == 1 {
-                let s = away.stripes[0] as usize;
+            } else if stripes.len() == 1 {
+                let s = stripes[0] as usize;
                 (Change::Add { addr: addr.clone(), stripe: Some(s) }, "caught up and put back in its chain")
             } else {
                 (Change::Add { addr: addr.clone(), stripe: None }, "caught up and put back in its chains")

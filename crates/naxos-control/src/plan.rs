@@ -235,6 +235,9 @@ pub fn next_layout_skipping(
                 )));
             }
             chains = log_units.chunks(*replication).map(<[String]>::to_vec).collect();
+            // The operator's new shape is what the managers heal towards.
+            next.replication = *replication as u32;
+            next.min_replicas = next.min_replicas.min(*replication as u32);
             // A unit may serve several stripes, but a chain needs distinct replicas.
             for chain in &chains {
                 let mut seen = chain.clone();
@@ -252,6 +255,12 @@ pub fn next_layout_skipping(
         stripes: chains.into_iter().map(|chain| Stripe { chain }).collect(),
         kind: SegmentKind::Chain as i32,
     };
+    // A node back in a chain (or in line as a sequencer, for one that only
+    // sequenced) by any change is not away any more.
+    next.away.retain(|a| {
+        let chained = new_segment.stripes.iter().any(|s| s.chain.contains(&a.addr));
+        !(chained || (a.stripes.is_empty() && next.sequencers.contains(&a.addr)))
+    });
     let last = next.segments.len() - 1;
     if new_segment.start == active.start {
         // Nothing was written to the active segment: replace it.

@@ -532,6 +532,11 @@ async fn bootstrap(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerE
     };
     layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
     if let Some(current) = ctx.layout.lock().map_err(|_| stopped())?.get() {
+        // The same bootstrap again, after the cluster moved on (the managers
+        // took out a node the first try could not reach): already done.
+        if current.cluster_id == layout.cluster_id && current.epoch > layout.epoch {
+            return Ok(());
+        }
         if *current != layout {
             return Err(ServerError::new(
                 ErrorCode::AlreadyBootstrapped,

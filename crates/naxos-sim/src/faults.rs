@@ -22,6 +22,11 @@ enum Undo {
     Steady(String, String),
     /// Add a removed log unit back.
     Readd(String),
+    /// Crash this server now (the acting manager, in the middle of the
+    /// reconfiguration its detector started), and restart it later.
+    Crash(String),
+    /// End the isolation of a paused server (partitioned from every host).
+    Resume(String, Vec<String>),
 }
 
 /// The seeded fault schedule of one run.
@@ -38,6 +43,9 @@ pub struct Faults {
     churn: bool,
     /// Set once the quiescent phase begins: drivers started then must complete.
     healing: bool,
+    /// Units the operator removed and meant to put back (their re-add may
+    /// have died or given up under faults): put back when the faults end.
+    readd: Vec<String>,
     /// What happened, with the simulated time: part of the run's trace.
     pub log: Vec<String>,
 }
@@ -56,6 +64,7 @@ impl Faults {
             addrs,
             churn,
             healing: false,
+            readd: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -102,8 +111,23 @@ impl Faults {
                 sim.crash(s.as_str());
                 self.note(now, format!("crash {s}"));
                 self.down.push(s.clone());
-                let at = later(&mut self.rng, 100, 1500);
-                self.pending.push((at, Undo::Bounce(vec![s])));
+                // Mostly short; one in five stays away past the failure
+                // timeout and the spare delay (the managers take it out, a
+                // spare may take its place).
+                let at = if self.rng.chance(0.2) {
+                    later(&mut self.rng, 2500, 5000)
+                } else {
+                    later(&mut self.rng, 100, 1500)
+                };
+                self.pending.push((at, Undo::Bounce(vec![s.clone()])));
+                // Sometimes the acting manager (the first layout server,
+                // unless it is the one down) dies in the middle of taking
+                // the failed one out.
+                if self.rng.chance(0.25) {
+                    let manager = if s == servers[0] { servers[1].clone() } else { servers[0].clone() };
+                    let at = later(&mut self.rng, 1000, 1300);
+                    self.pending.push((at, Undo::Crash(manager)));
+                }
             }
             20..=23 if self.down.is_empty() => {
                 for s in &servers {
@@ -172,6 +196,9 @@ impl Faults {
                         let victim = self.pick(&self.addrs.clone()).clone();
                         let at = later(&mut self.rng, 200, 1500);
                         self.pending.push((at, Undo::Readd(victim.clone())));
+                        if !self.readd.contains(&victim) {
+                            self.readd.push(victim.clone());
+                        }
                         naxos_control::Change::Remove(victim)
                     }
                     2 => naxos_control::Change::Sequencer(self.pick(&self.addrs.clone()).clone()),
@@ -192,6 +219,19 @@ impl Faults {
                     }
                 };
                 self.drive(sim, now, change);
+            }
+            79..=82 => {
+                // A pause longer than the failure timeout (a stopped process,
+                // a long stall): the server is cut off from every host, and
+                // wakes up fenced when it is let back.
+                let s = self.pick(&servers).clone();
+                let others: Vec<String> = servers.iter().chain(&self.clients).filter(|h| **h != s).cloned().collect();
+                for o in &others {
+                    sim.partition(s.as_str(), o.as_str());
+                }
+                self.note(now, format!("pause {s} (cut off from every host)"));
+                let at = later(&mut self.rng, 1200, 3000);
+                self.pending.push((at, Undo::Resume(s, others)));
             }
             73..=78 => {
                 // A flaky link: it drops messages (and so breaks connections) at random.
@@ -218,6 +258,11 @@ impl Faults {
             _ => None,
         };
         let dies = abandon.map_or(String::new(), |a| format!(" (dies {a:?})"));
+        // The operator who puts a unit back sees the command die and runs it again.
+        if let (Some(_), naxos_control::Change::Add { addr, .. }) = (abandon, &change) {
+            let at = now + Duration::from_millis(self.rng.range(200, 1500));
+            self.pending.push((at, Undo::Readd(addr.clone())));
+        }
         let must = if self.healing { " (must complete: faults are over)" } else { "" };
         self.note(now, format!("reconfigure: {name}: {change}{dies}{must}"));
         let seed = seed_of(&name, &change, self.rng.range(0, u64::MAX));
@@ -246,6 +291,22 @@ impl Faults {
                 sim.repair(a.as_str(), b.as_str());
                 self.note(now, format!("steady link {a} <-> {b}"));
             }
+            Undo::Crash(host) => {
+                if self.healing || self.down.contains(&host) {
+                    return;
+                }
+                sim.crash(host.as_str());
+                self.note(now, format!("crash {host} (the acting manager, during its reconfiguration)"));
+                self.down.push(host.clone());
+                let at = now + Duration::from_millis(self.rng.range(300, 1500));
+                self.pending.push((at, Undo::Bounce(vec![host])));
+            }
+            Undo::Resume(host, others) => {
+                for o in &others {
+                    sim.repair(host.as_str(), o.as_str());
+                }
+                self.note(now, format!("resume {host}"));
+            }
             Undo::Readd(addr) => {
                 self.drive(sim, now, naxos_control::Change::Add { addr, stripe: None });
             }
@@ -262,7 +323,14 @@ impl Faults {
         let now = sim.elapsed();
         self.healing = true;
         for (_, u) in std::mem::take(&mut self.pending) {
-            self.undo(sim, u, now);
+            if !matches!(u, Undo::Readd(_)) {
+                self.undo(sim, u, now);
+            }
+        }
+        // The operator makes sure every unit they removed is back (a unit
+        // already back is refused, quietly); these must complete.
+        for addr in std::mem::take(&mut self.readd) {
+            self.drive(sim, now, naxos_control::Change::Add { addr, stripe: None });
         }
         sim.set_max_message_latency(Duration::from_millis(2));
         for s in &self.servers {

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod fs;
 pub mod net;
 pub mod rng;
+pub mod settle;
 pub mod workload;
 
 use naxos_check::{Event, History, Violation};
@@ -45,6 +46,11 @@ impl Shared {
         }
     }
 
+    /// The events recorded so far.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     fn take(&self) -> Vec<Event> {
         self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
     }
@@ -75,6 +81,9 @@ pub struct SimConfig {
     /// removed, added back (state transfer) and made the sequencer, then
     /// every other unit is removed, so that it alone holds the log.
     pub churn: bool,
+    /// Start a spare server (`--join`) beside the cluster: it takes the place
+    /// of a unit that stays away longer than the spare delay (2 s here).
+    pub spare: bool,
 }
 
 impl SimConfig {
@@ -91,6 +100,7 @@ impl SimConfig {
             io_error_probability: 0.0005,
             mutation: None,
             churn: false,
+            spare: seed.is_multiple_of(3),
         }
     }
 }
@@ -127,8 +137,11 @@ fn server_host(i: usize) -> String {
     format!("n{i}")
 }
 
-async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>) -> turmoil::Result {
+async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>, join: Option<String>) -> turmoil::Result {
     let mut config = naxos_server::Config::new(format!("0.0.0.0:{PORT}"), "/data");
+    config.join = join;
+    // Spares step in after 2 s (10 s by default), so that runs use them.
+    config.health.spare_after = Duration::from_secs(2);
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
     config.clock = || 0;
@@ -212,7 +225,13 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     let io = fs::IoFaults::new(seed, config.io_error_probability);
     for (i, host) in servers.iter().enumerate() {
         let io = io.clone();
-        sim.host(host.as_str(), move || server(i, seed, io.clone()));
+        sim.host(host.as_str(), move || server(i, seed, io.clone(), None));
+    }
+    if config.spare {
+        let i = config.servers;
+        let io = io.clone();
+        let join = Some(addrs[0].clone());
+        sim.host(server_host(i).as_str(), move || server(i, seed, io.clone(), join.clone()));
     }
     let layout = Layout::initial(
         &format!("sim-{seed}"),
@@ -251,6 +270,12 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     io.stop();
     faults.heal(&mut sim);
     let scanner = u32::try_from(config.clients).unwrap_or(u32::MAX);
+    let found = Arc::new(Mutex::new(Vec::new()));
+    // The churn script leaves one unit holding the log on purpose: not whole.
+    if !config.churn {
+        sim.client("settle", settle::settle(shared.clone(), scanner + 1, addrs.clone(), found.clone()));
+        run_phase(&mut sim, &mut faults, false, seed, "settle")?;
+    }
     sim.client("scanner", workload::scan(shared.clone(), scanner, addrs.clone()));
     run_phase(&mut sim, &mut faults, false, seed, "quiescent")?;
     let sim_time = sim.elapsed();
@@ -261,6 +286,7 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     let mut trace = faults.log.clone();
     trace.extend(events.iter().map(|e| format!("{e:?}")));
     let history = History::from(events);
-    let violations = naxos_check::check_all(&history);
+    let mut violations = naxos_check::check_all(&history);
+    violations.extend(found.lock().map(|f| f.clone()).unwrap_or_default());
     Ok(Report { seed, history, trace, violations, sim_time })
 }

@@ -73,3 +73,12 @@ fn a_sequencer_started_from_one_log_unit_is_caught() {
     });
     eprintln!("SequencerFromOneUnit caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn putting_a_returning_unit_back_before_its_catch_up_is_caught() {
+    // The managers take a failed unit out and put it back when it returns;
+    // put back without its catch-up, it lacks what was acknowledged while it
+    // was away, which the check of every replica after the faults finds.
+    let (seed, why) = caught(Mutation::AddBeforeCatchUp, |_| {});
+    eprintln!("AddBeforeCatchUp caught at seed {seed}:\n{why}");
+}

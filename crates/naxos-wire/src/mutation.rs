@@ -23,6 +23,9 @@ pub enum Mutation {
     /// A sequencer starts from the tails of one log unit (the first that
     /// answered) instead of those of every unit (CorfuDB #2715).
     SequencerFromOneUnit = 7,
+    /// A reconfiguration puts a returning (or new) log unit in its chains
+    /// without catching it up first.
+    AddBeforeCatchUp = 8,
 }
 
 #[cfg(feature = "mutations")]

@@ -133,6 +133,7 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                         node_id: ok.node_id,
                         cluster_id: ok.cluster_id.clone(),
                         management: ok.roles.iter().any(|r| r == "management"),
+                        log_unit: ok.roles.iter().any(|r| r == "logunit"),
                     };
                     let t = now(&ctx);
                     if let Ok(mut h) = ctx.health.lock() {
