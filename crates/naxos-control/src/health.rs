@@ -107,6 +107,14 @@ impl Detector {
         p.last = Some((now, seen));
     }
 
+    /// Forgets what `addr` last said about its cluster (it was just enrolled:
+    /// answers from before are stale).
+    pub fn enrolled(&mut self, addr: &str) {
+        if let Some(p) = self.peers.get_mut(addr) {
+            p.foreign_since = None;
+        }
+    }
+
     /// Whether `addr` has answered as a node of another cluster than
     /// `cluster` (or of none: not bootstrapped) for the whole failure timeout.
     pub fn foreign(&self, addr: &str, cluster: &str, now: Duration) -> bool {
@@ -311,57 +319,27 @@ impl Manager {
             Some(s) if d.alive(addr, now) => format!("{addr} answers as a node of cluster {}", s.cluster_id),
             _ => format!("{addr} suspected (no heartbeat answer for {} ms)", timeout.as_millis()),
         };
-        // 1. The primary sequencer failed: the next one that answers takes over.
-        if let Some(primary) = layout.sequencers.first() {
-            if self.failed(layout, primary, now) {
-                let next = layout.sequencers[1..].iter().find(|a| !self.failed(layout, a, now)).cloned();
-                match next {
-                    Some(n) if layout.sequencers.get(1) != Some(&n) => {
-                        let a = Action {
-                            change: Change::Sequencer(n.clone()),
-                            reason: format!(
-                                "manager {}: {}; {n} takes over as the sequencer",
-                                self.me,
-                                why(primary, &self.detector)
-                            ),
-                        };
-                        if !self.refused_now(&a.change, now) {
-                            return Some(a);
-                        }
-                    }
-                    Some(_) => {
-                        let a = Action {
-                            change: Change::TakeOut(primary.clone()),
-                            reason: format!(
-                                "manager {}: {}; the next sequencer takes over",
-                                self.me,
-                                why(primary, &self.detector)
-                            ),
-                        };
-                        if !self.refused_now(&a.change, now) {
-                            return Some(a);
-                        }
-                    }
-                    None => {}
-                }
-            }
-        }
-        // 2. A failed node still in a chain or in line as a sequencer: out.
+        // 1. Failed nodes still in a chain or in line as sequencers: out, all
+        // in one change (a new chain must not name a dead replica: it could
+        // not be sealed). The first sequencer left in line takes over.
         let mut members: Vec<String> = layout.log_units();
         for s in &layout.sequencers {
             if !members.contains(s) {
                 members.push(s.clone());
             }
         }
-        for addr in &members {
-            if self.failed(layout, addr, now) {
-                let a = Action {
-                    change: Change::TakeOut(addr.clone()),
-                    reason: format!("manager {}: {}", self.me, why(addr, &self.detector)),
-                };
-                if !self.refused_now(&a.change, now) {
-                    return Some(a);
+        let failed: Vec<String> = members.into_iter().filter(|a| self.failed(layout, a, now)).collect();
+        if !failed.is_empty() {
+            let whys: Vec<String> = failed.iter().map(|a| why(a, &self.detector)).collect();
+            let mut reason = format!("manager {}: {}", self.me, whys.join("; "));
+            if layout.sequencers.first().is_some_and(|p| failed.contains(p)) {
+                if let Some(next) = layout.sequencers.iter().find(|s| !failed.contains(s)) {
+                    reason.push_str(&format!("; {next} takes over as the sequencer"));
                 }
+            }
+            let a = Action { change: Change::TakeOut(failed), reason };
+            if !self.refused_now(&a.change, now) {
+                return Some(a);
             }
         }
         // 3. A node taken out answers again (for a while, and not damped): back in.
@@ -448,19 +426,24 @@ impl Manager {
             Ok(()) => {
                 self.failures = 0;
                 match &action.change {
-                    Change::TakeOut(addr) => {
-                        let min = self.settings.readd_delay_min;
-                        let d = self.damp.entry(addr.clone()).or_insert(Damp {
-                            delay: Duration::ZERO,
-                            not_before: Duration::ZERO,
-                            back_at: None,
-                        });
-                        // Failed again soon after it came back: wait twice as long.
-                        let flapping = d.back_at.is_some_and(|t| now.saturating_sub(t) < self.settings.stable_after);
-                        d.delay = if flapping { (d.delay * 2).clamp(min, self.settings.readd_delay_max) } else { min };
-                        d.not_before = now + d.delay;
+                    Change::TakeOut(addrs) => {
+                        for addr in addrs {
+                            let min = self.settings.readd_delay_min;
+                            let d = self.damp.entry(addr.clone()).or_insert(Damp {
+                                delay: Duration::ZERO,
+                                not_before: Duration::ZERO,
+                                back_at: None,
+                            });
+                            // Failed again soon after it came back: wait twice as long.
+                            let flapping =
+                                d.back_at.is_some_and(|t| now.saturating_sub(t) < self.settings.stable_after);
+                            d.delay =
+                                if flapping { (d.delay * 2).clamp(min, self.settings.readd_delay_max) } else { min };
+                            d.not_before = now + d.delay;
+                        }
                     }
                     Change::Add { addr, .. } | Change::Restore(addr) => {
+                        self.detector.enrolled(addr);
                         if let Some(d) = self.damp.get_mut(addr) {
                             d.back_at = Some(now);
                         }

@@ -15,10 +15,11 @@ pub enum Change {
     NextEpoch,
     /// Take a log unit out of every chain it is in; if it sequences, it stops.
     Remove(String),
-    /// As `Remove`, for a node the management role found failed: it is kept
-    /// in the layout's `away` list (with its stripes and whether it
-    /// sequenced), to be put back when it answers again.
-    TakeOut(String),
+    /// As `Remove`, for nodes the management role found failed, all at once
+    /// (a new chain must not name a dead replica): each is kept in the
+    /// layout's `away` list (with its stripes and whether it sequenced), to
+    /// be put back when it answers again.
+    TakeOut(Vec<String>),
     /// Put a node of the `away` list back as a sequencer (if it was one),
     /// without a chain: for nodes that only sequence. Units rejoin chains
     /// through `Add`, which also does this.
@@ -65,7 +66,7 @@ impl std::fmt::Display for Change {
         match self {
             Change::NextEpoch => write!(f, "next epoch"),
             Change::Remove(a) => write!(f, "remove {a}"),
-            Change::TakeOut(a) => write!(f, "take out {a} until it returns"),
+            Change::TakeOut(a) => write!(f, "take out {} until it returns", a.join(",")),
             Change::Restore(a) => write!(f, "put {a} back as a sequencer"),
             Change::Add { addr, stripe: Some(s) } => write!(f, "add {addr} to stripe {s}"),
             Change::Add { addr, stripe: None } => write!(f, "add {addr}"),
@@ -149,45 +150,52 @@ pub fn next_layout_skipping(
             }
             next.away.retain(|a| a.addr != *addr);
         }
-        Change::Remove(addr) | Change::TakeOut(addr) => {
-            let member = base.segments.iter().any(|s| s.stripes.iter().any(|st| st.chain.contains(addr)));
-            let forget = matches!(change, Change::Remove(_)) && base.away.iter().any(|a| a.addr == *addr);
-            if !(member || base.sequencers.contains(addr) || forget) {
-                return Err(Refusal::NotMember(addr.clone()));
-            }
-            // The operator's removal is for good: the managers forget it.
-            next.away.retain(|a| a.addr != *addr);
-            if let Change::TakeOut(_) = change {
-                let stripes =
-                    chains.iter().enumerate().filter(|(_, c)| c.contains(addr)).map(|(i, _)| i as u32).collect();
-                next.away.push(Away {
-                    addr: addr.clone(),
-                    sequencer: base.sequencers.contains(addr),
-                    since_epoch: next.epoch,
-                    stripes,
-                });
-            }
-            for chain in &mut chains {
-                chain.retain(|a| a != addr);
-            }
-            if chains.iter().any(Vec::is_empty) {
-                return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: active.start });
-            }
-            // The segments sealed before, and the one being sealed now, keep
-            // serving reads from the survivors.
-            for seg in next.segments.iter_mut() {
-                for stripe in &mut seg.stripes {
-                    stripe.chain.retain(|a| a != addr);
-                    if stripe.chain.is_empty() {
-                        return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: seg.start });
+        Change::Remove(_) | Change::TakeOut(_) => {
+            let addrs = match change {
+                Change::TakeOut(v) => v.clone(),
+                Change::Remove(a) => vec![a.clone()],
+                _ => Vec::new(),
+            };
+            for addr in &addrs {
+                let member = base.segments.iter().any(|s| s.stripes.iter().any(|st| st.chain.contains(addr)));
+                let forget = matches!(change, Change::Remove(_)) && base.away.iter().any(|a| a.addr == *addr);
+                if !(member || base.sequencers.contains(addr) || forget) {
+                    return Err(Refusal::NotMember(addr.clone()));
+                }
+                // The operator's removal is for good: the managers forget it.
+                next.away.retain(|a| a.addr != *addr);
+                if let Change::TakeOut(_) = change {
+                    let stripes =
+                        chains.iter().enumerate().filter(|(_, c)| c.contains(addr)).map(|(i, _)| i as u32).collect();
+                    next.away.push(Away {
+                        addr: addr.clone(),
+                        sequencer: base.sequencers.contains(addr),
+                        since_epoch: next.epoch,
+                        stripes,
+                    });
+                }
+                for chain in &mut chains {
+                    chain.retain(|a| a != addr);
+                }
+                if chains.iter().any(Vec::is_empty) {
+                    return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: active.start });
+                }
+                // The segments sealed before, and the one being sealed now, keep
+                // serving reads from the survivors.
+                for seg in next.segments.iter_mut() {
+                    for stripe in &mut seg.stripes {
+                        stripe.chain.retain(|a| a != addr);
+                        if stripe.chain.is_empty() {
+                            return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: seg.start });
+                        }
                     }
                 }
-            }
-            if base.sequencers.contains(addr) {
-                if base.sequencers.len() == 1 {
-                    return Err(Refusal::LastSequencer(addr.clone()));
+                if next.sequencers.contains(addr) {
+                    next.sequencers.retain(|a| a != addr);
+                    if next.sequencers.is_empty() {
+                        return Err(Refusal::LastSequencer(addr.clone()));
+                    }
                 }
-                next.sequencers.retain(|a| a != addr);
             }
         }
         Change::Add { addr, stripe } => {
@@ -367,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_unit_taken_out_is_kept_away_and_comes_back_as_a_sequencer() {
-        let out = next_layout(&three(), &Change::TakeOut("n0".into()), Position(5)).unwrap();
+        let out = next_layout(&three(), &Change::TakeOut(vec!["n0".into()]), Position(5)).unwrap();
         out.validate().unwrap();
         assert_eq!(out.sequencers, ["n1", "n2"], "the next sequencer in line is the primary");
         assert_eq!(out.away.len(), 1);
@@ -384,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_operators_removal_forgets_an_away_node() {
-        let out = next_layout(&three(), &Change::TakeOut("n2".into()), Position(5)).unwrap();
+        let out = next_layout(&three(), &Change::TakeOut(vec!["n2".into()]), Position(5)).unwrap();
         let gone = next_layout(&out, &Change::Remove("n2".into()), Position(5)).unwrap();
         assert!(gone.away.is_empty());
         assert_eq!(next_layout(&gone, &Change::Remove("n2".into()), Position(5)), Err(Refusal::NotMember("n2".into())));
@@ -395,7 +403,7 @@ mod tests {
     fn a_sequencer_only_node_is_restored_without_a_chain() {
         let a = addrs(3);
         let mut l = Layout::initial("c", &a, 3, 1, vec!["s0".into(), "s1".into()], vec![a[0].clone()]);
-        l = next_layout(&l, &Change::TakeOut("s0".into()), Position(1)).unwrap();
+        l = next_layout(&l, &Change::TakeOut(vec!["s0".into()]), Position(1)).unwrap();
         assert_eq!(l.sequencers, ["s1"]);
         assert!(l.away[0].stripes.is_empty());
         l = next_layout(&l, &Change::Restore("s0".into()), Position(2)).unwrap();
@@ -408,13 +416,13 @@ mod tests {
     fn short_chains_are_those_below_min_replicas() {
         let mut l = three();
         assert_eq!(l.min_replicas(), 2);
-        l = next_layout(&l, &Change::TakeOut("n0".into()), Position(1)).unwrap();
+        l = next_layout(&l, &Change::TakeOut(vec!["n0".into()]), Position(1)).unwrap();
         assert!(l.short_chains().is_empty());
         assert_eq!(l.under_replicated(), [(0, 1)]);
-        l = next_layout(&l, &Change::TakeOut("n1".into()), Position(2)).unwrap();
+        l = next_layout(&l, &Change::TakeOut(vec!["n1".into()]), Position(2)).unwrap();
         assert_eq!(l.short_chains(), [(0, &["n2".to_string()][..])]);
         assert_eq!(
-            next_layout(&l, &Change::TakeOut("n2".into()), Position(3)),
+            next_layout(&l, &Change::TakeOut(vec!["n2".into()]), Position(3)),
             Err(Refusal::LastReplica { addr: "n2".into(), segment_start: 2 })
         );
     }

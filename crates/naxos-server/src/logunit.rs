@@ -21,6 +21,9 @@ pub const STREAM_QUERY_LIMIT_MAX: usize = 65536;
 /// whether the request was a write.
 type Answers = Vec<(Reply, Result<response::Body, ServerError>, bool)>;
 
+/// Payload bytes one `RangeDigest` request reads at most.
+const DIGEST_READ_BYTES: usize = 64 << 20;
+
 /// A message to the log unit task.
 pub enum Op {
     /// A client request.
@@ -156,6 +159,7 @@ impl LogUnit {
             request::Body::Write(w) => (self.write(w), true),
             request::Body::Read(r) => (self.read(Position(r.position)), false),
             request::Body::ReadRange(r) => (self.read_range(r), false),
+            request::Body::RangeDigest(r) => (self.range_digest(r), false),
             request::Body::Trim(t) => (self.trim(Position(t.position)), false),
             request::Body::UnitTail(t) => (Ok(self.tail(t)), false),
             request::Body::StreamQuery(q) => (self.stream_query(q), false),
@@ -229,6 +233,35 @@ impl LogUnit {
         let entries =
             entries.into_iter().map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) }).collect();
         Ok(response::Body::ReadRange(proto::ReadRangeOk { entries, next: next.0 }))
+    }
+
+    /// A digest of the held positions of one stripe in a range (`naxos
+    /// verify`), reading at most `DIGEST_READ_BYTES` per request.
+    fn range_digest(&mut self, r: &proto::RangeDigest) -> Result<response::Body, ServerError> {
+        if r.to < r.from {
+            return Err(ServerError::new(ErrorCode::BadRequest, "range end is below its start"));
+        }
+        let wanted = |p: u64| {
+            r.stripe_count == 0
+                || (p >= r.stripe_start
+                    && (p - r.stripe_start) % u64::from(r.stripe_count) == u64::from(r.stripe_index))
+        };
+        let (mut digest, mut count, mut at, mut read) = (0u32, 0u64, r.from, 0usize);
+        while at < r.to && read < DIGEST_READ_BYTES {
+            let (entries, next) = self
+                .store
+                .read_range(Position(at), Position(r.to), self.read_range_bytes_max)
+                .map_err(storage_error)?;
+            for (p, e) in entries.iter().filter(|(p, _)| wanted(p.0)) {
+                digest = crc32c::crc32c_append(digest, &p.0.to_le_bytes());
+                digest = crc32c::crc32c_append(digest, &e.kind.to_le_bytes());
+                digest = crc32c::crc32c_append(digest, &e.payload);
+                count += 1;
+                read += e.payload.len();
+            }
+            at = next.0.max(at + 1).min(r.to);
+        }
+        Ok(response::Body::RangeDigest(proto::RangeDigestOk { digest, count, next: at }))
     }
 
     fn trim(&mut self, p: Position) -> Result<response::Body, ServerError> {

@@ -340,6 +340,7 @@ fn for_logunit(body: &request::Body) -> bool {
             | request::Body::UnitTail(_)
             | request::Body::StreamQuery(_)
             | request::Body::StoreCeiling(_)
+            | request::Body::RangeDigest(_)
     )
 }
 

@@ -1,6 +1,6 @@
 //! The command line: every command, its flags and its `--help`.
 
-use crate::{bench, client_cmd, exit, reconfigure_cmd, server_cmd};
+use crate::{bench, client_cmd, exit, reconfigure_cmd, server_cmd, verify_cmd};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -128,7 +128,11 @@ pub enum Command {
         #[arg(long)]
         history: bool,
     },
-    /// Print each node's address, roles, epoch, reachability and tail.
+    /// Print each node's state (ok, suspected, fenced, unreachable, spare),
+    /// roles, epoch, chains, tail and catch-up progress.
+    ///
+    /// Marks the acting manager with `*`. Exits 9 when a node is unreachable
+    /// or a chain is short of replicas, 6 when no node answers.
     Status {
         #[command(flatten)]
         cluster: ClusterArg,
@@ -141,6 +145,13 @@ pub enum Command {
     /// the new sequencer is bootstrapped from the log units. Appends pause
     /// for the few milliseconds this takes; nothing acknowledged is lost.
     Reconfigure(reconfigure_cmd::ReconfigureArgs),
+    /// Compare every replica of every chain below the tail (read-only).
+    ///
+    /// Each log unit digests what it holds a window at a time; where the
+    /// digests of a chain's replicas differ, the window is compared position
+    /// by position and every missing or different entry is listed. Exits 0
+    /// only when all replicas agree (9 otherwise).
+    Verify(verify_cmd::VerifyArgs),
     /// Measure throughput and latency (append, read, tokens).
     Bench(bench::BenchArgs),
 }
@@ -180,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reconfigure(a) => reconfigure_cmd::run(a, json).await,
         Command::Status { cluster } => client_cmd::status(&cluster, json).await,
         Command::Bench(a) => bench::run(a, json).await,
+        Command::Verify(a) => verify_cmd::run(a, json).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod client_cmd;
 mod exit;
 mod reconfigure_cmd;
 mod server_cmd;
+mod verify_cmd;
 
 use clap::Parser;
 

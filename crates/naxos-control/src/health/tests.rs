@@ -71,20 +71,29 @@ fn a_failed_primary_sequencer_is_taken_out_and_the_next_takes_over() {
     let mut a = Manager::new("b", Settings::default(), 1);
     beats(&mut a, &l, 0, 1000, &["c"]);
     let act = a.decide(&l, ms(1000)).expect("an action");
-    assert_eq!(act.change, Change::TakeOut("a".into()));
+    assert_eq!(act.change, Change::TakeOut(vec!["a".into()]));
     assert!(act.reason.contains("a suspected"), "{}", act.reason);
     let next = next_layout(&l, &act.change, Position(7)).unwrap();
     assert_eq!(next.sequencers[0], "b");
 }
 
 #[test]
-fn when_the_next_sequencer_is_down_too_a_live_one_is_made_primary_first() {
+fn every_failed_node_goes_in_one_change_and_a_live_sequencer_takes_over() {
     let a: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
     let l = Layout::initial("c1", &a[..3], 3, 1, vec!["d".into(), "e".into(), "a".into()], a.clone());
     let mut m = Manager::new("a", Settings::default(), 1);
     beats(&mut m, &l, 0, 1000, &["b", "c"]);
     let act = m.decide(&l, ms(1000)).expect("an action");
-    assert_eq!(act.change, Change::Sequencer("a".into()));
+    assert_eq!(act.change, Change::TakeOut(vec!["d".into(), "e".into()]));
+    assert!(act.reason.contains("a takes over as the sequencer"), "{}", act.reason);
+    let next = next_layout(&l, &act.change, Position(4)).unwrap();
+    assert_eq!(next.sequencers, ["a"]);
+    // Two of three units at once: one change (the new chain names no dead replica).
+    let mut m = Manager::new("a", Settings::default(), 1);
+    beats(&mut m, &l, 0, 1000, &["d", "e"]);
+    let act = m.decide(&l, ms(1000)).expect("an action");
+    assert_eq!(act.change, Change::TakeOut(vec!["b".into(), "c".into()]));
+    assert_eq!(next_layout(&l, &act.change, Position(4)).unwrap().segments[1].stripes[0].chain, ["a"]);
 }
 
 #[test]
@@ -93,7 +102,7 @@ fn a_failed_log_unit_is_taken_out_and_put_back_once_it_answers_for_a_while() {
     let mut m = Manager::new("a", Settings::default(), 1);
     beats(&mut m, &l, 0, 1000, &["b"]);
     let act = m.decide(&l, ms(1000)).expect("an action");
-    assert_eq!(act.change, Change::TakeOut("c".into()));
+    assert_eq!(act.change, Change::TakeOut(vec!["c".into()]));
     m.finished(&act, Ok(()), ms(1000));
     let out = next_layout(&l, &act.change, Position(3)).unwrap();
     assert_eq!(m.decide(&out, ms(1100)), None, "c is away and silent: nothing to do");
@@ -111,8 +120,8 @@ fn a_failed_log_unit_is_taken_out_and_put_back_once_it_answers_for_a_while() {
 fn a_node_that_keeps_failing_is_put_back_with_growing_delays() {
     let l = three();
     let mut m = Manager::new("a", Settings::default(), 1);
-    let out = next_layout(&l, &Change::TakeOut("c".into()), Position(3)).unwrap();
-    let take = Action { change: Change::TakeOut("c".into()), reason: String::new() };
+    let out = next_layout(&l, &Change::TakeOut(vec!["c".into()]), Position(3)).unwrap();
+    let take = Action { change: Change::TakeOut(vec!["c".into()]), reason: String::new() };
     let add = Action { change: Change::Add { addr: "c".into(), stripe: Some(0) }, reason: String::new() };
     let mut t = ms(0);
     let mut delays = Vec::new();
@@ -148,7 +157,7 @@ fn a_member_that_lost_its_data_is_taken_out_and_copied_in_full_when_back() {
     m.heard("b", ms(1000), seen("c1"));
     m.heard("c", ms(1000), seen(""));
     let act = m.decide(&l, ms(1000)).expect("an action");
-    assert_eq!(act.change, Change::TakeOut("c".into()));
+    assert_eq!(act.change, Change::TakeOut(vec!["c".into()]));
     assert!(act.reason.contains("without its data"), "{}", act.reason);
     m.finished(&act, Ok(()), ms(1000));
     let out = next_layout(&l, &act.change, Position(3)).unwrap();
@@ -165,7 +174,7 @@ fn a_member_that_lost_its_data_is_taken_out_and_copied_in_full_when_back() {
 #[test]
 fn a_spare_takes_the_place_of_a_node_that_stays_away() {
     let l = three();
-    let out = next_layout(&l, &Change::TakeOut("c".into()), Position(3)).unwrap();
+    let out = next_layout(&l, &Change::TakeOut(vec!["c".into()]), Position(3)).unwrap();
     let mut m = Manager::new("a", Settings::default(), 1);
     let mut t = 0;
     while t < 10_000 {
