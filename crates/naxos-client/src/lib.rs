@@ -181,7 +181,8 @@ struct Inner {
     config: Config,
     pool: Pool,
     layout: RwLock<Arc<Layout>>,
-    refresh: tokio::sync::Mutex<()>,
+    /// Held while the layout is fetched again; holds when it last was.
+    refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Where concurrent appends wait for their batch (none if coalescing is off).
     coalescer: Option<batch::Queue>,
 }
@@ -216,7 +217,7 @@ impl Client {
             config,
             pool,
             layout: RwLock::new(Arc::new(layout)),
-            refresh: tokio::sync::Mutex::new(()),
+            refresh: tokio::sync::Mutex::new(None),
         });
         Ok(Client { inner })
     }
@@ -235,7 +236,8 @@ impl Client {
     /// newest epoch seen; called when a server says `WrongEpoch`.
     pub async fn refresh_layout(&self) -> Result<Arc<Layout>, Error> {
         let seen = self.layout().epoch;
-        let _guard = self.inner.refresh.lock().await;
+        let mut last = self.inner.refresh.lock().await;
+        *last = Some(tokio::time::Instant::now());
         let current = self.layout();
         if current.epoch > seen {
             return Ok(current); // another task refreshed meanwhile
@@ -246,10 +248,33 @@ impl Client {
                 addrs.push(a.clone());
             }
         }
-        // Everyone at once: a dead node must not hold the others' answers up.
-        let answers = futures::future::join_all(addrs.iter().map(|a| get_layout(&self.inner.pool, a))).await;
+        // Everyone at once: a dead node must not hold the others' answers up,
+        // nor a stalled one (a paused process keeps its connections open):
+        // once one has answered, the others get a short grace and no more.
+        let mut pending: futures::stream::FuturesUnordered<_> =
+            addrs.iter().map(|a| get_layout(&self.inner.pool, a)).collect();
+        let mut answers = Vec::new();
+        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            let next = async {
+                match grace.as_mut() {
+                    Some(g) => tokio::select! { n = futures::StreamExt::next(&mut pending) => n, _ = g => None },
+                    None => futures::StreamExt::next(&mut pending).await,
+                }
+            };
+            match next.await {
+                Some(Ok(l)) => {
+                    answers.push(l);
+                    if grace.is_none() {
+                        grace = Some(Box::pin(tokio::time::sleep(REFRESH_GRACE)));
+                    }
+                }
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
         let mut best: Option<Layout> = None;
-        for l in answers.into_iter().flatten() {
+        for l in answers {
             if l.cluster_id == current.cluster_id && best.as_ref().is_none_or(|b| l.epoch > b.epoch) {
                 best = Some(l);
             }
@@ -270,7 +295,41 @@ impl Client {
     /// Sends one request to `addr` under `layout`'s cluster id and epoch.
     async fn call(&self, addr: &str, layout: &Layout, body: request::Body) -> Result<response::Body, rpc::Error> {
         let req = Request { id: 0, cluster_id: layout.cluster_id.clone(), epoch: layout.epoch, body: Some(body) };
-        self.inner.pool.call(addr, req).await
+        self.watched(addr, layout.epoch, self.inner.pool.call(addr, req)).await
+    }
+
+    /// Runs `call` to `addr`, but gives up on it (as on a lost connection:
+    /// it may or may not have happened) once a newer layout than `epoch`
+    /// names `addr` as taken out by the managers. A paused node keeps its
+    /// connections open: without this, every request waiting on it would
+    /// wait for its whole time-out after the cluster moved on.
+    pub(crate) async fn watched<T>(
+        &self,
+        addr: &str,
+        epoch: u64,
+        call: impl std::future::Future<Output = Result<T, rpc::Error>>,
+    ) -> Result<T, rpc::Error> {
+        let watch = async {
+            tokio::time::sleep(WATCH_AFTER).await;
+            loop {
+                // Every waiting request looks, but the layout is fetched at
+                // most once per WATCH_EVERY for all of them.
+                let fresh = self.inner.refresh.lock().await.is_some_and(|t| t.elapsed() < WATCH_EVERY);
+                let layout = match self.layout() {
+                    l if l.epoch > epoch || fresh => l,
+                    _ => self.refresh_layout().await.unwrap_or_else(|_| self.layout()),
+                };
+                if layout.epoch > epoch && layout.away.iter().any(|a| a.addr == addr) {
+                    return;
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            r = call => r,
+            () = watch => Err(rpc::Error::ConnectionLost { addr: addr.to_string() }),
+        }
     }
 
     /// The primary sequencer of `layout`.
@@ -314,6 +373,14 @@ impl Client {
 }
 
 /// Asks one node for its layout.
+/// How long a request waits before its client starts to look for a newer
+/// layout that took its node out.
+const WATCH_AFTER: Duration = Duration::from_millis(300);
+/// How often it looks then.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How long a layout refresh waits for the other nodes once one answered.
+const REFRESH_GRACE: Duration = Duration::from_millis(100);
+
 async fn get_layout(pool: &Pool, addr: &str) -> Result<Layout, rpc::Error> {
     let req = Request {
         id: 0,

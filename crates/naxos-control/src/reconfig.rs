@@ -47,6 +47,10 @@ pub struct Options {
     /// Where a state transfer reports how far it has come (the manager's
     /// status shows it).
     pub progress: Option<Arc<loglet::Progress>>,
+    /// Nodes not to ask at all, as if they had failed at once: those the
+    /// manager found dead. A paused node keeps its connections open, so
+    /// every request to it would cost a whole `timeout_call`.
+    pub skip: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -65,6 +69,7 @@ impl Default for Options {
             reason: String::new(),
             clock: unix_ms,
             progress: None,
+            skip: Vec::new(),
         }
     }
 }
@@ -106,6 +111,7 @@ pub async fn reconfigure(
 ) -> Result<Report, Error> {
     let pool_net = net.clone();
     let pool = Pool::new(net, rpc::Options { timeout_call: options.timeout_call, ..Default::default() });
+    let calls = Calls { pool: &pool, skip: &options.skip };
     let mut driver = Driver::new(seeds.to_vec(), change.clone(), options.attempts, options.abandon, options.seed)
         .with_reason(options.reason.clone(), (options.clock)());
     let mut throttle = Throttle::new(options.transfer_bytes_per_s_max);
@@ -120,17 +126,17 @@ pub async fn reconfigure(
     let mut command = driver.start();
     loop {
         let event = match command {
-            Command::GetLayouts { addrs } => Event::Layouts(get_layouts(&pool, &addrs).await),
+            Command::GetLayouts { addrs } => Event::Layouts(get_layouts(calls, &addrs).await),
             Command::Enroll { addr, layout } => {
                 if copier.is_none() {
                     copier = Some(connect_copier(&pool_net, seeds).await?);
                 }
                 let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(layout.clone())) });
-                Event::Enrolled(answer(pool.call(&addr, request(&layout, body)).await, |_| Some(())))
+                Event::Enrolled(answer(calls.call(&addr, request(&layout, body)).await, |_| Some(())))
             }
             Command::SealOne { addr, layout } => {
                 let body = request::Body::Seal(Seal { epoch: layout.epoch });
-                Event::SealedOne(answer(pool.call(&addr, request(&layout, body)).await, |_| Some(())))
+                Event::SealedOne(answer(calls.call(&addr, request(&layout, body)).await, |_| Some(())))
             }
             Command::CatchUp { layout, addr, stripe, to, only } => {
                 if copier.is_none() {
@@ -152,7 +158,7 @@ pub async fn reconfigure(
             }
             Command::Seal { layout, nodes, epoch } => {
                 seal_started = Instant::now();
-                let answers = call_all(&pool, &layout, &nodes, request::Body::Seal(Seal { epoch })).await;
+                let answers = call_all(calls, &layout, &nodes, request::Body::Seal(Seal { epoch })).await;
                 Event::Sealed(
                     answers
                         .into_iter()
@@ -180,7 +186,7 @@ pub async fn reconfigure(
                         base: Some(Box::new(base)),
                     }),
                 };
-                let answers = call_all(&pool, &base, &acceptors, body).await;
+                let answers = call_all(calls, &base, &acceptors, body).await;
                 Event::Votes(
                     answers
                         .into_iter()
@@ -195,13 +201,13 @@ pub async fn reconfigure(
             }
             Command::Commit { layout, nodes } => {
                 let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(layout.clone())) });
-                let answers = call_all(&pool, &layout, &nodes, body).await;
+                let answers = call_all(calls, &layout, &nodes, body).await;
                 Event::Committed(answers.iter().map(|a| a.is_ok()).collect())
             }
-            Command::UnitTails { layout, units } => Event::UnitTails(unit_tails(&pool, &layout, &units).await),
+            Command::UnitTails { layout, units } => Event::UnitTails(unit_tails(calls, &layout, &units).await),
             Command::Bootstrap { layout, sequencer, tail, streams } => {
                 let body = bootstrap_body(tail, streams);
-                Event::Bootstrapped(answer(pool.call(&sequencer, request(&layout, body)).await, |_| Some(())))
+                Event::Bootstrapped(answer(calls.call(&sequencer, request(&layout, body)).await, |_| Some(())))
             }
             Command::Sleep(d) => {
                 tokio::time::sleep(d).await;
@@ -242,29 +248,46 @@ fn answer<T>(a: Result<response::Body, rpc::Error>, ok: impl FnOnce(response::Bo
     }
 }
 
+/// The pool, minus the nodes the options say not to ask.
+#[derive(Clone, Copy)]
+struct Calls<'a> {
+    pool: &'a Pool,
+    skip: &'a [String],
+}
+
+impl Calls<'_> {
+    async fn call(&self, addr: &str, req: Request) -> Result<response::Body, rpc::Error> {
+        if self.skip.iter().any(|s| s == addr) {
+            let source = std::io::Error::other("found dead by the manager; not asked");
+            return Err(rpc::Error::Connect { addr: addr.to_string(), source });
+        }
+        self.pool.call(addr, req).await
+    }
+}
+
 fn request(layout: &Layout, body: request::Body) -> Request {
     Request { id: 0, cluster_id: layout.cluster_id.clone(), epoch: layout.epoch, body: Some(body) }
 }
 
 /// Sends `body` to every one of `addrs` at once; each answer, in order.
 async fn call_all(
-    pool: &Pool,
+    calls: Calls<'_>,
     layout: &Layout,
     addrs: &[String],
     body: request::Body,
 ) -> Vec<Result<response::Body, rpc::Error>> {
-    futures::future::join_all(addrs.iter().map(|a| pool.call(a, request(layout, body.clone())))).await
+    futures::future::join_all(addrs.iter().map(|a| calls.call(a, request(layout, body.clone())))).await
 }
 
 /// Every one of `addrs`' layout, in order.
-async fn get_layouts(pool: &Pool, addrs: &[String]) -> Vec<Answer<Option<Layout>>> {
+async fn get_layouts(calls: Calls<'_>, addrs: &[String]) -> Vec<Answer<Option<Layout>>> {
     let get = Request {
         id: 0,
         cluster_id: String::new(),
         epoch: 0,
         body: Some(request::Body::GetLayout(Default::default())),
     };
-    let answers = futures::future::join_all(addrs.iter().map(|a| pool.call(a, get.clone()))).await;
+    let answers = futures::future::join_all(addrs.iter().map(|a| calls.call(a, get.clone()))).await;
     answers
         .into_iter()
         .map(|a| {
@@ -278,13 +301,14 @@ async fn get_layouts(pool: &Pool, addrs: &[String]) -> Vec<Answer<Option<Layout>
 
 /// The newest layout any of `addrs` holds (at least `floor`).
 pub async fn newest_layout(pool: &Pool, addrs: &[String], floor: Option<Layout>) -> Result<Layout, Error> {
-    crate::driver::newest_of(floor, addrs, get_layouts(pool, addrs).await).map_err(Error::Unavailable)
+    let calls = Calls { pool, skip: &[] };
+    crate::driver::newest_of(floor, addrs, get_layouts(calls, addrs).await).map_err(Error::Unavailable)
 }
 
 /// Every one of `units`' tails, in order.
-async fn unit_tails(pool: &Pool, layout: &Layout, units: &[String]) -> Vec<Answer<TailAnswer>> {
+async fn unit_tails(calls: Calls<'_>, layout: &Layout, units: &[String]) -> Vec<Answer<TailAnswer>> {
     let body = request::Body::UnitTail(UnitTail { streams: vec![], all_streams: true });
-    let answers = call_all(pool, layout, units, body).await;
+    let answers = call_all(calls, layout, units, body).await;
     answers
         .into_iter()
         .map(|a| {

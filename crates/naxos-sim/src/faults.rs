@@ -408,6 +408,7 @@ async fn reconfigure_with(
         reason: String::new(),
         clock: || 0,
         progress: None,
+        skip: Vec::new(),
     };
     if abandon.is_some() {
         let _ = naxos_control::reconfigure(net, &addrs, &change, &options).await;

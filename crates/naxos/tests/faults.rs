@@ -940,48 +940,87 @@ fn in_chains(v: &serde_json::Value, addr: &str) -> (bool, bool) {
 }
 
 /// One automatic failover and rejoin, for the figures: when the node was
-/// killed and restarted (on the test's clock), how long until the managers
+/// stopped and came back (on the test's clock), how long until the managers
 /// took it out and had it back in every chain.
 struct Healed {
     what: String,
+    server: usize,
     killed_at: u64,
+    restarted_at: u64,
     taken_out: Duration,
     rejoined: Duration,
 }
 
 /// The healing scenario: kill -9 of the node that holds the primary
-/// sequencer, then of the middle replica; each time the managers must take
-/// it out (appends go on), and, once it is restarted, catch it up and put it
-/// back, with no command typed.
+/// sequencer, then of the middle replica, each restarted after
+/// `NAXOS_HEAL_DOWN_S` seconds (default 2); then SIGSTOP of the tail past the
+/// failure timeout and SIGCONT. Each time the managers must take the node
+/// out (appends go on), and, once it is back, catch it up and put it back,
+/// with no command typed.
 fn healing(c: &mut Cluster, schedule: &mut Schedule, addrs: &[String], clock: &Clock) -> Vec<Healed> {
+    let down: f64 = std::env::var("NAXOS_HEAL_DOWN_S").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     let mut out = Vec::new();
-    for what in ["the primary sequencer", "the middle replica"] {
+    let limit = Duration::from_secs(30) + Duration::from_secs_f64(down);
+    for what in ["the primary sequencer", "the middle replica", "the tail (SIGSTOP)"] {
         std::thread::sleep(Duration::from_millis(1000));
         let v = layout_json(addrs);
-        let victim = if what == "the primary sequencer" {
-            v["sequencers"][0].as_str().expect("a primary sequencer").to_string()
-        } else {
-            active_chains(addrs)[0].get(1).expect("a chain of three").clone()
+        let chain = active_chains(addrs)[0].clone();
+        let victim = match what {
+            "the primary sequencer" => v["sequencers"][0].as_str().expect("a primary sequencer").to_string(),
+            "the middle replica" => chain.get(1).expect("a chain of three").clone(),
+            _ => chain.last().expect("a chain").clone(),
         };
         let i = addrs.iter().position(|a| *a == victim).expect("a server of the test");
-        c.servers[i].kill9();
+        let pause = what.contains("SIGSTOP");
+        if pause {
+            c.servers[i].stop();
+        } else {
+            c.servers[i].kill9();
+        }
         let killed_at = clock.now();
-        schedule.note(format!("kill -9 server {i} ({victim}), {what}"));
-        let limit = Duration::from_secs(30);
+        schedule.note(format!("{} server {i} ({victim}), {what}", if pause { "SIGSTOP" } else { "kill -9" }));
         let taken_out = wait_for_layout(addrs, limit, &format!("{victim} taken out"), |v| in_chains(v, &victim).1);
         schedule.note(format!("{victim} taken out by the managers after {taken_out:?}"));
         // Appends go on without it for a while: it misses them.
-        std::thread::sleep(Duration::from_millis(2000));
-        c.servers[i].spawn();
-        schedule.note(format!("restart server {i} ({victim})"));
+        let away = if pause { 2.0 } else { down };
+        std::thread::sleep(Duration::from_secs_f64(away));
+        if pause {
+            c.servers[i].cont();
+        } else {
+            c.servers[i].spawn();
+        }
+        let restarted_at = clock.now();
+        schedule.note(format!("{} server {i} ({victim})", if pause { "SIGCONT" } else { "restart" }));
         let rejoined = wait_for_layout(addrs, limit, &format!("{victim} back in every chain"), |v| {
             in_chains(v, &victim).0 && v["away"].as_array().is_none_or(|a| a.is_empty())
         });
-        schedule.note(format!("{victim} back in every chain {rejoined:?} after its restart"));
-        out.push(Healed { what: what.to_string(), killed_at, taken_out, rejoined });
+        schedule.note(format!("{victim} back in every chain {rejoined:?} after it came back"));
+        out.push(Healed { what: what.to_string(), server: i, killed_at, restarted_at, taken_out, rejoined });
     }
     std::thread::sleep(Duration::from_millis(500));
     out
+}
+
+/// Entries and bytes the managers' last state transfer to `addr` copied,
+/// from the servers' logs ("automatic reconfiguration ... copied_bytes=").
+fn copied_to(out_dir: &Path, addr: &str) -> (u64, u64) {
+    // The last such line of any server's log (its lines start with the time).
+    let mut last: Option<String> = None;
+    for i in 0..SERVERS {
+        let log = std::fs::read_to_string(out_dir.join(format!("server-{i}.log"))).unwrap_or_default();
+        for line in
+            log.lines().filter(|l| l.contains("automatic reconfiguration") && l.contains(&format!("add {addr}")))
+        {
+            if last.as_ref().is_none_or(|l| line > l.as_str()) {
+                last = Some(line.to_string());
+            }
+        }
+    }
+    let Some(line) = last else { return (0, 0) };
+    let field = |name: &str| {
+        line.split(name).nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+    };
+    (field("copied_entries=").unwrap_or(0), field("copied_bytes=").unwrap_or(0))
 }
 
 /// Runs one `naxos reconfigure` command; it must succeed.
@@ -1190,20 +1229,31 @@ fn run(scenario: Scenario) {
     let violations = check_all(&history);
     let mut healing_problems = Vec::new();
     for h in &healed {
-        // The first append acknowledged after the kill (2 ms after, so as
-        // not to count one acknowledged just before it).
+        // The first acknowledgement of an append made after the kill (one
+        // made before may be acknowledged just after it).
         let first = history
             .events
             .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Appended { .. }) && e.end > h.killed_at + 2_000_000)
+            .filter(|e| matches!(e.outcome, Outcome::Appended { .. }) && e.start > h.killed_at)
             .map(|e| e.end)
             .min();
         let failover = first.map_or("none".to_string(), |t| format!("{:.0} ms", (t - h.killed_at) as f64 / 1e6));
         if first.is_none() {
-            healing_problems.push(format!("no append was acknowledged after the kill of {}", h.what));
+            healing_problems.push(format!("no append was acknowledged after {} stopped", h.what));
         }
+        // What it missed: the payloads acknowledged while it was away.
+        let missed: u64 = history
+            .events
+            .iter()
+            .filter(|e| e.end > h.killed_at && e.start < h.restarted_at)
+            .filter_map(|e| match (&e.op, &e.outcome) {
+                (Op::Append { payload, .. }, Outcome::Appended { .. }) => Some(payload.len() as u64),
+                _ => None,
+            })
+            .sum();
+        let (entries, bytes) = copied_to(&out_dir, &addrs[h.server]);
         eprintln!(
-            "healing figures: kill -9 of {}: first acknowledged append {failover} after the kill; taken out after {:.0} ms; back in every chain {:.0} ms after its restart",
+            "healing figures: {}: first acknowledged append {failover} after it stopped; taken out after {:.0} ms; back in every chain {:.0} ms after it came back; copied {entries} entries, {bytes} bytes (it missed about {missed} bytes of acknowledged appends)",
             h.what,
             h.taken_out.as_secs_f64() * 1e3,
             h.rejoined.as_secs_f64() * 1e3

@@ -383,7 +383,8 @@ impl ChainLoglet {
             let Some(body) = bodies.pop() else { unreachable!("one body") };
             return vec![vlog.call(addr, &self.layout, body).await.map(|_| ())];
         }
-        match vlog.inner.pool.call_batch(addr, &self.layout.cluster_id, self.layout.epoch, bodies).await {
+        let batch = vlog.inner.pool.call_batch(addr, &self.layout.cluster_id, self.layout.epoch, bodies);
+        match vlog.watched(addr, self.layout.epoch, batch).await {
             Ok(answers) => answers.into_iter().map(|a| a.map(|_| ())).collect(),
             Err(e) => vec![Err(e); count],
         }

@@ -101,7 +101,9 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
             },
         );
         let (beat_tx, mut beats) = mpsc::unbounded_channel::<(String, Option<proto::HeartbeatOk>)>();
-        let (done_tx, mut dones) = mpsc::unbounded_channel::<(Action, Result<u64, naxos_control::reconfig::Error>)>();
+        // A finished action: the new epoch and what its state transfer copied (entries, bytes).
+        type Done = (Action, Result<(u64, u64, u64), naxos_control::reconfig::Error>);
+        let (done_tx, mut dones) = mpsc::unbounded_channel::<Done>();
         let mut outstanding: BTreeSet<String> = BTreeSet::new();
         let mut running = false;
         let mut learning = false;
@@ -147,8 +149,15 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                     running = false;
                     let t = now(&ctx);
                     let verdict = match &outcome {
-                        Ok(epoch) => {
-                            tracing::warn!(epoch, change = %action.change, reason = %action.reason, "automatic reconfiguration");
+                        Ok((epoch, entries, bytes)) => {
+                            tracing::warn!(
+                                epoch,
+                                change = %action.change,
+                                reason = %action.reason,
+                                copied_entries = entries,
+                                copied_bytes = bytes,
+                                "automatic reconfiguration"
+                            );
                             Ok(())
                         }
                         Err(naxos_control::reconfig::Error::Refused(r)) => {
@@ -215,7 +224,24 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                                 h.copying = Some((addr.clone(), progress.clone(), tokio::time::Instant::now()));
                             }
                         }
+                        // The nodes it found dead are not asked (a paused one
+                        // would cost a time-out per step); a node being put back is.
+                        let joining = action.change.joining(&layout);
+                        let back = match &action.change {
+                            naxos_control::Change::Add { addr, .. } | naxos_control::Change::Restore(addr) => Some(addr.clone()),
+                            _ => None,
+                        };
+                        let skip: Vec<String> = ctx
+                            .health
+                            .lock()
+                            .ok()
+                            .and_then(|h| h.manager.as_ref().map(|m| m.detector.suspects(t)))
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|a| !joining.contains(a) && back.as_ref() != Some(a))
+                            .collect();
                         let options = naxos_control::Options {
+                            skip,
                             timeout_call: settings.failure_timeout.clamp(Duration::from_millis(200), Duration::from_secs(1)),
                             attempts: 3,
                             seed: seed ^ runs.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ layout.epoch.rotate_left(29),
@@ -228,7 +254,7 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                         tokio::spawn(async move {
                             let outcome = naxos_control::reconfigure(net, &seeds, &action.change, &options)
                                 .await
-                                .map(|r| r.layout.epoch);
+                                .map(|r| (r.layout.epoch, r.transfer.copied, r.transfer.bytes));
                             let _ = tx.send((action, outcome));
                         });
                     }
