@@ -41,7 +41,8 @@ pub struct Faults {
     addrs: Vec<String>,
     /// Run one scripted membership churn instead of random reconfigurations.
     churn: bool,
-    /// Set once the quiescent phase begins: drivers started then must complete.
+    /// Set once the quiescent phase begins: drivers started then must get done
+    /// (the settle check finds a unit they did not put back).
     healing: bool,
     /// Units the operator removed and meant to put back (their re-add may
     /// have died or given up under faults): put back when the faults end.
@@ -263,7 +264,7 @@ impl Faults {
             let at = now + Duration::from_millis(self.rng.range(200, 1500));
             self.pending.push((at, Undo::Readd(addr.clone())));
         }
-        let must = if self.healing { " (must complete: faults are over)" } else { "" };
+        let must = if self.healing { " (after the faults: the settle check wants it done)" } else { "" };
         self.note(now, format!("reconfigure: {name}: {change}{dies}{must}"));
         let seed = seed_of(&name, &change, self.rng.range(0, u64::MAX));
         sim.client(name.as_str(), reconfigure_with(self.addrs.clone(), change, abandon, self.healing, seed));
@@ -328,7 +329,7 @@ impl Faults {
             }
         }
         // The operator makes sure every unit they removed is back (a unit
-        // already back is refused, quietly); these must complete.
+        // already back is refused, quietly); the settle check wants them back.
         for addr in std::mem::take(&mut self.readd) {
             self.drive(sim, now, naxos_control::Change::Add { addr, stripe: None });
         }
@@ -389,8 +390,8 @@ impl std::hash::Hasher for FixedHasher {
 /// A driver host as above that dies (stops) at `abandon`; the cluster must
 /// finish the reconfiguration by itself. Under faults a driver may give up
 /// (a unit it adds may have failed for good until restarted); once the
-/// faults are over (`must_complete`), giving up fails the run: that is the
-/// liveness check of reconfiguration.
+/// faults are over (`must_complete`), a unit it could not put back leaves
+/// the cluster short, which the settle check reports (`healing`).
 async fn reconfigure_with(
     addrs: Vec<String>,
     change: naxos_control::Change,
@@ -426,5 +427,9 @@ async fn reconfigure_with(
         tracing::info!("driver gave up on {change} under faults: {last}");
         return Ok(());
     }
-    Err(format!("the driver never completed {change} after the faults stopped: {last}").into())
+    // After the faults the unit must come back: the settle check reports a
+    // cluster that is not whole as a violation of `healing` (a broken
+    // simulation would hide it from the mutation tests).
+    tracing::warn!("the driver never completed {change} after the faults stopped: {last}");
+    Ok(())
 }

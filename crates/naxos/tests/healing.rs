@@ -36,7 +36,7 @@ const NO_UNIT: Roles = Roles { logunit: false, sequencer: true, layout: true, ma
 async fn client(addrs: &[String]) -> Client {
     let mut config = Config::new(addrs.iter().cloned());
     config.hole_fill_wait = Duration::from_millis(20);
-    config.rpc.timeout_call = Duration::from_millis(500);
+    config.rpc.timeout_call = Duration::from_secs(2);
     Client::connect(config).await.expect("client connects")
 }
 
@@ -59,12 +59,28 @@ fn active_chain(l: &Layout) -> Vec<String> {
     l.segments.last().map(|s| s.stripes[0].chain.clone()).unwrap_or_default()
 }
 
+/// Appends `n` entries tagged `tag`; returns the acknowledged ones. While
+/// the managers take a node out, an append may end "may or may not have
+/// happened": it is tried again under a new payload (only acknowledged ones
+/// are checked).
 async fn append(client: &Client, tag: &str, n: usize) -> Vec<(Position, bytes::Bytes)> {
     let mut out = Vec::new();
     for i in 0..n {
-        let payload = bytes::Bytes::from(format!("{tag}-{i}"));
-        let p = client.append(payload.clone()).await.unwrap_or_else(|e| panic!("append {tag}-{i}: {e}"));
-        out.push((p, payload));
+        let mut tries = 0;
+        loop {
+            let payload = bytes::Bytes::from(format!("{tag}-{i}-{tries}"));
+            match client.append(payload.clone()).await {
+                Ok(p) => {
+                    out.push((p, payload));
+                    break;
+                }
+                Err(Error::Unavailable(e)) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("append {tag}-{i}: {e}; again");
+                }
+                Err(e) => panic!("append {tag}-{i}: {e}"),
+            }
+        }
     }
     out
 }
