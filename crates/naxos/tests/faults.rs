@@ -945,6 +945,8 @@ fn in_chains(v: &serde_json::Value, addr: &str) -> (bool, bool) {
 struct Healed {
     what: String,
     server: usize,
+    /// How many times the managers had put this server back, this time included.
+    nth_back: usize,
     killed_at: u64,
     restarted_at: u64,
     taken_out: Duration,
@@ -959,7 +961,7 @@ struct Healed {
 /// with no command typed.
 fn healing(c: &mut Cluster, schedule: &mut Schedule, addrs: &[String], clock: &Clock) -> Vec<Healed> {
     let down: f64 = std::env::var("NAXOS_HEAL_DOWN_S").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    let mut out = Vec::new();
+    let mut out: Vec<Healed> = Vec::new();
     let limit = Duration::from_secs(30) + Duration::from_secs_f64(down);
     for what in ["the primary sequencer", "the middle replica", "the tail (SIGSTOP)"] {
         std::thread::sleep(Duration::from_millis(1000));
@@ -984,39 +986,41 @@ fn healing(c: &mut Cluster, schedule: &mut Schedule, addrs: &[String], clock: &C
         // Appends go on without it for a while: it misses them.
         let away = if pause { 2.0 } else { down };
         std::thread::sleep(Duration::from_secs_f64(away));
+        // Timed from the restart command (the process takes a moment to listen).
+        let restarted_at = clock.now();
+        let began = Instant::now();
         if pause {
             c.servers[i].cont();
         } else {
             c.servers[i].spawn();
         }
-        let restarted_at = clock.now();
         schedule.note(format!("{} server {i} ({victim})", if pause { "SIGCONT" } else { "restart" }));
-        let rejoined = wait_for_layout(addrs, limit, &format!("{victim} back in every chain"), |v| {
+        wait_for_layout(addrs, limit, &format!("{victim} back in every chain"), |v| {
             in_chains(v, &victim).0 && v["away"].as_array().is_none_or(|a| a.is_empty())
         });
+        let rejoined = began.elapsed();
         schedule.note(format!("{victim} back in every chain {rejoined:?} after it came back"));
-        out.push(Healed { what: what.to_string(), server: i, killed_at, restarted_at, taken_out, rejoined });
+        let nth_back = 1 + out.iter().filter(|h| h.server == i).count();
+        out.push(Healed { what: what.to_string(), server: i, nth_back, killed_at, restarted_at, taken_out, rejoined });
     }
     std::thread::sleep(Duration::from_millis(500));
     out
 }
 
-/// Entries and bytes the managers' last state transfer to `addr` copied,
+/// Entries and bytes the managers' `nth` state transfer to `addr` copied,
 /// from the servers' logs ("automatic reconfiguration ... copied_bytes=").
-fn copied_to(out_dir: &Path, addr: &str) -> (u64, u64) {
-    // The last such line of any server's log (its lines start with the time).
-    let mut last: Option<String> = None;
+fn copied_to(out_dir: &Path, addr: &str, nth: usize) -> (u64, u64) {
+    // Its lines start with the time: sorted, they are in time order.
+    let mut lines: Vec<String> = Vec::new();
     for i in 0..SERVERS {
         let log = std::fs::read_to_string(out_dir.join(format!("server-{i}.log"))).unwrap_or_default();
-        for line in
-            log.lines().filter(|l| l.contains("automatic reconfiguration") && l.contains(&format!("add {addr}")))
-        {
-            if last.as_ref().is_none_or(|l| line > l.as_str()) {
-                last = Some(line.to_string());
-            }
-        }
+        let add = format!("change=add {addr} ");
+        lines.extend(
+            log.lines().filter(|l| l.contains("automatic reconfiguration") && l.contains(&add)).map(String::from),
+        );
     }
-    let Some(line) = last else { return (0, 0) };
+    lines.sort();
+    let Some(line) = lines.get(nth.saturating_sub(1)) else { return (0, 0) };
     let field = |name: &str| {
         line.split(name).nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
     };
@@ -1251,9 +1255,9 @@ fn run(scenario: Scenario) {
                 _ => None,
             })
             .sum();
-        let (entries, bytes) = copied_to(&out_dir, &addrs[h.server]);
+        let (entries, bytes) = copied_to(&out_dir, &addrs[h.server], h.nth_back);
         eprintln!(
-            "healing figures: {}: first acknowledged append {failover} after it stopped; taken out after {:.0} ms; back in every chain {:.0} ms after it came back; copied {entries} entries, {bytes} bytes (it missed about {missed} bytes of acknowledged appends)",
+            "healing figures: {}: first acknowledged append {failover} after it stopped; taken out after {:.0} ms; back in every chain {:.0} ms after its restart (or SIGCONT); copied {entries} entries, {bytes} bytes (it missed about {missed} bytes of acknowledged appends)",
             h.what,
             h.taken_out.as_secs_f64() * 1e3,
             h.rejoined.as_secs_f64() * 1e3
