@@ -315,10 +315,8 @@ impl Client {
                 // Every waiting request looks, but the layout is fetched at
                 // most once per WATCH_EVERY for all of them.
                 let fresh = self.inner.refresh.lock().await.is_some_and(|t| t.elapsed() < WATCH_EVERY);
-                let layout = match self.layout() {
-                    l if l.epoch > epoch || fresh => l,
-                    _ => self.refresh_layout().await.unwrap_or_else(|_| self.layout()),
-                };
+                let layout =
+                    if fresh { self.layout() } else { self.refresh_layout().await.unwrap_or_else(|_| self.layout()) };
                 if layout.epoch > epoch && layout.away.iter().any(|a| a.addr == addr) {
                     return;
                 }

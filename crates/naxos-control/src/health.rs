@@ -57,6 +57,11 @@ pub struct Seen {
     pub management: bool,
     /// Whether it runs a log unit (only those can fill a chain).
     pub log_unit: bool,
+    /// The nodes its own detector suspects (a manager takes a silent node
+    /// out only if a majority of the managers it hears suspect it too).
+    pub suspects: Vec<String>,
+    /// Its log unit failed (it refuses every request until restarted).
+    pub unit_failed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +206,8 @@ pub struct Manager {
     /// No action before this (after a failed one).
     back_off_until: Duration,
     failures: u32,
+    /// This node's own log unit failed: it does not act as the manager.
+    pub unit_failed: bool,
     /// Changes the layout refused, and until when not to try them again.
     refused: Vec<(Change, Duration)>,
     rng: u64,
@@ -218,6 +225,7 @@ impl Manager {
             spares: BTreeMap::new(),
             back_off_until: Duration::ZERO,
             failures: 0,
+            unit_failed: false,
             refused: Vec::new(),
             rng: seed | 1,
         }
@@ -272,7 +280,31 @@ impl Manager {
         if addr == self.me {
             return false;
         }
-        self.detector.suspected(addr, now) || self.detector.foreign(addr, &layout.cluster_id, now)
+        self.detector.foreign(addr, &layout.cluster_id, now)
+            || (self.detector.alive(addr, now) && self.detector.seen(addr).is_some_and(|s| s.unit_failed))
+            || (self.detector.suspected(addr, now) && self.confirmed(addr, now))
+    }
+
+    /// Whether a majority of the managers this node hears (itself included,
+    /// `addr` not) suspect `addr` as well: a node that only this one cannot
+    /// reach (a bad link) is not taken out.
+    fn confirmed(&self, addr: &str, now: Duration) -> bool {
+        let mut voters = 1;
+        let mut agree = 1;
+        for (peer, p) in &self.detector.peers {
+            if peer == addr || !self.detector.alive(peer, now) {
+                continue;
+            }
+            let Some((_, seen)) = &p.last else { continue };
+            if !seen.management {
+                continue;
+            }
+            voters += 1;
+            if seen.suspects.iter().any(|s| s == addr) {
+                agree += 1;
+            }
+        }
+        agree * 2 > voters
     }
 
     /// The layout server that acts as the manager as this node sees it: the
@@ -291,9 +323,9 @@ impl Manager {
             .filter(|a| !layout.away.iter().any(|w| w.addr == **a))
             .find(|a| {
                 if **a == self.me {
-                    i_manage
+                    i_manage && !self.unit_failed
                 } else {
-                    self.detector.alive(a, now) && self.detector.seen(a).is_some_and(|s| s.management)
+                    self.detector.alive(a, now) && self.detector.seen(a).is_some_and(|s| s.management && !s.unit_failed)
                 }
             })
             .cloned()
@@ -313,6 +345,9 @@ impl Manager {
         }
         let timeout = self.settings.failure_timeout;
         let why = |addr: &str, d: &Detector| match d.seen(addr) {
+            Some(s) if d.alive(addr, now) && s.unit_failed => {
+                format!("{addr}'s log unit failed (a disk error: it refuses every request until restarted)")
+            }
             Some(s) if d.alive(addr, now) && s.cluster_id.is_empty() => {
                 format!("{addr} answers without its data (not bootstrapped: wiped or replaced)")
             }
@@ -322,13 +357,31 @@ impl Manager {
         // 1. Failed nodes still in a chain or in line as sequencers: out, all
         // in one change (a new chain must not name a dead replica: it could
         // not be sealed). The first sequencer left in line takes over.
-        let mut members: Vec<String> = layout.log_units();
-        for s in &layout.sequencers {
-            if !members.contains(s) {
-                members.push(s.clone());
+        // Members: the active segment's units and the sequencers (a unit
+        // left only in sealed segments waits there until it is back).
+        let active: Vec<Vec<String>> =
+            layout.segments.last().map(|s| s.stripes.iter().map(|st| st.chain.clone()).collect()).unwrap_or_default();
+        let mut members: Vec<String> = Vec::new();
+        for a in active.iter().flatten().chain(&layout.sequencers) {
+            if !members.contains(a) {
+                members.push(a.clone());
             }
         }
-        let failed: Vec<String> = members.into_iter().filter(|a| self.failed(layout, a, now)).collect();
+        let mut failed: Vec<String> = members.into_iter().filter(|a| self.failed(layout, a, now)).collect();
+        // A chain's last replica stays, failed or not (the chain has nothing
+        // else), so that it does not block taking the others out.
+        for chain in &active {
+            if chain.iter().all(|a| failed.contains(a)) {
+                if let Some(keep) = chain.last() {
+                    failed.retain(|a| a != keep);
+                }
+            }
+        }
+        if layout.sequencers.iter().all(|a| failed.contains(a)) {
+            if let Some(keep) = layout.sequencers.first() {
+                failed.retain(|a| a != keep);
+            }
+        }
         if !failed.is_empty() {
             let whys: Vec<String> = failed.iter().map(|a| why(a, &self.detector)).collect();
             let mut reason = format!("manager {}: {}", self.me, whys.join("; "));
@@ -352,6 +405,9 @@ impl Manager {
             let seen = self.detector.seen(addr);
             if seen.is_some_and(|s| !s.cluster_id.is_empty() && s.cluster_id != layout.cluster_id) {
                 continue; // another cluster's node took the address
+            }
+            if seen.is_some_and(|s| s.unit_failed) {
+                continue; // it answers, but its log unit refuses everything until restarted
             }
             if self.damp.get(addr).is_some_and(|d| now < d.not_before) {
                 continue;
@@ -394,7 +450,10 @@ impl Manager {
             if now.saturating_sub(since) < self.settings.spare_after {
                 continue;
             }
-            let Some(spare) = spares.iter().find(|s| self.detector.alive(s, now)) else { break };
+            let usable = |s: &&String| {
+                self.detector.alive(s, now) && !self.detector.seen(s).is_some_and(|seen| seen.unit_failed)
+            };
+            let Some(spare) = spares.iter().find(usable) else { break };
             let a = Action {
                 change: Change::Add { addr: spare.clone(), stripe: Some(stripe) },
                 reason: format!(

@@ -181,9 +181,15 @@ pub fn next_layout_skipping(
                     return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: active.start });
                 }
                 // The segments sealed before, and the one being sealed now, keep
-                // serving reads from the survivors.
+                // serving reads from the survivors. A failed node that is the
+                // last replica of a sealed chain stays in it (that segment is
+                // unreadable until it is back, but nothing else waits on it).
+                let taken_out = matches!(change, Change::TakeOut(_));
                 for seg in next.segments.iter_mut() {
                     for stripe in &mut seg.stripes {
+                        if taken_out && stripe.chain.len() == 1 && stripe.chain[0] == *addr {
+                            continue;
+                        }
                         stripe.chain.retain(|a| a != addr);
                         if stripe.chain.is_empty() {
                             return Err(Refusal::LastReplica { addr: addr.clone(), segment_start: seg.start });

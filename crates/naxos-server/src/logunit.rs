@@ -58,6 +58,8 @@ pub struct LogUnit {
     /// writes that never reach the disk, so the unit stops serving rather than
     /// answer from state it cannot vouch for.
     failed: Option<String>,
+    /// Raised with `failed`, for whoever watches the unit from outside.
+    failed_flag: Arc<std::sync::atomic::AtomicBool>,
     entries_read: u64,
     /// Set when upkeep (preallocation) failed; the unit serves on without it.
     maintain_off: bool,
@@ -97,11 +99,19 @@ impl LogUnit {
             entry_bytes_max,
             read_range_bytes_max,
             failed: None,
+            failed_flag: Arc::default(),
             entries_read: 0,
             maintain_off: false,
             sync_delay_max: std::time::Duration::ZERO,
             delay_rng: 0,
         }
+    }
+
+    /// Raises `flag` when the log unit fails for good (the heartbeat answer
+    /// reports it without waiting on the unit's queue).
+    pub fn with_failure_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> LogUnit {
+        self.failed_flag = flag;
+        self
     }
 
     /// Fences requests with the node's shared epoch (raised to this unit's seal).
@@ -329,6 +339,7 @@ impl LogUnit {
         if let Err(e) = self.store.sync() {
             tracing::error!("log unit sync failed, refusing all further requests: {e}");
             self.failed = Some(e.to_string());
+            self.failed_flag.store(true, std::sync::atomic::Ordering::Release);
             return Err(ServerError::new(ErrorCode::Unavailable, format!("log unit sync failed: {e}")));
         }
         Ok(())

@@ -50,6 +50,8 @@ struct Ctx {
     started: tokio::time::Instant,
     /// The management role's view (heartbeats, the acting manager, catch-up).
     health: Mutex<manage::Health>,
+    /// Raised when the log unit failed for good (it refuses every request).
+    unit_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -133,6 +135,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     let mut node_id = config.node_id.unwrap_or_else(random_node_id);
     let mut storage_done = None;
     let mut sequencer_done = None;
+    let unit_failed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let logunit = if config.roles.logunit {
         let options = StoreOptions {
             segment_positions: config.segment_positions,
@@ -157,7 +160,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         node_id = meta.node_id;
         let unit = logunit::LogUnit::new(Box::new(store), config.entry_bytes_max, config.read_range_bytes_max)
             .with_sync_delay(config.sync_delay_max, node_id.0)
-            .with_fence(fence.clone());
+            .with_fence(fence.clone())
+            .with_failure_flag(unit_failed.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         storage_done = Some(done_rx);
@@ -251,6 +255,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         fence,
         started: tokio::time::Instant::now(),
         health: Mutex::new(manage::Health::default()),
+        unit_failed,
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     start_recovery(&ctx);

@@ -44,6 +44,9 @@ pub struct Faults {
     /// Set once the quiescent phase begins: drivers started then must get done
     /// (the settle check finds a unit they did not put back).
     healing: bool,
+    /// Hosts not in the schedule that are restarted with the others when
+    /// the faults end (the spare).
+    pub extra: Vec<String>,
     /// Units the operator removed and meant to put back (their re-add may
     /// have died or given up under faults): put back when the faults end.
     readd: Vec<String>,
@@ -66,6 +69,7 @@ impl Faults {
             churn,
             healing: false,
             readd: Vec::new(),
+            extra: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -334,7 +338,7 @@ impl Faults {
             self.drive(sim, now, naxos_control::Change::Add { addr, stripe: None });
         }
         sim.set_max_message_latency(Duration::from_millis(2));
-        for s in &self.servers {
+        for s in self.servers.iter().chain(&self.extra) {
             sim.crash(s.as_str());
             sim.bounce(s.as_str());
         }

@@ -266,6 +266,9 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     }
 
     let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone(), config.churn);
+    if config.spare {
+        faults.extra.push(server_host(config.servers));
+    }
     run_phase(&mut sim, &mut faults, config.faults, seed, "workload")?;
     io.stop();
     faults.heal(&mut sim);

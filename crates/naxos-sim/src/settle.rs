@@ -70,18 +70,31 @@ pub async fn settle(
     tracing::info!(epoch = layout.epoch, ?whole_after, "the cluster is whole again");
     // It takes appends again.
     let client = connect(seeds.clone(), false).await?;
-    let payload = bytes::Bytes::from(format!("settle-{index}"));
-    let start = now();
     let mut appended = None;
+    let mut tries = 0;
     while began.elapsed() < SETTLE_LIMIT * 2 {
-        if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_secs(5), client.append(payload.clone())).await {
-            appended = Some(p);
-            break;
+        // A new payload per try: one that timed out may still land.
+        let payload = bytes::Bytes::from(format!("settle-{index}-{tries}"));
+        tries += 1;
+        let start = now();
+        match tokio::time::timeout(Duration::from_secs(5), client.append(payload.clone())).await {
+            Ok(Ok(p)) => {
+                appended = Some((p, payload, start));
+                break;
+            }
+            // It may still land: recorded as such, so that a read finding it is valid.
+            other => shared.push(Event {
+                client: index,
+                start,
+                end: now(),
+                op: Op::Append { payload: payload.to_vec(), streams: vec![] },
+                outcome: Outcome::Unknown { error: format!("{other:?}") },
+            }),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     match appended {
-        Some(p) => shared.push(Event {
+        Some((p, payload, start)) => shared.push(Event {
             client: index,
             start,
             end: now(),

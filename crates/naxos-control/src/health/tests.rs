@@ -14,14 +14,23 @@ fn three() -> Layout {
 }
 
 fn seen(cluster: &str) -> Seen {
-    Seen { node_id: 1, cluster_id: cluster.into(), management: true, log_unit: true }
+    Seen {
+        node_id: 1,
+        cluster_id: cluster.into(),
+        management: true,
+        log_unit: true,
+        suspects: Vec::new(),
+        unit_failed: false,
+    }
 }
 
-/// `m` hears every one of `alive` at `now`.
+/// `m` hears every one of `alive` at `now`; they suspect every other node
+/// it watches (they see the same failures).
 fn beat(m: &mut Manager, layout: &Layout, now: Duration, alive: &[&str]) {
-    m.targets(layout, now);
+    let targets = m.targets(layout, now);
+    let silent: Vec<String> = targets.iter().filter(|t| !alive.contains(&t.as_str())).cloned().collect();
     for a in alive {
-        m.heard(a, now, seen(&layout.cluster_id));
+        m.heard(a, now, Seen { suspects: silent.clone(), ..seen(&layout.cluster_id) });
     }
 }
 
@@ -207,4 +216,46 @@ fn a_failed_reconfiguration_backs_off_and_a_refused_one_is_not_retried_at_once()
     assert_eq!(m.decide(&l, ms(3000)).map(|a| a.change), Some(act.change.clone()), "tried again later");
     m.finished(&act, Err(true), ms(3000));
     assert_eq!(m.decide(&l, ms(3100)), None, "refused: not again for a while");
+}
+
+#[test]
+fn a_node_only_the_manager_cannot_reach_is_not_taken_out() {
+    // A bad link between a and c: b still hears c, so a does not act on it.
+    let l = three();
+    let mut m = Manager::new("a", Settings::default(), 1);
+    for t in (0..=1500).step_by(100) {
+        m.targets(&l, ms(t));
+        m.heard("b", ms(t), seen("c1"));
+    }
+    assert!(m.detector.suspected("c", ms(1500)));
+    assert_eq!(m.decide(&l, ms(1500)), None, "b does not suspect c");
+    // b suspects c too: out.
+    m.heard("b", ms(1600), Seen { suspects: vec!["c".into()], ..seen("c1") });
+    assert_eq!(m.decide(&l, ms(1600)).map(|a| a.change), Some(Change::TakeOut(vec!["c".into()])));
+}
+
+#[test]
+fn a_chains_last_replica_is_kept_so_that_the_others_can_go() {
+    // Two chains, [b, c] and [a]; a and b fail; a is the last replica of
+    // its chain: only b goes (with a in it, the change would be refused).
+    let units: Vec<String> = ["b", "c", "a", "c"].iter().map(|s| s.to_string()).collect();
+    let servers: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+    let mut l = Layout::initial("c1", &units, 2, 2, vec!["d".into()], servers);
+    l.segments[0].stripes[1].chain = vec!["a".into()];
+    let mut m = Manager::new("c", Settings::default(), 1);
+    beats(&mut m, &l, 0, 1000, &["d", "e"]);
+    assert_eq!(m.decide(&l, ms(1000)).map(|a| a.change), Some(Change::TakeOut(vec!["b".into()])));
+}
+
+#[test]
+fn a_node_whose_log_unit_failed_is_taken_out_and_does_not_manage() {
+    let l = three();
+    let mut m = Manager::new("b", Settings::default(), 1);
+    m.targets(&l, ms(0));
+    m.heard("a", ms(0), Seen { unit_failed: true, ..seen("c1") });
+    m.heard("c", ms(0), seen("c1"));
+    assert_eq!(m.acting(&l, ms(0), true).as_deref(), Some("b"), "a answers but its unit failed: b acts");
+    let act = m.decide(&l, ms(0)).expect("an action");
+    assert_eq!(act.change, Change::TakeOut(vec!["a".into()]));
+    assert!(act.reason.contains("log unit failed"), "{}", act.reason);
 }

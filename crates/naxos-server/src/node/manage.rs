@@ -39,6 +39,7 @@ pub(super) fn heartbeat(ctx: &Arc<Ctx>, hb: &proto::Heartbeat) -> proto::Heartbe
         cluster_id: ctx.cluster.get().cloned().unwrap_or_default(),
         epoch: layout_epoch.max(ctx.fence.get().0),
         roles: ctx.config.roles.names(),
+        unit_failed: ctx.unit_failed.load(std::sync::atomic::Ordering::Acquire),
         ..Default::default()
     };
     let t = now(ctx);
@@ -78,8 +79,8 @@ pub(super) fn heartbeat(ctx: &Arc<Ctx>, hb: &proto::Heartbeat) -> proto::Heartbe
 /// Starts the management role (if the node runs it) and the spare's
 /// announcements (if it was started with `--join`).
 pub(super) fn start_management(ctx: &Arc<Ctx>) {
-    if let Some(seed) = ctx.config.join.clone() {
-        announce_spare(ctx.clone(), seed);
+    if ctx.config.roles.logunit {
+        announce_spare(ctx.clone(), ctx.config.join.clone());
     }
     if !ctx.config.roles.management {
         return;
@@ -136,6 +137,8 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                         cluster_id: ok.cluster_id.clone(),
                         management: ok.roles.iter().any(|r| r == "management"),
                         log_unit: ok.roles.iter().any(|r| r == "logunit"),
+                        suspects: ok.suspected.clone(),
+                        unit_failed: ok.unit_failed,
                     };
                     let t = now(&ctx);
                     if let Ok(mut h) = ctx.health.lock() {
@@ -186,6 +189,8 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                     let (targets, action) = {
                         let Ok(mut h) = ctx.health.lock() else { break };
                         let Some(m) = h.manager.as_mut() else { break };
+                        // A node whose own log unit failed does not manage.
+                        m.unit_failed = ctx.unit_failed.load(std::sync::atomic::Ordering::Acquire);
                         let targets = m.targets(&layout, t);
                         let action = if running || learning { None } else { m.decide(&layout, t) };
                         let acting = m.acting(&layout, t, true).as_deref() == Some(ctx.advertise.as_str());
@@ -264,38 +269,44 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
     });
 }
 
-/// A spare: until a layout names this node, fetch the cluster's layout from
-/// `seed` (then from its layout servers) and announce itself to every layout
-/// server once per heartbeat interval.
-fn announce_spare(ctx: Arc<Ctx>, seed: String) {
+/// A spare: a log unit that a layout it holds does not name (the managers
+/// let it go, the operator removed it), or one started with `--join` and no
+/// layout yet, announces itself to the layout servers once per heartbeat
+/// interval, so that the managers can give it the place of a node that
+/// stays away. A node the layout names only checks again later.
+fn announce_spare(ctx: Arc<Ctx>, join: Option<String>) {
     tokio::spawn(async move {
         let settings = ctx.config.health.clone();
         let pool =
             Pool::new(ctx.net.clone(), rpc::Options { timeout_call: settings.failure_timeout, ..Default::default() });
-        let mut known: Vec<String> = vec![seed];
         let mut shutdown = ctx.shutdown.clone();
         let mut said = false;
         loop {
-            let named = ctx.layout.lock().ok().and_then(|l| l.get().map(|l| l.all_nodes().contains(&ctx.advertise)));
-            if named == Some(true) {
-                tracing::info!("the spare was given a place in the cluster");
-                return;
-            }
-            let get = Request {
-                id: 0,
-                cluster_id: String::new(),
-                epoch: 0,
-                body: Some(request::Body::GetLayout(proto::GetLayout {})),
-            };
-            for addr in known.clone() {
-                if let Ok(response::Body::Layout(proto::LayoutOk { layout: Some(l) })) =
-                    pool.call(&addr, get.clone()).await
-                {
-                    known = l.layout_servers.clone();
-                    break;
+            let held = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
+            let targets = match &held {
+                Some(l) if l.all_nodes().contains(&ctx.advertise) => {
+                    said = false;
+                    Vec::new()
                 }
-            }
-            for addr in &known {
+                Some(l) => l.layout_servers.clone(),
+                None => match &join {
+                    // Learn the cluster's layout servers from the node given.
+                    Some(seed) => {
+                        let get = Request {
+                            id: 0,
+                            cluster_id: String::new(),
+                            epoch: 0,
+                            body: Some(request::Body::GetLayout(proto::GetLayout {})),
+                        };
+                        match pool.call(seed, get).await {
+                            Ok(response::Body::Layout(proto::LayoutOk { layout: Some(l) })) => l.layout_servers,
+                            _ => vec![seed.clone()],
+                        }
+                    }
+                    None => Vec::new(),
+                },
+            };
+            for addr in targets.iter().filter(|a| **a != ctx.advertise) {
                 let hb = Request {
                     id: 0,
                     cluster_id: String::new(),
