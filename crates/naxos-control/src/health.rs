@@ -208,6 +208,8 @@ pub struct Manager {
     failures: u32,
     /// This node's own log unit failed: it does not act as the manager.
     pub unit_failed: bool,
+    /// This node runs a log unit (out of every chain, it is a spare itself).
+    pub log_unit: bool,
     /// Changes the layout refused, and until when not to try them again.
     refused: Vec<(Change, Duration)>,
     rng: u64,
@@ -226,6 +228,7 @@ impl Manager {
             back_off_until: Duration::ZERO,
             failures: 0,
             unit_failed: false,
+            log_unit: false,
             refused: Vec::new(),
             rng: seed | 1,
         }
@@ -243,12 +246,19 @@ impl Manager {
         }
     }
 
-    /// Spares heard from within the failure timeout, not in `layout`.
+    /// Spares heard from within the failure timeout, in no chain of the
+    /// active segment (a layout server or a sequencer can be a spare unit).
     pub fn spares(&self, layout: &Layout, now: Duration) -> Vec<String> {
-        let members = layout.all_nodes();
+        let members: Vec<String> = layout
+            .segments
+            .last()
+            .map(|s| s.stripes.iter().flat_map(|st| st.chain.clone()).collect())
+            .unwrap_or_default();
         self.spares
             .iter()
             .filter(|(a, t)| now.saturating_sub(**t) < self.settings.failure_timeout && !members.contains(a))
+            // A node away comes back into its own chains, not as a spare.
+            .filter(|(a, _)| !layout.away.iter().any(|w| w.addr == **a))
             .map(|(a, _)| a.clone())
             .collect()
     }
@@ -428,7 +438,12 @@ impl Manager {
             } else {
                 away.stripes.clone()
             };
-            let (change, what) = if full {
+            let (change, what) = if full && layout.sequencers.contains(addr) {
+                (
+                    Change::Restore(addr.clone()),
+                    "its chains are full again (a spare took its place); it stays a sequencer",
+                )
+            } else if full {
                 (Change::Remove(addr.clone()), "its chains are full again (a spare took its place); it is let go")
             } else if stripes.is_empty() {
                 (Change::Restore(addr.clone()), "it is a sequencer again")
@@ -445,15 +460,45 @@ impl Manager {
             }
         }
         // 4. A chain short of replicas for a while, and a spare answers: it takes the place.
-        let spares = self.spares(layout, now);
+        let mut spares = self.spares(layout, now);
+        // This node, if it is a log unit in no chain (the operator removed
+        // it, say), is a spare too: nobody else would put the acting manager back.
+        let chained = layout.segments.last().is_some_and(|s| s.stripes.iter().any(|st| st.chain.contains(&self.me)));
+        if self.log_unit && !self.unit_failed && !chained && !layout.away.iter().any(|a| a.addr == self.me) {
+            spares.push(self.me.clone());
+        }
         for (&stripe, &since) in &self.short_since {
             if now.saturating_sub(since) < self.settings.spare_after {
                 continue;
             }
             let usable = |s: &&String| {
-                self.detector.alive(s, now) && !self.detector.seen(s).is_some_and(|seen| seen.unit_failed)
+                **s == self.me
+                    || (self.detector.alive(s, now) && !self.detector.seen(s).is_some_and(|seen| seen.unit_failed))
             };
-            let Some(spare) = spares.iter().find(usable) else { break };
+            // A spare first; else a unit of another chain (a unit may serve
+            // several stripes), so that every chain gets back to full.
+            let chain = layout.segments.last().and_then(|s| s.stripes.get(stripe)).map(|st| st.chain.clone());
+            let chain = chain.unwrap_or_default();
+            let others: Vec<String> = layout
+                .segments
+                .last()
+                .map(|s| s.stripes.iter().flat_map(|st| st.chain.clone()).collect())
+                .unwrap_or_default();
+            let is_unit = |a: &String| {
+                if *a == self.me {
+                    self.log_unit && !self.unit_failed
+                } else {
+                    self.detector.alive(a, now) && self.detector.seen(a).is_some_and(|s| s.log_unit && !s.unit_failed)
+                }
+            };
+            let Some(spare) = spares
+                .iter()
+                .find(usable)
+                .or_else(|| others.iter().filter(|a| !chain.contains(a)).find(|a| is_unit(a)))
+                .cloned()
+            else {
+                continue;
+            };
             let a = Action {
                 change: Change::Add { addr: spare.clone(), stripe: Some(stripe) },
                 reason: format!(

@@ -36,35 +36,13 @@ pub async fn settle(
     let net: Arc<dyn naxos_wire::net::Net> = Arc::new(crate::net::TurmoilNet);
     let pool = Pool::new(net, rpc::Options { timeout_call: Duration::from_millis(500), ..Default::default() });
     let began = tokio::time::Instant::now();
-    let mut last = String::new();
-    let layout = loop {
-        match naxos_control::reconfig::newest_layout(&pool, &seeds, None).await {
-            Ok(l) if l.under_replicated().is_empty() && l.away.is_empty() => break Some(l),
-            Ok(l) => {
-                last = format!(
-                    "epoch {}: chains short {:?}, away {:?}",
-                    l.epoch,
-                    l.under_replicated(),
-                    l.away.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>()
-                )
-            }
-            Err(e) => last = e.to_string(),
+    let layout = match whole(&pool, &seeds, began + SETTLE_LIMIT).await {
+        Ok(l) => l,
+        Err(last) => {
+            let why = format!("the cluster was not whole {SETTLE_LIMIT:?} after the faults stopped: {last}");
+            push(&found, Violation::new(HEALING, why, vec![]));
+            return Ok(());
         }
-        if began.elapsed() > SETTLE_LIMIT {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let Some(layout) = layout else {
-        push(
-            &found,
-            Violation::new(
-                HEALING,
-                format!("the cluster was not whole {SETTLE_LIMIT:?} after the faults stopped: {last}"),
-                vec![],
-            ),
-        );
-        return Ok(());
     };
     let whole_after = began.elapsed();
     tracing::info!(epoch = layout.epoch, ?whole_after, "the cluster is whole again");
@@ -107,20 +85,48 @@ pub async fn settle(
         }
     }
     // The cluster may still move on (a late driver, a manager's next
-    // change): the check starts again on the newest whole layout.
+    // change, nodes restarted by the heal that the managers take out for a
+    // moment): the check starts again on the next whole layout.
     let mut layout = layout;
-    for _ in 0..20 {
+    loop {
         if check_replicas(&shared, &pool, &layout, &found).await {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        match naxos_control::reconfig::newest_layout(&pool, &seeds, None).await {
-            Ok(l) if l.under_replicated().is_empty() && l.away.is_empty() => layout = l,
-            _ => {}
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        layout = match whole(&pool, &seeds, began + SETTLE_LIMIT * 2).await {
+            Ok(l) => l,
+            Err(last) => {
+                let why = format!("the cluster did not stay whole after the faults stopped: {last}");
+                push(&found, Violation::new(HEALING, why, vec![]));
+                return Ok(());
+            }
+        };
     }
-    push(&found, Violation::new(HEALING, "the cluster kept changing its layout after the faults stopped", vec![]));
-    Ok(())
+}
+
+/// The newest layout once it is whole (every chain of the active segment at
+/// the replication the cluster was made with, nobody away), or what it was
+/// last if that does not happen by `deadline`.
+async fn whole(pool: &Pool, seeds: &[String], deadline: tokio::time::Instant) -> Result<Layout, String> {
+    let mut last;
+    loop {
+        match naxos_control::reconfig::newest_layout(pool, seeds, None).await {
+            Ok(l) if l.under_replicated().is_empty() && l.away.is_empty() => return Ok(l),
+            Ok(l) => {
+                last = format!(
+                    "epoch {}: chains short {:?}, away {:?}",
+                    l.epoch,
+                    l.under_replicated(),
+                    l.away.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>()
+                )
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn push(found: &Mutex<Vec<Violation>>, v: Violation) {

@@ -191,6 +191,7 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                         let Some(m) = h.manager.as_mut() else { break };
                         // A node whose own log unit failed does not manage.
                         m.unit_failed = ctx.unit_failed.load(std::sync::atomic::Ordering::Acquire);
+                        m.log_unit = ctx.config.roles.logunit;
                         let targets = m.targets(&layout, t);
                         let action = if running || learning { None } else { m.decide(&layout, t) };
                         let acting = m.acting(&layout, t, true).as_deref() == Some(ctx.advertise.as_str());
@@ -269,11 +270,11 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
     });
 }
 
-/// A spare: a log unit that a layout it holds does not name (the managers
-/// let it go, the operator removed it), or one started with `--join` and no
-/// layout yet, announces itself to the layout servers once per heartbeat
+/// A spare: a log unit in no chain of the active segment of the layout it
+/// holds (the managers let it go, the operator removed it), or one started
+/// with `--join` and no layout yet, announces itself to the layout servers once per heartbeat
 /// interval, so that the managers can give it the place of a node that
-/// stays away. A node the layout names only checks again later.
+/// stays away. A node in a chain only checks again later.
 fn announce_spare(ctx: Arc<Ctx>, join: Option<String>) {
     tokio::spawn(async move {
         let settings = ctx.config.health.clone();
@@ -283,8 +284,11 @@ fn announce_spare(ctx: Arc<Ctx>, join: Option<String>) {
         let mut said = false;
         loop {
             let held = ctx.layout.lock().ok().and_then(|l| l.get().cloned());
+            let chained = |l: &naxos_wire::Layout| {
+                l.segments.last().is_some_and(|s| s.stripes.iter().any(|st| st.chain.contains(&ctx.advertise)))
+            };
             let targets = match &held {
-                Some(l) if l.all_nodes().contains(&ctx.advertise) => {
+                Some(l) if chained(l) => {
                     said = false;
                     Vec::new()
                 }

@@ -108,6 +108,18 @@ async fn recover_once(
         }
         Ok(_) => {
             tracing::info!(tail = r.tail, streams = r.streams.len(), epoch = layout.epoch, "sequencer recovered");
+            // The chains may have changed (a unit added, others taken out):
+            // its token ceiling goes to the new ones too, or a unit that joined
+            // after the last raise would not know of tokens already handed out,
+            // and a later sequencer started from it would hand them out again.
+            let stored = sequencer::CeilingStore::new(ctx.config.fs.clone(), &ctx.config.data_dir).load();
+            if let Ok(stored) = stored.map(|s| s.ceiling).map_err(|e| e.to_string()) {
+                if stored > 0 {
+                    if let Err(e) = store_ceiling(ctx, stored).await {
+                        tracing::warn!(epoch = layout.epoch, "storing the token ceiling on the new chains: {e}");
+                    }
+                }
+            }
             Ok(())
         }
         Err(_) => Err(failed("the sequencer stopped".into(), None)),
