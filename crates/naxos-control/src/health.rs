@@ -438,10 +438,13 @@ impl Manager {
             } else {
                 away.stripes.clone()
             };
-            let (change, what) = if full && layout.sequencers.contains(addr) {
+            // Still a sequencer, or the last replica of a sealed chain: it
+            // stays where the layout names it, and only leaves the away list.
+            let named = layout.sequencers.contains(addr) || layout.log_units().contains(addr);
+            let (change, what) = if full && named {
                 (
                     Change::Restore(addr.clone()),
-                    "its chains are full again (a spare took its place); it stays a sequencer",
+                    "its chains are full again (a spare took its place); it stays where the layout names it",
                 )
             } else if full {
                 (Change::Remove(addr.clone()), "its chains are full again (a spare took its place); it is let go")
