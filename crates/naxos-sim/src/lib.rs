@@ -282,14 +282,25 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     sim.client("scanner", workload::scan(shared.clone(), scanner, addrs.clone()));
     run_phase(&mut sim, &mut faults, false, seed, "quiescent")?;
     let sim_time = sim.elapsed();
-    let mut events = shared.take();
+    let pushed = shared.take();
     // Events are pushed when they end; order them by start for readability
     // (the checkers do not depend on the order).
-    events.sort_by_key(|e| (e.start, e.end, e.client));
+    let mut order: Vec<usize> = (0..pushed.len()).collect();
+    order.sort_by_key(|&i| (pushed[i].start, pushed[i].end, pushed[i].client));
+    let mut rank = vec![0; pushed.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let events: Vec<_> = order.iter().map(|&i| pushed[i].clone()).collect();
     let mut trace = faults.log.clone();
     trace.extend(events.iter().map(|e| format!("{e:?}")));
     let history = History::from(events);
     let mut violations = naxos_check::check_all(&history);
-    violations.extend(found.lock().map(|f| f.clone()).unwrap_or_default());
+    // The settle checks named events in the order they were pushed.
+    let mut settled = found.lock().map(|f| f.clone()).unwrap_or_default();
+    for v in &mut settled {
+        v.events = v.events.iter().filter_map(|&i| rank.get(i).copied()).collect();
+    }
+    violations.extend(settled);
     Ok(Report { seed, history, trace, violations, sim_time })
 }

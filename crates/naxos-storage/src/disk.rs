@@ -20,6 +20,7 @@
 //! touched file once (and the directory if a file was created). Reads verify
 //! the CRC every time and serve unsynced records from the pending buffer.
 
+mod files;
 mod fs;
 mod index;
 mod record;
@@ -30,11 +31,11 @@ use crate::fs::{DirLock, Fs, StdFs};
 use crate::query::{self, Budget};
 use crate::{validate_entry, Corruption, Error, Meta, Result, Store, StreamQuery, StripeFilter};
 use bytes::Bytes;
+use files::{idx_name, load_format, load_meta, log_name, parse_name, META_FILE};
 use index::{SlotKind, StreamIndex};
 use naxos_wire::proto::{Entry, EntryKind};
 use naxos_wire::{NodeId, Position, StreamId, DEFAULT_ENTRY_BYTES_MAX};
 use segment::Segment;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,34 +104,6 @@ pub const SEGMENT_POSITIONS_MAX: u64 = 1 << 24;
 const PENDING_BYTES_MAX: usize = 8 << 20;
 
 /// The data directory format this code writes and reads.
-const FORMAT_VERSION: u32 = 1;
-const FORMAT_FILE: &str = "format.json";
-const META_FILE: &str = "meta.json";
-
-/// `format.json`: what a directory was created with.
-#[derive(Debug, Serialize, Deserialize)]
-struct Format {
-    format_version: u32,
-    segment_positions: u64,
-}
-
-fn log_name(first: u64) -> String {
-    format!("seg-{first:020}.log")
-}
-
-fn idx_name(first: u64) -> String {
-    format!("seg-{first:020}.idx")
-}
-
-/// The first position of a segment file name with `suffix`, if it is one.
-fn parse_name(name: &str, suffix: &str) -> Option<u64> {
-    let digits = name.strip_prefix("seg-")?.strip_suffix(suffix)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// The on-disk store. Owned by one task; see the crate docs for the contract.
 #[derive(Debug)]
 pub struct DiskStore {
@@ -619,71 +592,6 @@ fn highest_possible(seg: &Segment) -> Option<u64> {
         return Some(seg.end());
     }
     seg.slots.iter().rposition(|s| s.kind() != SlotKind::Empty).map(|i| seg.first + i as u64 + 1)
-}
-
-fn directory_error(dir: &Path, reason: String) -> Error {
-    Error::Directory { path: dir.display().to_string(), reason }
-}
-
-/// Reads `format.json` (or writes it for a new directory) and returns the
-/// directory's segment size.
-fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64> {
-    let Some(bytes) = fs::read(options.fs.as_ref(), dir, FORMAT_FILE)? else {
-        if has_segments {
-            tracing::warn!(dir = %dir.display(), "segment files without format.json; assuming segment_positions {}", options.segment_positions);
-        }
-        let format = Format { format_version: FORMAT_VERSION, segment_positions: options.segment_positions };
-        let bytes = serde_json::to_vec_pretty(&format).expect("Format has only plain fields and always serializes");
-        fs::write_atomic(options.fs.as_ref(), dir, FORMAT_FILE, &bytes)?;
-        return Ok(options.segment_positions);
-    };
-    let format: Format = serde_json::from_slice(&bytes).map_err(|e| {
-        directory_error(dir, format!("{FORMAT_FILE} is unreadable ({e}); is this a Naxos data directory?"))
-    })?;
-    if format.format_version != FORMAT_VERSION {
-        return Err(directory_error(
-            dir,
-            format!(
-                "format version {} is not {FORMAT_VERSION}; open it with the version of Naxos that wrote it",
-                format.format_version
-            ),
-        ));
-    }
-    if format.segment_positions == 0 || format.segment_positions > SEGMENT_POSITIONS_MAX {
-        return Err(directory_error(
-            dir,
-            format!("{FORMAT_FILE} has an impossible segment_positions {}", format.segment_positions),
-        ));
-    }
-    if format.segment_positions != options.segment_positions {
-        tracing::warn!(
-            dir = %dir.display(),
-            directory = format.segment_positions,
-            options = options.segment_positions,
-            "segment_positions is fixed when a directory is created; using the directory's"
-        );
-    }
-    Ok(format.segment_positions)
-}
-
-/// Reads `meta.json`, or creates it with `options.node_id` (or a random one).
-fn load_meta(dir: &Path, options: &Options) -> Result<Meta> {
-    let files = options.fs.as_ref();
-    match fs::read(files, dir, META_FILE)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            directory_error(
-                dir,
-                format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"),
-            )
-        }),
-        None => {
-            let node_id = options.node_id.unwrap_or_else(crate::meta::random_node_id);
-            let meta = Meta { node_id, ..Meta::default() };
-            let bytes = serde_json::to_vec_pretty(&meta).expect("Meta has only plain fields and always serializes");
-            fs::write_atomic(files, dir, META_FILE, &bytes)?;
-            Ok(meta)
-        }
-    }
 }
 
 impl Store for DiskStore {

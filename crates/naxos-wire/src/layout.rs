@@ -101,32 +101,26 @@ impl Layout {
     /// The chains of the active segment with fewer than `min_replicas`
     /// replicas: (stripe index, chain).
     pub fn short_chains(&self) -> Vec<(usize, &[String])> {
-        let need = self.min_replicas();
-        self.segments
-            .last()
-            .map(|seg| {
-                seg.stripes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.chain.len() < need)
-                    .map(|(i, s)| (i, s.chain.as_slice()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.active_chains_below(self.min_replicas())
     }
 
     /// The chains of the active segment with fewer replicas than the
     /// cluster was made with: (stripe index, replicas missing).
     pub fn under_replicated(&self) -> Vec<(usize, usize)> {
         let want = self.replication as usize;
+        self.active_chains_below(want).into_iter().map(|(i, chain)| (i, want - chain.len())).collect()
+    }
+
+    /// The active segment's chains of fewer than `n` replicas, by stripe.
+    fn active_chains_below(&self, n: usize) -> Vec<(usize, &[String])> {
         self.segments
             .last()
             .map(|seg| {
                 seg.stripes
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.chain.len() < want)
-                    .map(|(i, s)| (i, want - s.chain.len()))
+                    .filter(|(_, s)| s.chain.len() < n)
+                    .map(|(i, s)| (i, s.chain.as_slice()))
                     .collect()
             })
             .unwrap_or_default()
