@@ -91,8 +91,9 @@ pub enum Command {
         /// Its epoch comes from this layout.
         layout: Layout,
     },
-    /// Catch `addr` up on every segment of `layout` (or only segment `only`)
-    /// for `stripe` (every stripe if `None`); answer with [`Event::Copied`].
+    /// Catch `addr` up on every segment of `layout` (segment `i` from
+    /// `from[i]`, or from its start) for `stripe` (every stripe if `None`);
+    /// answer with [`Event::Copied`].
     CatchUp {
         /// The layout to copy by (at the epoch the replicas accept).
         layout: Layout,
@@ -102,8 +103,8 @@ pub enum Command {
         stripe: Option<usize>,
         /// How far to copy.
         to: CopyTo,
-        /// Only this segment.
-        only: Option<usize>,
+        /// Where to start in each segment, by index (missing: its start).
+        from: Vec<u64>,
     },
     /// Seal `nodes` at `epoch` (requests carry `layout`'s epoch); answer with
     /// [`Event::Sealed`], one answer per node in order.
@@ -218,6 +219,9 @@ pub enum Event {
         result: Result<CatchUp, String>,
         /// Chains the unit must stay out of.
         diverged: Vec<(usize, usize)>,
+        /// Per segment, by index: where a later pass must look again (the
+        /// first position left open, or where this pass stopped).
+        resume: Vec<u64>,
     },
     /// The seal answers, in the order of the command's nodes.
     Sealed(Vec<Answer<SealAnswer>>),
@@ -282,7 +286,9 @@ pub struct Driver {
     last: String,
     transfer: CatchUp,
     diverged: BTreeSet<(usize, usize)>,
-    precopied: bool,
+    /// Where the copy after the seal starts in each segment, once the copy
+    /// before it succeeded.
+    resume: Option<Vec<u64>>,
     sealed: Option<Sealed>,
     sealed_at: Position,
     proposal: Option<Layout>,
@@ -318,7 +324,7 @@ impl Driver {
             last: String::new(),
             transfer: CatchUp::default(),
             diverged: BTreeSet::new(),
-            precopied: false,
+            resume: None,
             sealed: None,
             sealed_at: Position(0),
             proposal: None,
@@ -400,19 +406,19 @@ impl Driver {
                             return self.seal();
                         }
                         self.wait = Wait::PreCopied;
-                        Command::CatchUp { layout: ahead, addr, stripe, to: CopyTo::Tail, only: None }
+                        Command::CatchUp { layout: ahead, addr, stripe, to: CopyTo::Tail, from: Vec::new() }
                     }
                     Answer::Refused(_, _, _, e) | Answer::Failed(e) => {
                         self.retry(format!("reconfiguration did not complete: sealing {addr} before its catch-up: {e}"))
                     }
                 }
             }
-            (Wait::PreCopied, Event::Copied { result, diverged }) => {
+            (Wait::PreCopied, Event::Copied { result, diverged, resume }) => {
                 self.diverged.extend(diverged);
                 match result {
                     Ok(c) => {
                         self.transfer += c;
-                        self.precopied = true;
+                        self.resume = Some(resume);
                     }
                     Err(e) => {
                         let addr = self.joining_unit().0;
@@ -422,7 +428,7 @@ impl Driver {
                 self.seal()
             }
             (Wait::Sealed, Event::Sealed(answers)) => self.on_sealed(answers),
-            (Wait::PostCopied, Event::Copied { result, diverged }) => {
+            (Wait::PostCopied, Event::Copied { result, diverged, .. }) => {
                 self.diverged.extend(diverged);
                 match result {
                     Ok(c) => {
@@ -503,7 +509,7 @@ impl Driver {
     /// that cannot serve its tail now (a sequencer waiting for this very
     /// reconfiguration) gets the whole copy after the seal instead.
     fn begin_attempt(&mut self) -> Command {
-        self.precopied = false;
+        self.resume = None;
         self.sealed = None;
         // A change that does not fit is refused before anything is sealed:
         // the shape of the next layout does not depend on where it starts.
@@ -565,18 +571,20 @@ impl Driver {
             return self.propose();
         }
         if let Change::Add { addr, stripe } = &self.change {
-            // The rest of the segment just sealed, read under the new epoch
-            // (its replicas refuse the old one now).
+            // What the copy before the seal left: the rest of the segment
+            // just sealed, and in every segment the positions no replica held
+            // then (a writer holding its token may have written them through
+            // the old chain since: seed 8002739). Read under the new epoch
+            // (the replicas refuse the old one now).
             let mut layout = known;
             layout.epoch += 1;
-            let only = self.precopied.then(|| layout.segments.len() - 1);
             self.wait = Wait::PostCopied;
             return Command::CatchUp {
                 layout,
                 addr: addr.clone(),
                 stripe: *stripe,
                 to: CopyTo::At(self.sealed_at),
-                only,
+                from: self.resume.clone().unwrap_or_default(),
             };
         }
         self.propose()

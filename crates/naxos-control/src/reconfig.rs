@@ -138,23 +138,27 @@ pub async fn reconfigure(
                 let body = request::Body::Seal(Seal { epoch: layout.epoch });
                 Event::SealedOne(answer(calls.call(&addr, request(&layout, body)).await, |_| Some(())))
             }
-            Command::CatchUp { layout, addr, stripe, to, only } => {
+            Command::CatchUp { layout, addr, stripe, to, from } => {
                 if copier.is_none() {
                     copier = Some(connect_copier(&pool_net, seeds).await?);
                 }
                 let Some(copier) = copier.as_ref() else { unreachable!("connected just above") };
                 let began = Instant::now();
                 let mut diverged = Vec::new();
+                let mut resume = Vec::new();
                 let to = match to {
                     CopyTo::At(p) => Ok(p),
                     CopyTo::Tail => copier.tail().await,
                 };
                 let result = match to {
-                    Ok(to) => catch_up(copier, &layout, &addr, stripe, to, only, &mut throttle, &mut diverged).await,
+                    Ok(to) => {
+                        let span = Span { from: &from, to };
+                        catch_up(copier, &layout, &addr, stripe, span, &mut throttle, &mut diverged, &mut resume).await
+                    }
                     Err(e) => Err(e),
                 };
                 transfer_time += began.elapsed();
-                Event::Copied { result: result.map_err(|e| e.to_string()), diverged }
+                Event::Copied { result: result.map_err(|e| e.to_string()), diverged, resume }
             }
             Command::Seal { layout, nodes, epoch } => {
                 seal_started = Instant::now();
@@ -337,47 +341,60 @@ fn bootstrap_body(tail: u64, streams: Vec<(StreamId, u64)>) -> request::Body {
     request::Body::SeqBootstrap(SeqBootstrap { tail, streams })
 }
 
-/// Catches `addr` up on every segment of `layout` (or only `only`), below
-/// `to`; adds to `diverged` the (segment, stripe) chains it must stay out of.
+/// The positions a catch-up covers: below `to`, and in segment `i` from
+/// `from[i]` (from the segment's start where `from` has no entry).
+struct Span<'a> {
+    from: &'a [u64],
+    to: Position,
+}
+
+impl Span<'_> {
+    /// `[start, end)` of segment `index` to copy (empty when start >= end).
+    fn of(&self, index: usize, seg: &naxos_wire::proto::Segment) -> (u64, u64) {
+        let end = seg.end.map_or(self.to.0, |e| e.min(self.to.0));
+        (self.from.get(index).map_or(seg.start, |f| (*f).max(seg.start)), end)
+    }
+}
+
+/// Catches `addr` up on the segments of `layout` over `span`; adds to
+/// `diverged` the (segment, stripe) chains it must stay out of, and sets
+/// `resume` to where, in each segment, a later pass must look again.
 #[allow(clippy::too_many_arguments)]
 async fn catch_up(
     copier: &naxos_client::Client,
     layout: &Layout,
     addr: &str,
     stripe: Option<usize>,
-    to: Position,
-    only: Option<usize>,
+    span: Span<'_>,
     throttle: &mut Throttle,
     diverged: &mut Vec<(usize, usize)>,
+    resume: &mut Vec<u64>,
 ) -> Result<CatchUp, naxos_client::Error> {
     let layout = Arc::new(layout.clone());
     let mut done = CatchUp::default();
     if let Some(p) = throttle.progress() {
         // The positions each stripe to copy covers, to tell how far the copy is.
         for (index, seg) in layout.segments.iter().enumerate() {
-            if only.is_some_and(|o| o != index) {
-                continue;
-            }
-            let end = seg.end.map_or(to.0, |e| e.min(to.0));
+            let (start, end) = span.of(index, seg);
             let stripes = seg
                 .stripes
                 .iter()
                 .enumerate()
                 .filter(|(i, st)| stripe.is_none_or(|s| s == *i) && !st.chain.iter().any(|a| a == addr))
                 .count() as u64;
-            p.plan(end.saturating_sub(seg.start) * stripes);
+            p.plan(end.saturating_sub(start) * stripes);
         }
     }
-    for index in 0..layout.segments.len() {
-        if only.is_some_and(|o| o != index) {
-            continue;
-        }
-        if stripe.is_some_and(|s| s >= layout.segments[index].stripes.len()) {
+    for (index, seg) in layout.segments.iter().enumerate() {
+        let (start, end) = span.of(index, seg);
+        if start >= end || stripe.is_some_and(|s| s >= seg.stripes.len()) {
+            resume.push(start);
             continue;
         }
         let l = loglet::of_segment(&layout, index)?;
-        let c = l.catch_up(copier, addr, stripe, to, throttle).await?;
+        let c = l.catch_up(copier, addr, stripe, Position(start), span.to, throttle).await?;
         diverged.extend(c.diverged_stripes.iter().map(|&s| (index, s)));
+        resume.push(c.open.map_or(end, |o| o.min(end)));
         done += c;
     }
     Ok(done)

@@ -739,10 +739,11 @@ impl Loglet for ChainLoglet {
         vlog: &Client,
         replica: &str,
         stripe: Option<usize>,
+        from: Position,
         to: Position,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error> {
-        self.catch_up_replica(vlog, replica, stripe, to, throttle).await
+        self.catch_up_replica(vlog, replica, stripe, from, to, throttle).await
     }
 
     async fn stream_query(

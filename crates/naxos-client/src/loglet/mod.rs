@@ -71,6 +71,10 @@ pub struct CatchUp {
     pub diverged: u64,
     /// The stripes with such positions: the replica must not join their chains.
     pub diverged_stripes: Vec<usize>,
+    /// The lowest position examined that neither the chain nor the replica
+    /// held: a writer holding its token may still write it through the chain
+    /// the replica is not in yet, so a later pass must look at it again.
+    pub open: Option<u64>,
 }
 
 impl std::ops::AddAssign for CatchUp {
@@ -84,6 +88,10 @@ impl std::ops::AddAssign for CatchUp {
                 self.diverged_stripes.push(s);
             }
         }
+        self.open = match (self.open, o.open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -199,7 +207,7 @@ pub trait Loglet: Send + Sync {
     async fn trim(&self, vlog: &Client, pos: Position) -> Result<(), Error>;
 
     /// Copies to `replica` what it lacks of the positions it will hold in
-    /// this segment below `to` (those of stripe `stripe`, or of every stripe,
+    /// this segment in `[from, to)` (those of stripe `stripe`, or of every stripe,
     /// skipping chains it is in already), from the replicas that hold them.
     /// Incremental (only what the replica lacks is sent) and so resumable;
     /// large batches, one group commit each; nothing on the replica is ever
@@ -213,6 +221,7 @@ pub trait Loglet: Send + Sync {
         vlog: &Client,
         replica: &str,
         stripe: Option<usize>,
+        from: Position,
         to: Position,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error>;

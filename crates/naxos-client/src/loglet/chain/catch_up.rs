@@ -33,6 +33,7 @@ impl ChainLoglet {
         vlog: &Client,
         replica: &str,
         stripe: Option<usize>,
+        from: Position,
         to: Position,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error> {
@@ -51,8 +52,9 @@ impl ChainLoglet {
             let filter =
                 stripe_filter::Filter { start: seg.start, count: seg.stripes.len() as u32, index: index as u32 };
             let mut source = 0;
-            let mut at = seg.start;
+            let mut at = seg.start.max(from.0);
             let mut diverged = false;
+            let mut open = None;
             while at < end {
                 let window_end = end.min(at + CATCH_UP_POSITIONS);
                 // The chain's entries in a window of at most CATCH_UP_READ_BYTES.
@@ -119,6 +121,12 @@ impl ChainLoglet {
                         diverged = true;
                     }
                 }
+                // Positions neither side holds are still open: a writer that
+                // holds the token may write them through the old chain.
+                if open.is_none() {
+                    open = (at.max(floor)..next)
+                        .find(|p| filter.contains(*p) && !theirs.contains_key(p) && !ours.contains_key(p));
+                }
                 let mut batch: Vec<(u64, Entry)> = Vec::new();
                 let mut batch_bytes = 0;
                 for (p, e) in theirs.into_iter().filter(|(p, _)| *p >= floor && !ours.contains_key(p)) {
@@ -144,6 +152,7 @@ impl ChainLoglet {
             if diverged {
                 done.diverged_stripes.push(index);
             }
+            done += CatchUp { open, ..CatchUp::default() };
         }
         // Every batch durable on the replica before the copy counts as done.
         while let Some(w) = writing.pop_front() {
