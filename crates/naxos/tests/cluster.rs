@@ -468,3 +468,51 @@ async fn a_chain_loglet_checks_its_tail_and_seals_every_replica() {
     }
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_a_late_writer_put_there() {
+    // A sealed segment can still take writes below its end: a writer that
+    // holds the token for a position no replica has yet writes it through
+    // the chain. A copy to a joining unit says where the first such position
+    // is, so that the copy after the seal looks again from there (soak seed
+    // 8002739 lost an acknowledged append when it did not).
+    use naxos_client::loglet::{self, Throttle};
+    use naxos_wire::proto::{request, CommitLayout};
+    use std::sync::Arc;
+    let c = Cluster::start(4, 3, 1).await;
+    let (chain, joining) = (&c.addrs[..3], &c.addrs[3]);
+    let pool = pool();
+    // The joining unit takes the layout, as a reconfiguration enrolls it.
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(c.layout.clone())) });
+    pool.call(joining, req(&c.layout, body)).await.unwrap();
+    // Positions 0..10 on the chain, but for 4 and 7 (their writers are slow).
+    let late = [4u64, 7];
+    for p in (0..10).filter(|p| !late.contains(p)) {
+        for addr in chain {
+            raw_write(&pool, &c.layout, addr, Position(p), data(format!("v{p}").as_bytes())).await.unwrap();
+        }
+    }
+    let client = c.client().await;
+    let layout = Arc::new(c.layout.clone());
+    let segment = loglet::of_segment(&layout, 0).unwrap();
+    let progress = Arc::new(loglet::Progress::default());
+    let mut throttle = Throttle::new(0).with_progress(progress.clone());
+    let compared = || progress.positions_done.load(std::sync::atomic::Ordering::Relaxed);
+    let first = segment.catch_up(&client, joining, None, Position(0), Position(10), &mut throttle).await.unwrap();
+    assert_eq!((first.copied, first.open), (8, Some(4)), "{first:?}");
+    assert_eq!(compared(), 10);
+    // The late writers finish through the chain the joining unit is not in.
+    for p in late {
+        for addr in chain {
+            raw_write(&pool, &c.layout, addr, Position(p), data(format!("v{p}").as_bytes())).await.unwrap();
+        }
+    }
+    let again = segment.catch_up(&client, joining, None, Position(4), Position(10), &mut throttle).await.unwrap();
+    assert_eq!((again.copied, again.open), (2, None), "only the two late positions are new: {again:?}");
+    assert_eq!(compared(), 10 + 6, "the second copy starts at the first open position");
+    for p in 0..10 {
+        let held = raw_read(&pool, &c.layout, joining, Position(p)).await.unwrap();
+        assert_eq!(held.map(|e| e.payload), Some(bytes::Bytes::from(format!("v{p}"))), "position {p}");
+    }
+    c.stop_all().await;
+}
