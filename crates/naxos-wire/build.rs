@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .field_attribute(".naxos.v1.Layout.replication", "#[serde(default)]")
         .field_attribute(".naxos.v1.Layout.away", "#[serde(default)]")
         .field_attribute(".naxos.v1.Layout.history", "#[serde(default)]")
+        .field_attribute(".naxos.v1.Layout.tail_floor", "#[serde(default)]")
         .compile_fds(fds)?;
     Ok(())
 }

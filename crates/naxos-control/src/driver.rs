@@ -453,7 +453,7 @@ impl Driver {
             }
             (Wait::UnitTails, Event::UnitTails(answers)) => {
                 let chosen = self.chosen().clone();
-                let floor = self.sealed.as_ref().map_or(0, |s| s.sequencer_next);
+                let floor = self.sealed.as_ref().map_or(0, |s| s.sequencer_next).max(chosen.tail_floor);
                 match bootstrap_state(&chosen, floor, &self.asked, answers) {
                     Ok(command) => {
                         self.wait = Wait::Bootstrapped;
@@ -604,6 +604,12 @@ impl Driver {
         let mut proposal = proposal;
         let reason = if self.reason.is_empty() { format!("operator: {}", self.change) } else { self.reason.clone() };
         proposal.record(self.unix_ms, reason);
+        // The new primary may have to recover by itself (the driver's
+        // bootstrap can fail): it must still start above every position the
+        // sealed sequencers handed out or showed as the tail (soak seed
+        // 9001389: a client saw tail 166, the next primary started at 54).
+        let handed_out = self.sealed.as_ref().map_or(0, |s| s.sequencer_next);
+        proposal.tail_floor = proposal.tail_floor.max(handed_out);
         tracing::info!(change = %self.change, epoch = proposal.epoch, ?skip, sealed = %self.sealed_at, "proposing");
         self.proposal = Some(proposal);
         self.round = 1;

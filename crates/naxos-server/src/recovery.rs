@@ -74,9 +74,10 @@ pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Re
             }
         }
     }
-    // Never below the active segment's start: the positions below it
-    // belong to sealed segments, which take no appends.
-    match sequencer_start(layout, 0, &answers, Some(me)) {
+    // Never below the active segment's start (the positions below it
+    // belong to sealed segments, which take no appends) nor the layout's
+    // tail floor (what the sealed sequencers had handed out).
+    match sequencer_start(layout, layout.tail_floor, &answers, Some(me)) {
         Ok(start) => Ok(Recovered { tail: start.tail, streams: start.streams }),
         Err(message) => Err(Failed { message, sealed_ahead }),
     }

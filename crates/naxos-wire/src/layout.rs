@@ -90,6 +90,7 @@ impl Layout {
             replication: replication as u32,
             away: Vec::new(),
             history: vec![Change { epoch: 0, unix_ms: 0, reason: "bootstrap".into() }],
+            tail_floor: 0,
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
             "segments":[{"start":0,"end":null,"stripes":[{"chain":["n0"]}]}]}"#;
         let l: Layout = serde_json::from_str(json).unwrap();
         assert_eq!(l.segments[0].kind(), SegmentKind::Chain);
+        assert_eq!(l.tail_floor, 0, "no floor before the field existed");
         l.validate().unwrap();
     }
 

@@ -390,24 +390,27 @@ fn layout() -> impl Strategy<Value = proto::Layout> {
     });
     (
         ("[a-z0-9-]{0,12}", any::<u64>(), vec("[a-z0-9.:]{1,12}", 0..3), vec(segment, 0..3)),
-        (any::<u32>(), any::<u32>(), away, vec((any::<u64>(), any::<u64>(), "[ -~]{0,20}"), 0..3)),
+        (any::<u32>(), any::<u32>(), away, vec((any::<u64>(), any::<u64>(), "[ -~]{0,20}"), 0..3), any::<u64>()),
     )
-        .prop_map(|((cluster_id, epoch, servers, segments), (min_replicas, replication, away, history))| {
-            proto::Layout {
-                cluster_id,
-                epoch,
-                layout_servers: servers.clone(),
-                sequencers: servers,
-                segments,
-                min_replicas,
-                replication,
-                away,
-                history: history
-                    .into_iter()
-                    .map(|(epoch, unix_ms, reason)| proto::Change { epoch, unix_ms, reason })
-                    .collect(),
-            }
-        })
+        .prop_map(
+            |((cluster_id, epoch, servers, segments), (min_replicas, replication, away, history, tail_floor))| {
+                proto::Layout {
+                    cluster_id,
+                    epoch,
+                    layout_servers: servers.clone(),
+                    sequencers: servers,
+                    segments,
+                    min_replicas,
+                    replication,
+                    away,
+                    history: history
+                        .into_iter()
+                        .map(|(epoch, unix_ms, reason)| proto::Change { epoch, unix_ms, reason })
+                        .collect(),
+                    tail_floor,
+                }
+            },
+        )
 }
 
 fn stream_tails() -> impl Strategy<Value = Vec<proto::StreamTail>> {

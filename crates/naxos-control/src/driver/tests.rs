@@ -95,6 +95,7 @@ fn a_next_epoch_seals_proposes_commits_and_bootstraps_the_sequencer_from_every_u
     let Command::Commit { layout, nodes } = c else { panic!("expected a commit, got {c:?}") };
     assert_eq!(layout.epoch, 1);
     assert_eq!(layout.segments.last().map(|s| s.start), Some(10));
+    assert_eq!(layout.tail_floor, 12, "a primary that recovers by itself starts above what was handed out");
     assert_eq!(nodes, l0.all_nodes());
     let c = d.on(Event::Committed(vec![true, false, true]));
     assert_eq!(c, Command::UnitTails { layout: layout.clone(), units: layout.log_units() });
