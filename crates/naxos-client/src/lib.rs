@@ -31,6 +31,7 @@ pub mod loglet;
 mod read;
 mod retry;
 mod stream;
+mod subscribe;
 
 use bytes::Bytes;
 use naxos_wire::net::{Net, TcpNet};
@@ -40,6 +41,7 @@ use naxos_wire::ErrorCode;
 pub use naxos_wire::{Epoch, Layout, Position, ServerError, StreamId};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+pub use subscribe::Subscription;
 
 /// A data entry as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +50,18 @@ pub struct Record {
     pub payload: Bytes,
     /// The streams the entry belongs to.
     pub streams: Vec<StreamId>,
+    /// Per stream (in the same order), the stream's previous position when
+    /// the entry was appended ([`naxos_wire::NO_BACKPOINTER`]: none known).
+    pub backpointers: Vec<u64>,
+}
+
+impl Record {
+    /// The position of `stream` before this entry, if the entry is in the
+    /// stream and its sequencer knew one.
+    pub fn backpointer(&self, stream: StreamId) -> Option<u64> {
+        let i = self.streams.iter().position(|s| *s == stream)?;
+        self.backpointers.get(i).copied().filter(|&b| b != naxos_wire::NO_BACKPOINTER)
+    }
 }
 
 /// What a position holds.
@@ -64,10 +78,15 @@ impl Value {
         if entry.kind == naxos_wire::EntryKind::Hole as i32 {
             return Value::Hole;
         }
-        Value::Data(Record {
-            payload: entry.payload,
-            streams: entry.streams.iter().filter_map(|s| StreamId::from_slice(s)).collect(),
-        })
+        let mut streams = Vec::with_capacity(entry.streams.len());
+        let mut backpointers = Vec::with_capacity(entry.streams.len());
+        for (i, s) in entry.streams.iter().enumerate() {
+            if let Some(s) = StreamId::from_slice(s) {
+                streams.push(s);
+                backpointers.push(entry.backpointers.get(i).copied().unwrap_or(naxos_wire::NO_BACKPOINTER));
+            }
+        }
+        Value::Data(Record { payload: entry.payload, streams, backpointers })
     }
 }
 
@@ -342,11 +361,26 @@ impl Client {
 
     /// The tail and the last position of each of `streams` that has one.
     pub async fn tails(&self, streams: &[StreamId]) -> Result<naxos_wire::proto::TailOk, Error> {
+        self.wait_tails(streams, Position(0), Duration::ZERO).await
+    }
+
+    /// As [`Client::tails`], but the sequencer answers only once there is
+    /// something at or after `from` (one of `streams` has its last position
+    /// there; with no streams, the tail is above it), or when `wait` is over
+    /// (at most half the call time-out): a long poll, for tailing readers.
+    pub async fn wait_tails(
+        &self,
+        streams: &[StreamId],
+        from: Position,
+        wait: Duration,
+    ) -> Result<naxos_wire::proto::TailOk, Error> {
         let raw: Vec<Bytes> = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        let wait_ms = wait.min(self.config().rpc.timeout_call / 2).as_millis().min(u128::from(u32::MAX)) as u32;
         let mut retry = retry::Retry::new(self.config());
         loop {
             let layout = self.layout();
-            let body = request::Body::SeqTail(naxos_wire::proto::SeqTail { streams: raw.clone() });
+            let body =
+                request::Body::SeqTail(naxos_wire::proto::SeqTail { streams: raw.clone(), wait_from: from.0, wait_ms });
             match self.call(Self::sequencer(&layout)?, &layout, body).await {
                 Ok(response::Body::Tail(t)) => return Ok(t),
                 Ok(_) => return Err(Error::Invalid("sequencer answered a tail query with something else".into())),

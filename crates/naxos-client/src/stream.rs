@@ -11,6 +11,10 @@ use naxos_wire::{Position, StreamId};
 
 /// Positions read at once.
 const READ_CHUNK: usize = 256;
+/// Positions examined per window of a stream read: what it keeps in memory
+/// besides the entries found is bounded by this, however long a run of
+/// unwritten or filled positions it crosses.
+pub(crate) const STREAM_WINDOW: u64 = 1 << 16;
 
 impl Client {
     /// The entries of `stream` from position `from` up to the current tail, in log order.
@@ -19,31 +23,81 @@ impl Client {
         self.read_stream_range(stream, from, tail).await
     }
 
-    /// The entries of `stream` in `[from, to)`, in log order.
+    /// The entries of `stream` in `[from, to)`, in log order, a window of
+    /// positions at a time.
     pub async fn read_stream_range(
         &self,
         stream: StreamId,
         from: Position,
         to: Position,
     ) -> Result<Vec<(Position, Record)>, Error> {
-        let layout = self.layout();
-        let mut mine: Vec<u64> = Vec::new();
-        let mut unknown: Vec<u64> = Vec::new();
-        for segment in loglet::segments_in(&layout, from, to) {
-            let found = loglet::of_segment(&layout, segment)?.stream_query(self, stream, from, to).await?;
-            mine.extend(found.listed);
-            unknown.extend(found.unwritten);
+        let mut out = Vec::new();
+        let mut at = from.0;
+        while at < to.0 {
+            let end = to.0.min(at.saturating_add(STREAM_WINDOW));
+            out.extend(self.read_stream_window(stream, Position(at), Position(end), false).await?);
+            at = end;
         }
-        mine.sort_unstable();
-        mine.dedup();
-        unknown.sort_unstable();
-        unknown.dedup();
+        Ok(out)
+    }
+
+    /// The entries of `stream` in `[from, to)`, at most [`STREAM_WINDOW`]
+    /// positions: the index's positions of the stream, and every position
+    /// not seen written, read. `unreached`: also those past the tail of the
+    /// unit asked (a tailing reader must not step over a write on its way;
+    /// a one-off read up to the tail need not wait for one).
+    pub(crate) async fn read_stream_window(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+        unreached: bool,
+    ) -> Result<Vec<(Position, Record)>, Error> {
+        let (listed, unknown) = self.stream_positions(stream, from, to, unreached).await?;
         // Both lists, merged into log order; each position knows whether the
         // index listed it (then it must be in the stream).
         let mut todo: Vec<(u64, bool)> =
-            mine.iter().map(|&p| (p, true)).chain(unknown.iter().map(|&p| (p, false))).collect();
+            listed.iter().map(|&p| (p, true)).chain(unknown.iter().map(|&p| (p, false))).collect();
         todo.sort_unstable();
-        let mut out = Vec::with_capacity(mine.len());
+        self.read_stream_positions(stream, &todo).await
+    }
+
+    /// What the index says of `stream` in `[from, to)`: the positions it
+    /// lists, and those not written yet (with `unreached`, also those past
+    /// the asked units' tails), each sorted.
+    pub(crate) async fn stream_positions(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+        unreached: bool,
+    ) -> Result<(Vec<u64>, Vec<u64>), Error> {
+        let layout = self.layout();
+        let mut listed: Vec<u64> = Vec::new();
+        let mut unknown: Vec<u64> = Vec::new();
+        for segment in loglet::segments_in(&layout, from, to) {
+            let found = loglet::of_segment(&layout, segment)?.stream_query(self, stream, from, to).await?;
+            listed.extend(found.listed);
+            unknown.extend(found.unwritten);
+            if unreached {
+                unknown.extend(found.unreached);
+            }
+        }
+        listed.sort_unstable();
+        listed.dedup();
+        unknown.sort_unstable();
+        unknown.dedup();
+        Ok((listed, unknown))
+    }
+
+    /// Reads `todo` (positions in log order, each with whether the index
+    /// listed it for `stream`); the entries of `stream` among them.
+    pub(crate) async fn read_stream_positions(
+        &self,
+        stream: StreamId,
+        todo: &[(u64, bool)],
+    ) -> Result<Vec<(Position, Record)>, Error> {
+        let mut out = Vec::new();
         // Read a chunk at a time, all of a chunk at once: a run of holes to
         // fill costs one hole-fill wait, not one per position.
         for chunk in todo.chunks(READ_CHUNK) {

@@ -317,6 +317,7 @@ impl LogUnit {
             positions: r.positions.into_iter().map(|p| p.0).collect(),
             unwritten: r.unwritten.into_iter().map(|p| p.0).collect(),
             next: r.next.0,
+            tail: self.store.tail().0,
         }))
     }
 

@@ -35,6 +35,8 @@ pub const TOKEN_STREAMS_MAX: usize = 64;
 pub const CEILING_BLOCK: u64 = 1024;
 /// The largest block the ceiling is raised by, however fast tokens go.
 pub const CEILING_BLOCK_MAX: u64 = 1 << 18;
+/// The longest a tail query may wait for something new (`SeqTail.wait_ms`).
+pub const TAIL_WAIT_MS_MAX: u32 = 10_000;
 /// How much of the current token rate one block covers.
 const CEILING_LEAD: std::time::Duration = std::time::Duration::from_millis(250);
 /// The ceiling's file in the data directory.
@@ -365,17 +367,96 @@ impl Sequencer {
         reply.send(self.apply(&req))
     }
 
+    /// When a waiting tail query (`SeqTail.wait_ms > 0`) can be answered
+    /// now: `None` while there is nothing at or after its `wait_from` yet.
+    /// Anything it would be refused for is answered at once.
+    fn waits(&self, req: &Request) -> Option<std::time::Duration> {
+        let Some(request::Body::SeqTail(t)) = &req.body else { return None };
+        if t.wait_ms == 0 {
+            return None;
+        }
+        let state =
+            self.state.as_ref().filter(|_| Epoch(req.epoch) == self.epoch && self.fence.admit(self.epoch).is_ok())?;
+        let arrived = if t.streams.is_empty() {
+            state.next > t.wait_from
+        } else {
+            t.streams
+                .iter()
+                .filter_map(|s| StreamId::from_slice(s))
+                .any(|s| state.streams.get(&s).is_some_and(|&last| last != NO_BACKPOINTER && last >= t.wait_from))
+        };
+        (!arrived).then(|| std::time::Duration::from_millis(u64::from(t.wait_ms.min(TAIL_WAIT_MS_MAX))))
+    }
+
+    /// Answers the waiting tail queries that can be answered now (all of
+    /// them once their time is up).
+    async fn answer_waiting(
+        &mut self,
+        waiting: &mut Vec<Waiting>,
+        store: Option<&CeilingStore>,
+        raised: &mut Option<(tokio::time::Instant, u64)>,
+    ) {
+        if waiting.is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut still = Vec::with_capacity(waiting.len());
+        for w in std::mem::take(waiting) {
+            if w.until > now && self.waits(&w.req).is_some() {
+                still.push(w);
+            } else {
+                self.handle(w.req, w.reply, store, raised).await;
+            }
+        }
+        *waiting = still;
+    }
+
+    /// Answers `req`, or keeps it in `waiting` if it is a tail query that
+    /// waits for something new.
+    async fn handle_or_wait(
+        &mut self,
+        req: Request,
+        reply: Reply,
+        store: Option<&CeilingStore>,
+        raised: &mut Option<(tokio::time::Instant, u64)>,
+        waiting: &mut Vec<Waiting>,
+    ) {
+        match self.waits(&req) {
+            Some(wait) if waiting.len() < WAITING_MAX => {
+                waiting.push(Waiting { until: tokio::time::Instant::now() + wait, req, reply })
+            }
+            _ => self.handle(req, reply, store, raised).await,
+        }
+    }
+
     /// Runs the sequencer's task until every sender of `rx` is gone; the
     /// ceiling, if kept, is stored through `store`.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>, store: Option<CeilingStore>) {
         // When the ceiling was last raised, and the tail then: the token rate.
         let mut raised: Option<(tokio::time::Instant, u64)> = None;
-        while let Some(op) = rx.recv().await {
+        // Tail queries waiting for something new, answered after every op.
+        let mut waiting: Vec<Waiting> = Vec::new();
+        loop {
+            let first_due = waiting.iter().map(|w| w.until).min();
+            let op = tokio::select! {
+                // Deterministic order (the simulator replays runs).
+                biased;
+                op = rx.recv() => match op {
+                    Some(op) => op,
+                    None => break,
+                },
+                _ = sleep_until(first_due) => {
+                    self.answer_waiting(&mut waiting, store.as_ref(), &mut raised).await;
+                    continue;
+                }
+            };
             match op {
-                Op::Request(req, reply) => self.handle(req, reply, store.as_ref(), &mut raised).await,
+                Op::Request(req, reply) => {
+                    self.handle_or_wait(req, reply, store.as_ref(), &mut raised, &mut waiting).await
+                }
                 Op::Requests(reqs) => {
                     for (req, reply) in reqs {
-                        self.handle(req, reply, store.as_ref(), &mut raised).await;
+                        self.handle_or_wait(req, reply, store.as_ref(), &mut raised, &mut waiting).await;
                     }
                 }
                 Op::Seal(epoch, tx) => {
@@ -385,6 +466,11 @@ impl Sequencer {
                     let _ = tx.send((self.epoch, self.next()));
                 }
             }
+            self.answer_waiting(&mut waiting, store.as_ref(), &mut raised).await;
+        }
+        // Whoever still waits gets what there is (the node is stopping).
+        for w in waiting {
+            self.handle(w.req, w.reply, store.as_ref(), &mut raised).await;
         }
         // A clean stop: every token handed out is below `next`, so storing it
         // as the ceiling lets the next start continue without a gap, and with
@@ -395,6 +481,24 @@ impl Sequencer {
                 tracing::warn!("cannot store the sequencer's tail at stop: {e}");
             }
         }
+    }
+}
+
+/// Most tail queries waiting at once; more are answered at once.
+const WAITING_MAX: usize = 4096;
+
+/// A tail query waiting for something new, until `until` at the latest.
+struct Waiting {
+    until: tokio::time::Instant,
+    req: Request,
+    reply: Reply,
+}
+
+/// Sleeps until `at`, or for ever if there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -592,7 +696,7 @@ mod tests {
             id: 0,
             cluster_id: String::new(),
             epoch: 0,
-            body: Some(request::Body::SeqTail(proto::SeqTail { streams: vec![] })),
+            body: Some(request::Body::SeqTail(proto::SeqTail { streams: vec![], ..Default::default() })),
         };
         assert_eq!(s.ceiling_needed(&tail), Some(50), "the next position 50 is above the durable ceiling 10");
         s.raise_ceiling(66);
@@ -609,5 +713,81 @@ mod tests {
         s.bootstrap(Epoch(1), 5, &[]).unwrap();
         assert_eq!(s.token(Epoch(1), 1, &[]).unwrap().start, 5);
         assert_eq!(s.seal(Epoch(0)).unwrap_err().code, ErrorCode::WrongEpoch);
+    }
+
+    fn seq_request(body: request::Body) -> Request {
+        Request { id: 1, cluster_id: String::new(), epoch: 0, body: Some(body) }
+    }
+
+    fn waiting_tail(streams: &[StreamId], from: u64, wait_ms: u32) -> Request {
+        let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        seq_request(request::Body::SeqTail(proto::SeqTail { streams, wait_from: from, wait_ms }))
+    }
+
+    async fn answer(rx: oneshot::Receiver<naxos_wire::proto::Response>) -> proto::TailOk {
+        match rx.await.expect("the sequencer answers").body {
+            Some(response::Body::Tail(t)) => t,
+            other => panic!("expected a tail, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_tail_query_is_answered_by_the_token_it_waits_for_or_at_its_time() {
+        let mut s = Sequencer::new();
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(s.run(rx, None));
+        let (a, b) = (StreamId::from_name("a"), StreamId::from_name("b"));
+        // Waits for stream a at position 0 or later: nothing there yet.
+        let (reply, mut waiting) = Reply::once(1);
+        tx.send(Op::Request(waiting_tail(&[a], 0, 60_000), reply)).unwrap();
+        // A token of another stream, then a tail query that does not wait:
+        // answered in order, while the first still waits.
+        let token = |streams: Vec<StreamId>| {
+            let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+            seq_request(request::Body::Token(proto::Token { count: 1, streams }))
+        };
+        let (reply, got) = Reply::once(2);
+        tx.send(Op::Request(token(vec![b]), reply)).unwrap();
+        got.await.unwrap();
+        let (reply, now) = Reply::once(3);
+        tx.send(Op::Request(waiting_tail(&[a], 0, 0), reply)).unwrap();
+        assert_eq!(answer(now).await.tail, 1);
+        assert!(waiting.try_recv().is_err(), "nothing of stream a yet: the query still waits");
+        // The token of stream a answers it.
+        let (reply, got) = Reply::once(4);
+        tx.send(Op::Request(token(vec![a]), reply)).unwrap();
+        got.await.unwrap();
+        let t = answer(waiting).await;
+        assert_eq!(t.tail, 2);
+        assert_eq!(t.streams.len(), 1);
+        assert_eq!(t.streams[0].last, 1);
+        // Waiting for stream a at 2 or later: nothing comes, so it is
+        // answered when its time is up, with what there is.
+        let (reply, waiting) = Reply::once(5);
+        tx.send(Op::Request(waiting_tail(&[a], 2, 20), reply)).unwrap();
+        let t = answer(waiting).await;
+        assert_eq!((t.tail, t.streams[0].last), (2, 1));
+        // Without streams it waits for the tail to pass `wait_from`.
+        let (reply, mut waiting) = Reply::once(6);
+        tx.send(Op::Request(waiting_tail(&[], 2, 60_000), reply)).unwrap();
+        let (reply, now) = Reply::once(7);
+        tx.send(Op::Request(waiting_tail(&[], 0, 0), reply)).unwrap();
+        answer(now).await;
+        assert!(waiting.try_recv().is_err(), "the tail is 2: the query waits for more");
+        let (reply, got) = Reply::once(8);
+        tx.send(Op::Request(token(vec![]), reply)).unwrap();
+        got.await.unwrap();
+        assert_eq!(answer(waiting).await.tail, 3);
+        // A seal answers whoever waits (with the refusal of its old epoch).
+        let (reply, waiting) = Reply::once(9);
+        tx.send(Op::Request(waiting_tail(&[], 3, 60_000), reply)).unwrap();
+        let (sealed, done) = oneshot::channel();
+        tx.send(Op::Seal(Epoch(1), sealed)).unwrap();
+        done.await.unwrap().unwrap();
+        let refused = waiting.await.unwrap();
+        assert!(matches!(refused.body, Some(response::Body::Error(_))), "{refused:?}");
+        drop(tx);
+        task.await.unwrap();
     }
 }

@@ -444,7 +444,9 @@ fn request() -> impl Strategy<Value = Request> {
                 })
             }),
         (any::<u32>(), stream_ids()).prop_map(|(count, streams)| request::Body::Token(proto::Token { count, streams })),
-        stream_ids().prop_map(|streams| request::Body::SeqTail(proto::SeqTail { streams })),
+        (stream_ids(), any::<u64>(), any::<u32>()).prop_map(|(streams, wait_from, wait_ms)| {
+            request::Body::SeqTail(proto::SeqTail { streams, wait_from, wait_ms })
+        }),
         (any::<u64>(), stream_tails())
             .prop_map(|(tail, streams)| request::Body::SeqBootstrap(proto::SeqBootstrap { tail, streams })),
         Just(request::Body::GetLayout(proto::GetLayout {})),
@@ -480,9 +482,11 @@ fn response() -> impl Strategy<Value = Response> {
             token_ceiling: 0,
             token_ceiling_by: 0
         })),
-        (vec(any::<u64>(), 0..4), vec(any::<u64>(), 0..4), any::<u64>()).prop_map(|(positions, unwritten, next)| {
-            response::Body::StreamQuery(proto::StreamQueryOk { positions, unwritten, next })
-        }),
+        (vec(any::<u64>(), 0..4), vec(any::<u64>(), 0..4), any::<u64>(), any::<u64>()).prop_map(
+            |(positions, unwritten, next, tail)| {
+                response::Body::StreamQuery(proto::StreamQueryOk { positions, unwritten, next, tail })
+            }
+        ),
         (any::<u64>(), any::<u32>(), vec(any::<u64>(), 0..3)).prop_map(|(start, count, backpointers)| {
             response::Body::Token(proto::TokenOk { start, count, backpointers })
         }),

@@ -106,8 +106,12 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// End position, exclusive (default: the tail).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         to: Option<u64>,
+        /// Keep going at the tail: print new positions as they are written,
+        /// like `tail -f`, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Stream commands.
     Stream {
@@ -168,6 +172,10 @@ pub enum StreamCommand {
         /// First position to consider (default 0).
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Keep going at the end: print the stream's new entries as they are
+        /// appended, like `tail -f`, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -183,9 +191,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail { cluster } => client_cmd::tail(&cluster, json).await,
         Command::Trim { cluster, position } => client_cmd::trim(&cluster, position, json).await,
         Command::Fill { cluster, position } => client_cmd::fill(&cluster, position, json).await,
-        Command::Scan { cluster, from, to } => client_cmd::scan(&cluster, from, to).await,
-        Command::Stream { command: StreamCommand::Read { cluster, name, from } } => {
-            client_cmd::stream_read(&cluster, &name, from).await
+        Command::Scan { cluster, from, to, follow } => client_cmd::scan(&cluster, from, to, follow).await,
+        Command::Stream { command: StreamCommand::Read { cluster, name, from, follow } } => {
+            client_cmd::stream_read(&cluster, &name, from, follow).await
         }
         Command::Layout { cluster, history } => client_cmd::layout(&cluster, history, json).await,
         Command::Reconfigure(a) => reconfigure_cmd::run(a, json).await,

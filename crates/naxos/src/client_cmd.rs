@@ -10,6 +10,7 @@ use naxos_client::{Client, Config, Position, StreamId, Value};
 use naxos_wire::net::TcpNet;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Positions read per chunk by `scan`.
 const SCAN_CHUNK: u64 = 4096;
@@ -109,39 +110,55 @@ pub async fn fill(c: &ClusterArg, position: u64, json: bool) -> anyhow::Result<(
     Ok(())
 }
 
+/// How long `--follow` waits for something new per long poll.
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
 /// `naxos scan`.
-pub async fn scan(c: &ClusterArg, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+pub async fn scan(c: &ClusterArg, from: u64, to: Option<u64>, follow: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
-    let tail = client.tail().await.context("querying the tail")?.0;
-    let end = to.unwrap_or(tail).min(tail);
+    let mut tail = client.tail().await.context("querying the tail")?.0;
     let mut out = std::io::stdout().lock();
     let mut at = from;
-    while at < end {
-        let chunk_end = end.min(at + SCAN_CHUNK);
-        let values = client
-            .read_range(Position(at), Position(chunk_end))
-            .await
-            .with_context(|| format!("reading positions {at}..{chunk_end}"))?;
-        for (p, v) in values {
-            let line = match v {
-                Value::Data(r) => entry_json(p.0, &r.payload),
-                Value::Hole => serde_json::json!({ "position": p.0, "hole": true }),
-            };
-            writeln!(out, "{line}").context("writing to stdout")?;
+    loop {
+        let end = to.unwrap_or(tail).min(tail);
+        while at < end {
+            let chunk_end = end.min(at + SCAN_CHUNK);
+            let values = client
+                .read_range(Position(at), Position(chunk_end))
+                .await
+                .with_context(|| format!("reading positions {at}..{chunk_end}"))?;
+            for (p, v) in values {
+                let line = match v {
+                    Value::Data(r) => entry_json(p.0, &r.payload),
+                    Value::Hole => serde_json::json!({ "position": p.0, "hole": true }),
+                };
+                writeln!(out, "{line}").context("writing to stdout")?;
+            }
+            out.flush().context("writing to stdout")?;
+            at = chunk_end;
         }
-        at = chunk_end;
+        if !follow {
+            return Ok(());
+        }
+        // Wait (a long poll of the sequencer) until the tail passes `at`.
+        tail = client.wait_tails(&[], Position(at), FOLLOW_WAIT).await.context("waiting for the tail to move")?.tail;
     }
-    Ok(())
 }
 
 /// `naxos stream read`.
-pub async fn stream_read(c: &ClusterArg, name: &str, from: u64) -> anyhow::Result<()> {
+pub async fn stream_read(c: &ClusterArg, name: &str, from: u64, follow: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
-    let entries = client
-        .read_stream(StreamId::from_name(name), Position(from))
-        .await
-        .with_context(|| format!("reading stream {name}"))?;
+    let stream = StreamId::from_name(name);
     let mut out = std::io::stdout().lock();
+    if follow {
+        let mut sub = client.subscribe(stream, Position(from));
+        loop {
+            let (p, r) = sub.next().await.with_context(|| format!("following stream {name}"))?;
+            writeln!(out, "{}", entry_json(p.0, &r.payload)).context("writing to stdout")?;
+            out.flush().context("writing to stdout")?;
+        }
+    }
+    let entries = client.read_stream(stream, Position(from)).await.with_context(|| format!("reading stream {name}"))?;
     for (p, r) in entries {
         writeln!(out, "{}", entry_json(p.0, &r.payload)).context("writing to stdout")?;
     }

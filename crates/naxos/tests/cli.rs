@@ -149,3 +149,70 @@ fn usage_errors_and_an_unreachable_cluster_have_their_exit_codes() {
     assert_eq!(code, 0);
     assert!(String::from_utf8(out).unwrap().contains("unsafe-no-fsync"));
 }
+
+/// A `naxos ... --follow` process whose stdout lines arrive on a channel;
+/// killed when dropped.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(args: &[&str]) -> Follower {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("naxos runs");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The next line as JSON (a hung follower fails the test after 20 s).
+    fn next(&self) -> serde_json::Value {
+        let line = self.lines.recv_timeout(std::time::Duration::from_secs(20)).expect("a line within 20 s");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn following_a_stream_and_the_log_prints_entries_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let dev = Proc::start(&["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()]);
+    let addr = dev.addr.clone();
+    cli(&addr, &["append", "--stream", "orders", "order 0"]);
+    cli(&addr, &["append", "--stream", "other", "not an order"]);
+    let stream = Follower::start(&["stream", "read", "orders", "--cluster", &addr, "--follow"]);
+    let log = Follower::start(&["scan", "--cluster", &addr, "--from", "1", "--follow"]);
+    assert_eq!(stream.next()["data"], "order 0");
+    assert_eq!(log.next()["data"], "not an order");
+    // Entries appended after they started arrive, each in log order.
+    for i in 1..4 {
+        let (code, out, err) = cli(&addr, &["append", "--stream", "orders", &format!("order {i}")]);
+        assert_eq!(code, 0, "{err}");
+        cli(&addr, &["append", "--stream", "other", "still not an order"]);
+        let position: u64 = text(&out).parse().unwrap();
+        let got = stream.next();
+        assert_eq!((got["position"].as_u64(), got["data"].as_str()), (Some(position), Some(&*format!("order {i}"))));
+        assert_eq!(log.next()["data"], format!("order {i}"));
+        assert_eq!(log.next()["data"], "still not an order");
+    }
+}

@@ -9,6 +9,7 @@ use common::*;
 use naxos_client::{Error, Position, StreamId, Value};
 use naxos_wire::ErrorCode;
 use std::collections::HashSet;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +514,142 @@ async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_
     for p in 0..10 {
         let held = raw_read(&pool, &c.layout, joining, Position(p)).await.unwrap();
         assert_eq!(held.map(|e| e.payload), Some(bytes::Bytes::from(format!("v{p}"))), "position {p}");
+    }
+    c.stop_all().await;
+}
+
+/// The next entry of a subscription, or a panic after `limit` (a hung
+/// subscription fails the test instead of hanging it).
+async fn next_of(sub: &mut naxos_client::Subscription) -> (Position, bytes::Bytes) {
+    match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+        Ok(Ok((p, r))) => (p, r.payload),
+        Ok(Err(e)) => panic!("subscription failed: {e}"),
+        Err(_) => panic!("subscription gave nothing for 20 s at {}", sub.position()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_yields_its_streams_entries_in_log_order_as_they_are_appended() {
+    let c = Cluster::start(3, 3, 1).await;
+    let writer = c.client().await;
+    let (s, other) = (StreamId::from_name("orders"), StreamId::from_name("other"));
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let p = writer.append_to(&[s], format!("before {i}").into()).await.unwrap();
+        expected.push((p, bytes::Bytes::from(format!("before {i}"))));
+        writer.append_to(&[other], "noise".into()).await.unwrap();
+    }
+    let reader = c.client().await;
+    let mut sub = reader.subscribe(s, Position(0));
+    for e in &expected {
+        assert_eq!(&next_of(&mut sub).await, e);
+    }
+    // Nothing more yet: the reader waits (a long poll) rather than failing.
+    assert!(sub.next_within(Duration::from_millis(200)).await.unwrap().is_none());
+    // New entries, interleaved with another stream's and written from another
+    // task while the reader waits, arrive in log order.
+    let w = writer.clone();
+    let appender = tokio::spawn(async move {
+        let mut appended = Vec::new();
+        for i in 0..40 {
+            let payload = bytes::Bytes::from(format!("after {i}"));
+            appended.push((w.append_to(&[s], payload.clone()).await.unwrap(), payload));
+            w.append_to(&[other], "noise".into()).await.unwrap();
+        }
+        appended
+    });
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.push(next_of(&mut sub).await);
+    }
+    assert_eq!(got, appender.await.unwrap());
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_skips_burnt_tokens_and_reads_past_a_writer_that_died() {
+    // 2^18 positions handed out and never written (as a sequencer crash
+    // leaves, or clients that died) lie between two entries of the stream;
+    // a writer of the stream took a token and died. The subscription walks
+    // the stream's back-pointers over the first, and reads the stream's index
+    // below the hole the second leaves.
+    let c = Cluster::start(3, 3, 1).await;
+    let writer = c.client().await;
+    let s = StreamId::from_name("orders");
+    let pool = pool();
+    let token = |count: u32, streams: Vec<StreamId>| {
+        let streams = streams.iter().map(|s| bytes::Bytes::copy_from_slice(&s.to_bytes())).collect();
+        req(&c.layout, naxos_wire::proto::request::Body::Token(naxos_wire::proto::Token { count, streams }))
+    };
+    let first = writer.append_to(&[s], "first".into()).await.unwrap();
+    for _ in 0..4 {
+        pool.call(&c.addrs[0], token(1 << 16, vec![])).await.unwrap();
+    }
+    let second = writer.append_to(&[s], "second".into()).await.unwrap();
+    assert!(second.0 - first.0 > 1 << 18);
+    // A writer of the stream that took its position and died.
+    pool.call(&c.addrs[0], token(1, vec![s])).await.unwrap();
+    let third = writer.append_to(&[s], "third".into()).await.unwrap();
+    let mut sub = c.client().await.subscribe(s, Position(0));
+    assert_eq!(next_of(&mut sub).await, (first, "first".into()));
+    assert_eq!(next_of(&mut sub).await, (second, "second".into()));
+    assert_eq!(next_of(&mut sub).await, (third, "third".into()));
+    let fourth = writer.append_to(&[s], "fourth".into()).await.unwrap();
+    assert_eq!(next_of(&mut sub).await, (fourth, "fourth".into()));
+    // The burnt positions were neither read nor filled: still unwritten on
+    // the head.
+    let burnt = Position(first.0 + 1000);
+    assert_eq!(raw_read(&pool, &c.layout, &c.addrs[0], burnt).await.unwrap(), None);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_goes_on_across_new_epochs_and_catches_up_from_far_behind() {
+    // Entries in three segments (two reconfigurations; the older two are
+    // read through the index), more of them in the last than one
+    // back-pointer walk holds, then new ones while it reads.
+    let c = Cluster::start(3, 3, 1).await;
+    let writer = c.client().await;
+    let (s, other) = (StreamId::from_name("orders"), StreamId::from_name("other"));
+    let mut expected = Vec::new();
+    let append = |batch: usize, tag: &'static str| {
+        let w = writer.clone();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..batch {
+                let payload = bytes::Bytes::from(format!("{tag} {i}"));
+                out.push((w.append_to(&[s], payload.clone()).await.unwrap(), payload));
+                if i % 3 == 0 {
+                    w.append_to(&[other], "noise".into()).await.unwrap();
+                }
+            }
+            out
+        }
+    };
+    expected.extend(append(300, "epoch 0").await);
+    let next_epoch = || async {
+        naxos_control::reconfigure(
+            std::sync::Arc::new(naxos_wire::net::TcpNet),
+            &c.addrs,
+            &naxos_control::Change::NextEpoch,
+            &naxos_control::Options::default(),
+        )
+        .await
+        .expect("a new epoch")
+    };
+    next_epoch().await;
+    writer.refresh_layout().await.unwrap();
+    expected.extend(append(300, "epoch 1").await);
+    next_epoch().await;
+    writer.refresh_layout().await.unwrap();
+    expected.extend(append(5000, "epoch 2").await);
+    let mut sub = c.client().await.subscribe(s, Position(0));
+    let tail = tokio::spawn(append(200, "while reading"));
+    for (i, e) in expected.iter().enumerate() {
+        assert_eq!(&next_of(&mut sub).await, e, "entry {i} of those appended before");
+    }
+    for (i, e) in tail.await.unwrap().iter().enumerate() {
+        assert_eq!(&next_of(&mut sub).await, e, "entry {i} of those appended while reading");
     }
     c.stop_all().await;
 }

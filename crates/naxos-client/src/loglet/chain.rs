@@ -761,6 +761,7 @@ impl Loglet for ChainLoglet {
         for (index, stripe) in seg.stripes.iter().enumerate() {
             let head = &stripe.chain[0];
             let mut at = lo;
+            let mut unit_tail = hi;
             let mut retry = Retry::new(vlog.config());
             while at < hi {
                 let body = request::Body::StreamQuery(StreamQuery {
@@ -779,6 +780,7 @@ impl Loglet for ChainLoglet {
                         let ours = |p: &u64| stripe_of(seg, *p) == Some(index);
                         out.listed.extend(q.positions.into_iter().filter(ours));
                         out.unwritten.extend(q.unwritten);
+                        unit_tail = q.tail;
                         if q.next <= at {
                             return Err(Error::Invalid(format!("log unit {head} made no progress on a stream query")));
                         }
@@ -788,6 +790,11 @@ impl Loglet for ChainLoglet {
                     Err(e) => retry.on_error(vlog, e, "stream query").await?,
                 }
             }
+            // The stripe's positions the head has not reached yet.
+            let count = seg.stripes.len() as u64;
+            let first = unit_tail.max(lo);
+            let offset = (index as u64 + count - (first - seg.start) % count) % count;
+            out.unreached.extend((first + offset..hi).step_by(count as usize));
         }
         Ok(out)
     }

@@ -55,6 +55,9 @@ pub struct StreamPositions {
     /// Positions not yet written where the index was asked (they may still
     /// receive an entry of the stream, or a hole).
     pub unwritten: Vec<u64>,
+    /// Positions at or past the tail of the unit that was asked: not written
+    /// there yet either (a writer may be on its way; tailing readers read them).
+    pub unreached: Vec<u64>,
 }
 
 /// What catching a replica up did.
