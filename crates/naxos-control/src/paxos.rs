@@ -135,6 +135,11 @@ impl Vote {
 }
 
 impl Acceptor {
+    /// The highest epoch it accepted a layout for (0: none).
+    pub fn accepted_epoch(&self) -> u64 {
+        self.accepted.as_ref().map_or(0, |a| a.ballot.epoch.0)
+    }
+
     /// Phase 1: promise `ballot` unless its epoch is decided (`chosen` is the
     /// newest chosen layout this server holds) or a higher ballot was
     /// promised. Returns the vote and whether the state changed (then it must

@@ -48,6 +48,11 @@ impl AcceptorStore {
         })
     }
 
+    /// The highest epoch it accepted a layout for (0: none).
+    pub fn accepted_epoch(&self) -> u64 {
+        self.state.accepted_epoch()
+    }
+
     /// Phase 1, made durable before the vote is returned.
     pub fn prepare(&mut self, chosen: Option<&Layout>, epoch: u64, rank: Rank) -> Result<Vote, ServerError> {
         let before = self.state.clone();

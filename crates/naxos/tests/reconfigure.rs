@@ -211,3 +211,53 @@ async fn a_driver_that_dies_after_choosing_a_layout_does_not_wedge_the_cluster()
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_sequencer_left_out_of_a_new_epoch_answers_no_tail() {
+    // The managers take out a primary they cannot reach without sealing it
+    // (it stays unaware of the new epoch, as behind a partition). A client
+    // that still holds the old layout and reaches only that node must not
+    // get a tail below what the new primary has handed out since (soak seed
+    // 10004301): the old primary first asks a majority of the layout servers
+    // whether a newer epoch exists.
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut servers = Vec::new();
+    for d in &dirs {
+        servers.push(start("127.0.0.1:0", d.path()).await);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| s.advertise().to_string()).collect();
+    let layout = Layout::initial("stale-tail-test", &addrs, 3, 1, addrs.clone(), addrs.clone());
+    naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.expect("bootstrap");
+    let client = Client::connect(Config::new(addrs.clone())).await.expect("client connects");
+    append(&client, "before", 5).await;
+    let old = client.layout();
+    let options = Options { skip: vec![addrs[0].clone()], ..reconfig_options() };
+    let change = Change::TakeOut(vec![addrs[0].clone()]);
+    let report = naxos_control::reconfigure(Arc::new(TcpNet), &addrs[1..], &change, &options)
+        .await
+        .expect("the primary is taken out");
+    assert_eq!(report.layout.sequencers[0], addrs[1]);
+    // The new primary hands out positions; one append is acknowledged.
+    let mut config = Config::new(addrs[1..].to_vec());
+    config.rpc.timeout_call = Duration::from_secs(1);
+    let fresh = Client::connect(config).await.expect("client connects");
+    let acked = fresh.append("after".into()).await.expect("append in the new epoch");
+    // The old primary, asked under the old layout, refuses: a newer epoch exists.
+    let pool = naxos_wire::rpc::Pool::new(Arc::new(TcpNet), naxos_wire::rpc::Options::default());
+    let body = naxos_wire::proto::request::Body::SeqTail(naxos_wire::proto::SeqTail::default());
+    let req =
+        naxos_wire::proto::Request { id: 1, cluster_id: old.cluster_id.clone(), epoch: old.epoch, body: Some(body) };
+    match pool.call(&addrs[0], req).await {
+        Ok(naxos_wire::proto::response::Body::Tail(t)) => {
+            panic!("the old primary answered tail {} after position {acked} was acknowledged", t.tail)
+        }
+        Ok(other) => panic!("unexpected answer {other:?}"),
+        Err(e) => {
+            let code = e.server().map(|s| s.code);
+            assert_eq!(code, Some(naxos_wire::ErrorCode::WrongEpoch), "{e}");
+        }
+    }
+    for s in servers {
+        s.stop().await;
+    }
+}

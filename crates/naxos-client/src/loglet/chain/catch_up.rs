@@ -103,7 +103,17 @@ impl ChainLoglet {
                         // died after reaching the replica): decide it through
                         // the chain with the replica's value, as a read repair
                         // of a head would, or find what it decided.
-                        None => self.settle_extra(vlog, &st.chain, Position(*p), v).await?,
+                        None => match self.settle_extra(vlog, &st.chain, Position(*p), v).await {
+                            Ok(agrees) => agrees,
+                            // The chain trimmed it meanwhile (or a replica
+                            // the source missed the trim): so does the unit,
+                            // up to it (trim marks are prefixes).
+                            Err(Error::Trimmed(_)) => {
+                                self.copy_call(vlog, replica, request::Body::Trim(Trim { position: p + 1 })).await?;
+                                true
+                            }
+                            Err(e) => return Err(e),
+                        },
                     };
                     tracing::debug!(
                         replica,
