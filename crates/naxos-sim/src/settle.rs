@@ -92,6 +92,13 @@ pub async fn settle(
         if check_replicas(&shared, &pool, &layout, &found).await {
             return Ok(());
         }
+        if began.elapsed() > SETTLE_LIMIT * 2 {
+            // A replica of the whole layout keeps refusing its epoch (sealed
+            // ahead, and nobody moves the cluster on): a hang, reported.
+            let why = format!("a replica of the whole layout (epoch {}) still refuses its epoch", layout.epoch);
+            push(&found, Violation::new(HEALING, why, vec![]));
+            return Ok(());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         layout = match whole(&pool, &seeds, began + SETTLE_LIMIT * 2).await {
             Ok(l) => l,

@@ -159,9 +159,15 @@ pub(super) fn watch_for_stalls(ctx: &Arc<Ctx>) {
                 stalled_for = 0;
                 continue;
             }
+            // Layout servers act, the first after two periods, the next after
+            // three, ...; any other node after all of them: a unit sealed
+            // ahead by an attempt that sealed nothing else (a re-add that
+            // failed after its copy) leaves the layout servers nothing to
+            // notice, and refuses reads of the segments it serves until the
+            // cluster moves on (soak seed 11016795).
             let rank = layout.layout_servers.iter().position(|a| *a == ctx.advertise);
-            // Layout servers act, the first after two periods, the next after three, ...
-            if rank.is_some_and(|r| stalled_for >= 2 + r as u32) {
+            let rank = rank.unwrap_or(layout.layout_servers.len());
+            if stalled_for >= 2 + rank as u32 {
                 roll_forward(
                     &ctx,
                     &layout,
