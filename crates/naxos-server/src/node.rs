@@ -560,30 +560,34 @@ fn highest_epoch(ctx: &Ctx) -> u64 {
     layout.max(acceptor)
 }
 
-/// Confirms that no epoch above `epoch` exists: a majority of the layout
-/// servers know of none. A primary sequencer cut off by a partition keeps
-/// its state and would answer clients that still hold its layout with a
-/// tail below positions the next epoch's sequencer has handed out (soak
-/// seed 10004301: a tail of 55 after position 68 was acknowledged). Asked
-/// after the answer was computed, so a newer epoch chosen before the query
-/// began is always seen: Paxos chose it through a majority of promises,
-/// which meets this majority.
+/// Confirms that no epoch above `epoch` may have been chosen: a majority of
+/// the layout servers know of no layout for a later one. A primary
+/// sequencer cut off by a partition keeps its state and would answer clients
+/// that still hold its layout with a tail below positions the next epoch's
+/// sequencer has handed out (soak seed 10004301: a tail of 55 after position
+/// 68 was acknowledged). Asked after the answer was computed, so a newer
+/// epoch chosen before the query began is always seen: Paxos chose it
+/// through a majority of acceptances, which meets this majority. A server
+/// that accepted a later layout only takes its vote away: a proposal
+/// accepted by a minority and abandoned chose nothing.
 async fn confirm_epoch(ctx: &Arc<Ctx>, epoch: u64) -> Result<(), ServerError> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let Some(layout) = ctx.layout.lock().map_err(|_| stopped())?.get().cloned() else {
         return Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout"));
     };
-    let newer = |seen: u64| ServerError::wrong_epoch(Epoch(seen), Epoch(epoch));
     let majority = layout.layout_servers.len() / 2 + 1;
-    let mut confirmed = 0;
+    let (mut confirmed, mut newest) = (0, None::<u64>);
+    let mut seen = |at: u64, confirmed: &mut usize| {
+        if at > epoch {
+            newest = newest.max(Some(at));
+        } else {
+            *confirmed += 1;
+        }
+    };
     let mut asks = FuturesUnordered::new();
     for server in &layout.layout_servers {
         if *server == ctx.advertise {
-            let seen = highest_epoch(ctx);
-            if seen > epoch {
-                return Err(newer(seen));
-            }
-            confirmed += 1;
+            seen(highest_epoch(ctx), &mut confirmed);
             continue;
         }
         let req = Request {
@@ -597,23 +601,27 @@ async fn confirm_epoch(ctx: &Arc<Ctx>, epoch: u64) -> Result<(), ServerError> {
     }
     let mut errors = Vec::new();
     while confirmed < majority {
+        if confirmed + asks.len() < majority {
+            // Too few left to make a majority.
+            break;
+        }
         match asks.next().await {
-            Some(Ok(response::Body::EpochProbe(p))) if p.epoch > epoch => return Err(newer(p.epoch)),
-            Some(Ok(response::Body::EpochProbe(_))) => confirmed += 1,
+            Some(Ok(response::Body::EpochProbe(p))) => seen(p.epoch, &mut confirmed),
             Some(Ok(_)) => errors.push("a layout server answered an epoch probe with something else".to_string()),
             Some(Err(e)) => errors.push(e.to_string()),
-            None => {
-                return Err(ServerError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "cannot confirm epoch {epoch} with a majority of the layout servers: {}",
-                        errors.join("; ")
-                    ),
-                ))
-            }
+            None => break,
         }
     }
-    Ok(())
+    if confirmed >= majority {
+        return Ok(());
+    }
+    match newest {
+        Some(newer) => Err(ServerError::wrong_epoch(Epoch(newer), Epoch(epoch))),
+        None => Err(ServerError::new(
+            ErrorCode::Unavailable,
+            format!("cannot confirm epoch {epoch} with a majority of the layout servers: {}", errors.join("; ")),
+        )),
+    }
 }
 
 fn wrong_role(ctx: &Ctx, role: &str) -> ServerError {
