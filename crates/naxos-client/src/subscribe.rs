@@ -23,6 +23,14 @@ const WAIT: Duration = Duration::from_millis(1000);
 const WALK_ENTRIES_MAX: usize = 4096;
 /// Most payload bytes one back-pointer walk holds before it gives up for a scan.
 const WALK_BYTES_MAX: usize = 32 << 20;
+/// How long a walk waits, without filling it, for a position of the stream
+/// whose token was handed out but whose write has not landed: the sequencer
+/// wakes the reader at the token, so a plain read (which fills after the
+/// hole-fill wait) would make a slow writer lose its position again and again.
+const PATIENCE: Duration = Duration::from_secs(2);
+/// A long poll that comes back early with nothing new (the sequencer holds
+/// too many already) is asked again only after this pause.
+const EARLY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A tailing reader of one stream (see [`Client::subscribe`]).
 pub struct Subscription {
@@ -102,11 +110,16 @@ impl Subscription {
             }
             return Ok(());
         }
+        let asked = tokio::time::Instant::now();
         let tails = self.client.wait_tails(&[self.stream], self.next, self.wait).await?;
         let id = self.stream.to_bytes();
         let last = tails.streams.iter().find(|t| t.stream.as_ref() == id.as_slice()).map(|t| t.last);
         let Some(last) = last.filter(|&l| l != naxos_wire::NO_BACKPOINTER && l >= self.next.0) else {
-            // Nothing new within the wait.
+            // Nothing new within the wait; back early means the sequencer
+            // would not hold the query: do not ask again at once.
+            if asked.elapsed() < self.wait / 4 {
+                tokio::time::sleep(EARLY_PAUSE).await;
+            }
             return Ok(());
         };
         let layout = self.client.layout();
@@ -142,7 +155,7 @@ impl Subscription {
                 self.pending = Some(Pending { until: lowest, after: found, resume: Position(last + 1) });
                 return Ok(());
             }
-            at = match self.client.read(Position(p)).await? {
+            at = match self.patient_read(p).await? {
                 Value::Data(r) if r.streams.contains(&self.stream) => {
                     let back = r.backpointer(self.stream);
                     bytes += r.payload.len();
@@ -169,6 +182,25 @@ impl Subscription {
         self.ready.extend(found);
         self.next = Position(last + 1);
         Ok(())
+    }
+
+    /// What `p` holds, waiting up to [`PATIENCE`] (without filling it) for
+    /// its writer first; then as any read (which fills a hole).
+    async fn patient_read(&self, p: u64) -> Result<Value, Error> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let layout = self.client.layout();
+            let loglet = loglet::of_position(&layout, Position(p))?;
+            if let Some(v) = loglet.read_range(&self.client, Position(p), Position(p + 1)).await?.remove(&p) {
+                return Ok(v);
+            }
+            if started.elapsed() >= PATIENCE {
+                return self.client.read(Position(p)).await;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Below a hole at `hole` on the back-pointer chain: the stream's

@@ -604,6 +604,43 @@ async fn a_subscription_skips_burnt_tokens_and_reads_past_a_writer_that_died() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_waits_for_a_slow_writer_of_its_stream_instead_of_filling_its_position() {
+    // A writer takes a token for the stream, which wakes the waiting reader
+    // at once, and writes 500 ms later (over ten hole-fill waits): the reader
+    // must wait for it, not fill the position and make the writer lose it.
+    let c = Cluster::start(3, 3, 1).await;
+    let writer = c.client().await;
+    let s = StreamId::from_name("orders");
+    let first = writer.append_to(&[s], "first".into()).await.unwrap();
+    let mut sub = c.client().await.subscribe(s, Position(0));
+    assert_eq!(next_of(&mut sub).await, (first, "first".into()));
+    let reading = tokio::spawn(async move { (next_of(&mut sub).await, sub) });
+    let pool = pool();
+    let token = naxos_wire::proto::Token { count: 1, streams: vec![bytes::Bytes::copy_from_slice(&s.to_bytes())] };
+    let (slow, back) =
+        match pool.call(&c.addrs[0], req(&c.layout, naxos_wire::proto::request::Body::Token(token))).await {
+            Ok(naxos_wire::proto::response::Body::Token(t)) => (Position(t.start), t.backpointers),
+            other => panic!("unexpected answer {other:?}"),
+        };
+    assert_eq!(back, vec![first.0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entry = naxos_wire::proto::Entry {
+        streams: vec![bytes::Bytes::copy_from_slice(&s.to_bytes())],
+        backpointers: back,
+        ..data(b"slow")
+    };
+    // Head to tail, as a client writes a chain of three.
+    for addr in &c.addrs {
+        raw_write(&pool, &c.layout, addr, slow, entry.clone()).await.expect("the slow writer keeps its position");
+    }
+    let (got, mut sub) = reading.await.unwrap();
+    assert_eq!(got, (slow, "slow".into()));
+    let after = writer.append_to(&[s], "after".into()).await.unwrap();
+    assert_eq!(next_of(&mut sub).await, (after, "after".into()));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_goes_on_across_new_epochs_and_catches_up_from_far_behind() {
     // Entries in three segments (two reconfigurations; the older two are
     // read through the index), more of them in the last than one
