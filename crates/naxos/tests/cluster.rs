@@ -518,6 +518,43 @@ async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_
     c.stop_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_reads_only_from_the_chains_tail_so_a_write_that_stopped_at_the_head_is_not_copied() {
+    // The joining unit goes at the end of the chain, so it may hold nothing
+    // the tail lacks. A write that reached only the head (its writer died)
+    // must not reach the new tail through the copy, even when the tail is
+    // down: then the copy fails rather than read from a replica further up
+    // (soak seed 15003067 read data at a position, then a hole).
+    use naxos_client::loglet::{self, Throttle};
+    use naxos_wire::proto::{request, CommitLayout};
+    use std::sync::Arc;
+    // A chain of two (head, tail) and a unit that joins it.
+    let mut c = Cluster::start(3, 2, 1).await;
+    assert_eq!(c.layout.segments[0].stripes[0].chain, c.addrs[..2]);
+    let joining = c.addrs[2].clone();
+    let pool = pool();
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(c.layout.clone())) });
+    pool.call(&joining, req(&c.layout, body)).await.unwrap();
+    for p in 0..5u64 {
+        for addr in &c.addrs[..2] {
+            raw_write(&pool, &c.layout, addr, Position(p), data(format!("v{p}").as_bytes())).await.unwrap();
+        }
+    }
+    raw_write(&pool, &c.layout, &c.addrs[0], Position(5), data(b"head only")).await.unwrap();
+    let client = c.client().await;
+    let layout = Arc::new(c.layout.clone());
+    let segment = loglet::of_segment(&layout, 0).unwrap();
+    c.stop(1).await;
+    let down = segment.catch_up(&client, &joining, None, Position(0), Position(6), &mut Throttle::new(0)).await;
+    assert!(down.is_err(), "a copy with the tail down must fail, not read further up: {down:?}");
+    assert!(raw_read(&pool, &c.layout, &joining, Position(5)).await.unwrap().is_none());
+    c.restart(1).await;
+    let up = segment.catch_up(&client, &joining, None, Position(0), Position(6), &mut Throttle::new(0)).await.unwrap();
+    assert_eq!((up.copied, up.open), (5, Some(5)), "{up:?}");
+    assert!(raw_read(&pool, &c.layout, &joining, Position(5)).await.unwrap().is_none());
+    c.stop_all().await;
+}
+
 /// The next entry of a subscription, or a panic after `limit` (a hung
 /// subscription fails the test instead of hanging it).
 async fn next_of(sub: &mut naxos_client::Subscription) -> (Position, bytes::Bytes) {

@@ -46,12 +46,18 @@ impl ChainLoglet {
             if stripe.is_some_and(|s| s != index) || st.chain.iter().any(|a| a == replica) {
                 continue;
             }
-            // Sources: the chain's own replicas, tail first (it holds what is
-            // committed; the others hold at least as much).
-            let sources: Vec<&String> = st.chain.iter().rev().collect();
+            // The source is the chain's tail, and only the tail: the
+            // replica joins at the end of the chain, so it may hold nothing
+            // its predecessor lacks. A replica further up can hold a write
+            // that never got past it (its writer died); copied to the new
+            // tail, readers would take it for committed while the replicas
+            // above it lack it, and a later chain without the one that had
+            // it would fill a hole there (soak seed 15003067: a read saw
+            // data, a later one a hole). If the tail cannot answer, the copy
+            // fails and is tried again (the manager takes a dead tail out).
+            let Some(source) = st.chain.last() else { continue };
             let filter =
                 stripe_filter::Filter { start: seg.start, count: seg.stripes.len() as u32, index: index as u32 };
-            let mut source = 0;
             let mut at = seg.start.max(from.0);
             let mut diverged = false;
             let mut open = None;
@@ -60,21 +66,16 @@ impl ChainLoglet {
                 // The chain's entries in a window of at most CATCH_UP_READ_BYTES.
                 let body =
                     request::Body::ReadRange(ReadRange { from: at, to: window_end, max_bytes: CATCH_UP_READ_BYTES });
-                let (theirs, next) = match self.copy_call(vlog, sources[source], body).await {
+                let (theirs, next) = match self.copy_call(vlog, source, body).await {
                     Ok(response::Body::ReadRange(r)) => (r.entries, r.next.max(at + 1).min(window_end)),
                     Ok(_) => return Err(Error::Invalid("a read range answered with something else".into())),
                     // Below the chain's trim mark: nothing there to copy, and
                     // nothing the replica may serve (it missed the trim).
                     Err(Error::Trimmed(_)) => {
                         let trimmed_from = at;
-                        at = self.first_untrimmed(vlog, sources[source], at, end).await?;
+                        at = self.first_untrimmed(vlog, source, at, end).await?;
                         self.copy_call(vlog, replica, request::Body::Trim(Trim { position: at })).await?;
                         throttle.advanced(at.saturating_sub(trimmed_from));
-                        continue;
-                    }
-                    Err(e) if source + 1 < sources.len() => {
-                        tracing::debug!("catching {replica} up: {e}; reading from the next replica");
-                        source += 1;
                         continue;
                     }
                     Err(e) => return Err(e),
