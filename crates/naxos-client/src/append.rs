@@ -5,9 +5,9 @@
 use crate::batch::Item;
 use crate::loglet::{self, WriteOutcome};
 use crate::retry::Retry;
-use crate::{Client, Error};
+use crate::{Client, Conflict, Error};
 use bytes::Bytes;
-use naxos_wire::proto::{request, response, Entry, EntryKind, Token, TokenOk};
+use naxos_wire::proto::{request, response, Entry, EntryKind, Token, TokenConflict, TokenOk};
 use naxos_wire::{Layout, Position, StreamId};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ impl Client {
     pub async fn append_to(&self, streams: &[StreamId], payload: Bytes) -> Result<Position, Error> {
         self.check_size(&payload)?;
         let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
-        self.submit(Item { streams, payload: Some(payload), count: 1 }).await
+        self.submit(Item { streams, payload: Some(payload), count: 1, conflict: None }).await
     }
 
     /// Appends many entries with one token request and one write request per
@@ -35,9 +35,32 @@ impl Client {
         for p in &payloads {
             self.check_size(p)?;
         }
-        let items: Vec<Item> =
-            payloads.into_iter().map(|p| Item { streams: Vec::new(), payload: Some(p), count: 1 }).collect();
+        let items: Vec<Item> = payloads
+            .into_iter()
+            .map(|p| Item { streams: Vec::new(), payload: Some(p), count: 1, conflict: None })
+            .collect();
         self.append_many(&items).await.into_iter().collect()
+    }
+
+    /// Appends `payload` to `streams` if the sequencer's conflict check
+    /// passes: `Error::Aborted` (nothing written, no position taken) if a key
+    /// of `conflict.reads` was written at or after `conflict.snapshot`; its
+    /// `writes` count as written at the returned position. For optimistic
+    /// objects and transactions (naxos-tango).
+    pub async fn append_checked(
+        &self,
+        streams: &[StreamId],
+        payload: Bytes,
+        conflict: &Conflict,
+    ) -> Result<Position, Error> {
+        self.check_size(&payload)?;
+        let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
+        let conflict = Some(TokenConflict {
+            snapshot: conflict.snapshot.0,
+            read_keys: conflict.reads.clone(),
+            write_keys: conflict.writes.clone(),
+        });
+        self.submit(Item { streams, payload: Some(payload), count: 1, conflict }).await
     }
 
     /// Reserves `count` positions without writing them and returns the first.
@@ -48,7 +71,7 @@ impl Client {
         if count == 0 {
             return Err(Error::Invalid("reserve at least one position".into()));
         }
-        self.submit(Item { streams: Vec::new(), payload: None, count }).await
+        self.submit(Item { streams: Vec::new(), payload: None, count, conflict: None }).await
     }
 
     /// Refuses a payload above the entry limit before any position is taken
@@ -97,7 +120,7 @@ impl Client {
             if item.payload.is_some() {
                 self.check_replicas().await?;
             }
-            let (layout, token) = self.token(item.count, &item.streams).await?;
+            let (layout, token) = self.token(item.count, &item.streams, item.conflict.as_ref()).await?;
             let pos = Position(token.start);
             let Some(payload) = &item.payload else { return Ok(pos) };
             let entry = Entry {
@@ -114,11 +137,16 @@ impl Client {
     }
 
     /// Reserves `count` positions for `streams` under the current layout.
-    async fn token(&self, count: u32, streams: &[Bytes]) -> Result<(Arc<Layout>, TokenOk), Error> {
+    async fn token(
+        &self,
+        count: u32,
+        streams: &[Bytes],
+        conflict: Option<&TokenConflict>,
+    ) -> Result<(Arc<Layout>, TokenOk), Error> {
         let mut retry = Retry::new(self.config());
         loop {
             let layout = self.layout();
-            let body = request::Body::Token(Token { count, streams: streams.to_vec() });
+            let body = request::Body::Token(Token { count, streams: streams.to_vec(), conflict: conflict.cloned() });
             match self.call(Self::sequencer(&layout)?, &layout, body).await {
                 Ok(response::Body::Token(t)) => return Ok((layout, t)),
                 Ok(_) => return Err(Error::Invalid("sequencer answered a token request with something else".into())),

@@ -32,6 +32,8 @@ pub(crate) struct Item {
     pub payload: Option<Bytes>,
     /// Positions taken: 1 for an append.
     pub count: u32,
+    /// The sequencer's conflict check for the token (optimistic objects and transactions).
+    pub conflict: Option<naxos_wire::proto::TokenConflict>,
 }
 
 /// An item waiting for a batch, and where its outcome goes.
@@ -207,7 +209,7 @@ impl Client {
     async fn batch_tokens(&self, layout: &Layout, items: &[Item]) -> Vec<Option<(Position, Vec<u64>)>> {
         let mut out = vec![None; items.len()];
         let Ok(sequencer) = Self::sequencer(layout) else { return out };
-        let groups = naxos_wire::tokens::groups(items.iter().map(|i| (&i.streams[..], i.count)));
+        let groups = naxos_wire::tokens::groups(items.iter().map(|i| (&i.streams[..], i.count, i.conflict.as_ref())));
         let bodies = groups.iter().map(|(_, t)| request::Body::Token(t.clone())).collect();
         let Ok(answers) = self.inner.pool.call_batch(sequencer, &layout.cluster_id, layout.epoch, bodies).await else {
             return out;
@@ -232,7 +234,7 @@ impl Client {
     fn combined(&self, layout: &Layout, items: &[Item]) -> bool {
         let Ok(sequencer) = Self::sequencer(layout) else { return false };
         self.config().combined_append
-            && items.iter().all(|i| i.payload.is_some())
+            && items.iter().all(|i| i.payload.is_some() && i.conflict.is_none())
             && layout
                 .segments
                 .last()

@@ -34,11 +34,13 @@ mod stream;
 mod subscribe;
 
 use bytes::Bytes;
+/// The deliberate protocol bugs of mutation tests (see `naxos_wire::mutation`).
+pub use naxos_wire::mutation;
 use naxos_wire::net::{Net, TcpNet};
 use naxos_wire::proto::{request, response, Request};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::ErrorCode;
-pub use naxos_wire::{Epoch, Layout, Position, ServerError, StreamId};
+pub use naxos_wire::{AbortCause, Epoch, Layout, Position, ServerError, StreamId};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 pub use subscribe::Subscription;
@@ -143,9 +145,39 @@ pub enum Error {
         /// The nodes taken out of it that may come back (the layout's `away`).
         missing: Vec<String>,
     },
+    /// The sequencer refused an `append_checked` token: nothing was
+    /// written and no position taken.
+    #[error("aborted ({cause}): {message}")]
+    Aborted {
+        /// Why (a conflict, the sequencer's cache overflowed, a new sequencer).
+        cause: AbortCause,
+        /// The detail.
+        message: String,
+    },
     /// A server refused the call.
     #[error("{0}")]
     Server(ServerError),
+}
+
+/// The sequencer's conflict check for one append (see `Client::append_checked`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conflict {
+    /// The reads saw every position below it.
+    pub snapshot: Position,
+    /// Keys read (see [`conflict_key`]).
+    pub reads: Vec<u64>,
+    /// Keys written.
+    pub writes: Vec<u64>,
+}
+
+/// The conflict key of `key` of the object backed by `stream` (`whole`: of
+/// the object as a whole, as a listing reads it): a 64-bit hash.
+pub fn conflict_key(stream: StreamId, key: &[u8], whole: bool) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&stream.to_bytes());
+    h.update(&[u8::from(whole)]);
+    h.update(key);
+    h.digest()
 }
 
 /// Client settings.
@@ -217,6 +249,7 @@ fn rpc_to_error(e: rpc::Error) -> Error {
         rpc::Error::Server { error, .. } => match error.code {
             ErrorCode::Trimmed => Error::Trimmed(error.position),
             ErrorCode::Unwritten => Error::Unwritten(error.position),
+            ErrorCode::Aborted => Error::Aborted { cause: error.abort, message: error.message },
             _ => Error::Server(error),
         },
         other => Error::Unavailable(other.to_string()),

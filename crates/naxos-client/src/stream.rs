@@ -41,6 +41,28 @@ impl Client {
         Ok(out)
     }
 
+    /// Every entry of `stream` in `[from, to)`, in log order, with every
+    /// position below `to` settled: positions handed out but not yet written
+    /// are waited for (and filled if their writer is gone), so that a reader
+    /// that goes on from `to` misses nothing. `to` must not be above the
+    /// tail. For replaying objects (naxos-tango); `read_stream_range` may
+    /// stop short of writes still on their way.
+    pub async fn read_stream_settled(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+    ) -> Result<Vec<(Position, Record)>, Error> {
+        let mut out = Vec::new();
+        let mut at = from.0;
+        while at < to.0 {
+            let end = to.0.min(at.saturating_add(STREAM_WINDOW));
+            out.extend(self.read_stream_window(stream, Position(at), Position(end), true).await?);
+            at = end;
+        }
+        Ok(out)
+    }
+
     /// The entries of `stream` in `[from, to)`, at most [`STREAM_WINDOW`]
     /// positions: the index's positions of the stream, and every position
     /// not seen written, read. `unreached`: also those past the tail of the

@@ -31,7 +31,9 @@ fn token(c: &mut Criterion) {
         let ids = streams(n);
         let mut s = ready();
         g.bench_function(name, |b| {
-            b.iter(|| s.token(black_box(Epoch(0)), black_box(1), black_box(&ids)).expect("the sequencer is ready"))
+            b.iter(|| {
+                s.token(black_box(Epoch(0)), black_box(1), black_box(&ids), None).expect("the sequencer is ready")
+            })
         });
     }
     g.finish();
@@ -48,6 +50,7 @@ fn apply(c: &mut Criterion) {
             body: Some(request::Body::Token(Token {
                 count: 1,
                 streams: streams(n).iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect(),
+                conflict: None,
             })),
         };
         let mut s = ready();

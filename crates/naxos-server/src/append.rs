@@ -61,7 +61,7 @@ pub(crate) async fn append(
     }
     let sub = |body| Request { id: 0, cluster_id: req.cluster_id.clone(), epoch: req.epoch, body: Some(body) };
     // Grouped as the client groups a batch (naxos_wire::tokens).
-    let groups = naxos_wire::tokens::groups(a.entries.iter().map(|e| (&e.streams[..], 1)));
+    let groups = naxos_wire::tokens::groups(a.entries.iter().map(|e| (&e.streams[..], 1, None)));
     let mut waits = Vec::with_capacity(groups.len());
     let mut ops = Vec::with_capacity(groups.len());
     for (_, t) in &groups {

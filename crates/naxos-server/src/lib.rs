@@ -11,6 +11,7 @@
 pub mod acceptor;
 mod append;
 pub mod config;
+pub mod conflicts;
 pub mod fence;
 pub mod layout;
 pub mod logunit;

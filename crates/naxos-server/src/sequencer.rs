@@ -18,6 +18,7 @@
 //! the configured minimum), so a quiet cluster leaves small gaps and a busy one
 //! does few writes.
 
+use crate::conflicts::{Conflicts, CONFLICT_KEYS_MAX};
 use crate::fence::Fence;
 use crate::reply::{ok, Reply};
 use bytes::Bytes;
@@ -69,12 +70,16 @@ pub struct Sequencer {
     /// the layout) since the last bootstrap into a new epoch: until it is,
     /// the first token or tail stores it again, on the new chains.
     placed: bool,
+    /// How many keys the conflict cache holds.
+    conflict_keys_max: usize,
 }
 
 #[derive(Debug)]
 struct State {
     next: u64,
     streams: HashMap<StreamId, u64>,
+    /// The last writes of keys, for transactions' conflict checks.
+    conflicts: Conflicts,
 }
 
 /// A message to the sequencer task.
@@ -116,7 +121,14 @@ impl Sequencer {
             saved_streams: Vec::new(),
             recorded: Epoch(0),
             placed: false,
+            conflict_keys_max: CONFLICT_KEYS_MAX,
         }
+    }
+
+    /// Holds at most `keys` keys in its conflict cache.
+    pub fn with_conflict_keys_max(mut self, keys: usize) -> Sequencer {
+        self.conflict_keys_max = keys.max(1);
+        self
     }
 
     /// Fences requests with the node's shared epoch.
@@ -207,8 +219,15 @@ impl Sequencer {
         }
     }
 
-    /// Reserves `count` positions for `streams`.
-    pub fn token(&mut self, epoch: Epoch, count: u32, streams: &[StreamId]) -> Result<proto::TokenOk, ServerError> {
+    /// Reserves `count` positions for `streams`, if `conflict`'s check passes
+    /// (its writes then count as written at the last of them).
+    pub fn token(
+        &mut self,
+        epoch: Epoch,
+        count: u32,
+        streams: &[StreamId],
+        conflict: Option<&proto::TokenConflict>,
+    ) -> Result<proto::TokenOk, ServerError> {
         self.check_epoch(epoch)?;
         if count == 0 || count > TOKEN_COUNT_MAX {
             return Err(ServerError::new(
@@ -223,9 +242,15 @@ impl Sequencer {
             ));
         }
         let state = self.state.as_mut().expect("check_epoch returned a state, so the sequencer is ready");
+        if let Some(c) = conflict {
+            state.conflicts.check(c.snapshot, &c.read_keys)?;
+        }
         let start = state.next;
         state.next += u64::from(count);
         let last = state.next - 1;
+        if let Some(c) = conflict {
+            state.conflicts.record(last, &c.write_keys);
+        }
         let backpointers = streams.iter().map(|s| state.streams.insert(*s, last).unwrap_or(NO_BACKPOINTER)).collect();
         Ok(proto::TokenOk { start, count, backpointers })
     }
@@ -279,7 +304,7 @@ impl Sequencer {
             *e = (*e).max(last);
         }
         self.epoch = epoch;
-        self.state = Some(State { next: tail, streams: map });
+        self.state = Some(State { next: tail, streams: map, conflicts: Conflicts::new(tail, self.conflict_keys_max) });
         self.placed = false;
         Ok(())
     }
@@ -307,7 +332,7 @@ impl Sequencer {
         match &req.body {
             Some(request::Body::Token(t)) => {
                 let streams = parse_streams(&t.streams)?;
-                self.token(epoch, t.count, &streams).map(response::Body::Token)
+                self.token(epoch, t.count, &streams, t.conflict.as_ref()).map(response::Body::Token)
             }
             Some(request::Body::SeqTail(t)) => {
                 let streams = parse_streams(&t.streams)?;
@@ -612,9 +637,9 @@ mod tests {
     #[test]
     fn tokens_are_refused_until_bootstrap() {
         let mut s = Sequencer::new();
-        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
+        assert_eq!(s.token(Epoch(0), 1, &[], None).unwrap_err().code, ErrorCode::Unavailable);
         s.bootstrap(Epoch(0), 10, &[]).unwrap();
-        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 10);
+        assert_eq!(s.token(Epoch(0), 1, &[], None).unwrap().start, 10);
     }
 
     #[test]
@@ -622,13 +647,13 @@ mod tests {
         let mut s = Sequencer::new();
         s.bootstrap(Epoch(0), 0, &[]).unwrap();
         let a = StreamId::from_name("a");
-        let t1 = s.token(Epoch(0), 3, &[a]).unwrap();
-        let t2 = s.token(Epoch(0), 1, &[a]).unwrap();
+        let t1 = s.token(Epoch(0), 3, &[a], None).unwrap();
+        let t2 = s.token(Epoch(0), 1, &[a], None).unwrap();
         assert_eq!((t1.start, t1.backpointers[0]), (0, NO_BACKPOINTER));
         assert_eq!((t2.start, t2.backpointers[0]), (3, 2));
         // A late bootstrap never lowers the tail.
         s.bootstrap(Epoch(0), 1, &[]).unwrap();
-        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap().start, 4);
+        assert_eq!(s.token(Epoch(0), 1, &[], None).unwrap().start, 4);
     }
 
     #[test]
@@ -660,12 +685,12 @@ mod tests {
         let fence = Fence::new(Epoch(0));
         let mut s = Sequencer::new().with_fence(fence.clone());
         s.bootstrap(Epoch(0), 0, &[]).unwrap();
-        assert!(s.token(Epoch(0), 1, &[]).is_ok());
+        assert!(s.token(Epoch(0), 1, &[], None).is_ok());
         fence.raise(Epoch(1));
-        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::WrongEpoch);
+        assert_eq!(s.token(Epoch(0), 1, &[], None).unwrap_err().code, ErrorCode::WrongEpoch);
         // Its own seal at that epoch is still taken, and it waits for its bootstrap.
         assert_eq!(s.seal(Epoch(1)).unwrap(), Some(1));
-        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
+        assert_eq!(s.token(Epoch(1), 1, &[], None).unwrap_err().code, ErrorCode::Unavailable);
     }
 
     #[test]
@@ -673,8 +698,8 @@ mod tests {
         let mut s = Sequencer::new();
         s.bootstrap(Epoch(0), 0, &[]).unwrap();
         let (a, b) = (StreamId::from_name("a"), StreamId::from_name("b"));
-        s.token(Epoch(0), 3, &[a]).unwrap(); // a's last is 2
-                                             // Computed before that token: a higher tail, an older stream tail of a, one of b.
+        s.token(Epoch(0), 3, &[a], None).unwrap(); // a's last is 2
+                                                   // Computed before that token: a higher tail, an older stream tail of a, one of b.
         s.bootstrap(Epoch(0), 7, &[(a, 1), (b, 5)]).unwrap();
         let t = s.tail(Epoch(0), &[a, b]).unwrap();
         assert_eq!(t.tail, 7);
@@ -687,7 +712,7 @@ mod tests {
         let mut s = Sequencer::with_ceiling(0, 16);
         s.bootstrap(Epoch(0), 0, &[]).unwrap();
         let req = Request {
-            body: Some(request::Body::Token(proto::Token { count: 3, streams: vec![] })),
+            body: Some(request::Body::Token(proto::Token { count: 3, streams: vec![], conflict: None })),
             ..Default::default()
         };
         let end = s.ceiling_needed(&req).expect("the first tokens need a ceiling");
@@ -697,11 +722,11 @@ mod tests {
         assert_eq!(s.next_ceiling(end, 1_000_000, std::time::Duration::from_secs(1)), 3 + 250_000);
         s.raise_ceiling(c);
         assert_eq!(s.ceiling_needed(&req), None);
-        assert_eq!(s.token(Epoch(0), 3, &[]).unwrap().start, 0);
+        assert_eq!(s.token(Epoch(0), 3, &[], None).unwrap().start, 0);
         // The process dies; three tokens were handed out and never written.
         let mut again = Sequencer::with_ceiling(c, 16);
         again.bootstrap(Epoch(0), 0, &[]).unwrap();
-        assert!(again.token(Epoch(0), 1, &[]).unwrap().start >= 3);
+        assert!(again.token(Epoch(0), 1, &[], None).unwrap().start >= 3);
     }
 
     #[test]
@@ -724,10 +749,10 @@ mod tests {
         let mut s = Sequencer::new();
         s.bootstrap(Epoch(0), 5, &[]).unwrap();
         s.seal(Epoch(1)).unwrap();
-        assert_eq!(s.token(Epoch(0), 1, &[]).unwrap_err().code, ErrorCode::WrongEpoch);
-        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap_err().code, ErrorCode::Unavailable);
+        assert_eq!(s.token(Epoch(0), 1, &[], None).unwrap_err().code, ErrorCode::WrongEpoch);
+        assert_eq!(s.token(Epoch(1), 1, &[], None).unwrap_err().code, ErrorCode::Unavailable);
         s.bootstrap(Epoch(1), 5, &[]).unwrap();
-        assert_eq!(s.token(Epoch(1), 1, &[]).unwrap().start, 5);
+        assert_eq!(s.token(Epoch(1), 1, &[], None).unwrap().start, 5);
         assert_eq!(s.seal(Epoch(0)).unwrap_err().code, ErrorCode::WrongEpoch);
     }
 
@@ -761,7 +786,7 @@ mod tests {
         // answered in order, while the first still waits.
         let token = |streams: Vec<StreamId>| {
             let streams = streams.iter().map(|s| Bytes::copy_from_slice(&s.to_bytes())).collect();
-            seq_request(request::Body::Token(proto::Token { count: 1, streams }))
+            seq_request(request::Body::Token(proto::Token { count: 1, streams, conflict: None }))
         };
         let (reply, got) = Reply::once(2);
         tx.send(Op::Request(token(vec![b]), reply)).unwrap();

@@ -1,8 +1,8 @@
 //! Typed error codes and the error a server returns: a code, a human message and
 //! the detail the code needs (the server's epoch, the position concerned).
 
-pub use crate::proto::ErrorCode;
 use crate::proto::{self, EntryKind};
+pub use crate::proto::{AbortCause, ErrorCode};
 use crate::{Epoch, Position};
 
 /// An error returned by a server, as carried in a `Response`.
@@ -19,6 +19,8 @@ pub struct ServerError {
     pub position: Position,
     /// For `Overwritten`: what the position already holds.
     pub kind: EntryKind,
+    /// For `Aborted`: why.
+    pub abort: AbortCause,
 }
 
 /// A short, stable, human name for an error code.
@@ -40,6 +42,24 @@ pub fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::AlreadyBootstrapped => "already bootstrapped",
         ErrorCode::Overloaded => "overloaded",
         ErrorCode::NotEnoughReplicas => "not enough replicas",
+        ErrorCode::Aborted => "aborted",
+    }
+}
+
+/// A short, stable, human name for an abort cause.
+pub fn abort_name(cause: AbortCause) -> &'static str {
+    match cause {
+        AbortCause::Unspecified => "unspecified",
+        AbortCause::Conflict => "conflict",
+        AbortCause::CacheOverflow => "cache overflow",
+        AbortCause::NewSequencer => "new sequencer",
+        AbortCause::SnapshotTrimmed => "trimmed",
+    }
+}
+
+impl std::fmt::Display for AbortCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(abort_name(*self))
     }
 }
 
@@ -52,7 +72,13 @@ impl ServerError {
             epoch: Epoch(0),
             position: Position(0),
             kind: EntryKind::Unspecified,
+            abort: AbortCause::Unspecified,
         }
+    }
+
+    /// `Aborted`: a transaction's token was refused, for `cause`.
+    pub fn aborted(cause: AbortCause, message: impl Into<String>) -> ServerError {
+        ServerError { abort: cause, ..ServerError::new(ErrorCode::Aborted, message) }
     }
 
     /// `WrongEpoch`: the request's epoch is older than the server's sealed epoch.
@@ -89,6 +115,7 @@ impl ServerError {
             epoch: self.epoch.0,
             position: self.position.0,
             kind: self.kind as i32,
+            abort: self.abort as i32,
         }
     }
 
@@ -100,6 +127,7 @@ impl ServerError {
             epoch: Epoch(e.epoch),
             position: Position(e.position),
             kind: EntryKind::try_from(e.kind).unwrap_or(EntryKind::Unspecified),
+            abort: AbortCause::try_from(e.abort).unwrap_or(AbortCause::Unspecified),
         }
     }
 }
@@ -115,5 +143,7 @@ mod tests {
         assert!(e.to_string().contains("a hole"));
         let w = ServerError::wrong_epoch(Epoch(3), Epoch(1));
         assert_eq!(ServerError::from_proto(w.to_proto()).epoch, Epoch(3));
+        let a = ServerError::aborted(AbortCause::Conflict, "key written at 9");
+        assert_eq!(ServerError::from_proto(a.to_proto()), a);
     }
 }

@@ -21,7 +21,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/naxos.v1.rs"));
 }
 
-pub use error::{ErrorCode, ServerError};
+pub use error::{AbortCause, ErrorCode, ServerError};
 pub use ids::{Epoch, NodeId, Position, StreamId};
 pub use proto::{Entry, EntryKind, Layout, Request, Response};
 

@@ -26,6 +26,12 @@ pub enum Mutation {
     /// A reconfiguration puts a returning (or new) log unit in its chains
     /// without catching it up first.
     AddBeforeCatchUp = 8,
+    /// The sequencer grants every transaction's token without its conflict
+    /// check, and replayers apply commit records without re-validating them.
+    NoConflictCheck = 9,
+    /// A new sequencer starts its conflict watermark at 0 instead of its
+    /// bootstrap tail (it knows no writes from before it).
+    WatermarkFromZero = 10,
 }
 
 #[cfg(feature = "mutations")]

@@ -443,7 +443,11 @@ fn request() -> impl Strategy<Value = Request> {
                     limit,
                 })
             }),
-        (any::<u32>(), stream_ids()).prop_map(|(count, streams)| request::Body::Token(proto::Token { count, streams })),
+        (any::<u32>(), stream_ids()).prop_map(|(count, streams)| request::Body::Token(proto::Token {
+            count,
+            streams,
+            conflict: None
+        })),
         (stream_ids(), any::<u64>(), any::<u32>()).prop_map(|(streams, wait_from, wait_ms)| {
             request::Body::SeqTail(proto::SeqTail { streams, wait_from, wait_ms })
         }),
@@ -461,7 +465,7 @@ fn response() -> impl Strategy<Value = Response> {
     let body = prop_oneof![
         (0i32..15, ".{0,16}", any::<u64>(), any::<u64>(), 0i32..3).prop_map(
             |(code, message, epoch, position, kind)| {
-                response::Body::Error(proto::Error { code, message, epoch, position, kind })
+                response::Body::Error(proto::Error { code, message, epoch, position, kind, abort: 0 })
             }
         ),
         Just(response::Body::Ok(proto::Empty {})),

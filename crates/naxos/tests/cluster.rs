@@ -616,7 +616,10 @@ async fn a_subscription_skips_burnt_tokens_and_reads_past_a_writer_that_died() {
     let pool = pool();
     let token = |count: u32, streams: Vec<StreamId>| {
         let streams = streams.iter().map(|s| bytes::Bytes::copy_from_slice(&s.to_bytes())).collect();
-        req(&c.layout, naxos_wire::proto::request::Body::Token(naxos_wire::proto::Token { count, streams }))
+        req(
+            &c.layout,
+            naxos_wire::proto::request::Body::Token(naxos_wire::proto::Token { count, streams, conflict: None }),
+        )
     };
     let first = writer.append_to(&[s], "first".into()).await.unwrap();
     for _ in 0..4 {
@@ -653,7 +656,11 @@ async fn a_subscription_waits_for_a_slow_writer_of_its_stream_instead_of_filling
     assert_eq!(next_of(&mut sub).await, (first, "first".into()));
     let reading = tokio::spawn(async move { (next_of(&mut sub).await, sub) });
     let pool = pool();
-    let token = naxos_wire::proto::Token { count: 1, streams: vec![bytes::Bytes::copy_from_slice(&s.to_bytes())] };
+    let token = naxos_wire::proto::Token {
+        count: 1,
+        streams: vec![bytes::Bytes::copy_from_slice(&s.to_bytes())],
+        conflict: None,
+    };
     let (slow, back) =
         match pool.call(&c.addrs[0], req(&c.layout, naxos_wire::proto::request::Body::Token(token))).await {
             Ok(naxos_wire::proto::response::Body::Token(t)) => (Position(t.start), t.backpointers),

@@ -1,0 +1,436 @@
+//! The object runtime: the objects this process hosts, kept in memory and
+//! brought up to date by playing their streams in log order (the apply
+//! upcall), and the write path that appends updates and commit records with
+//! exactly-once sequence numbers. All hosted objects move together to one
+//! position of the log, so that a transaction reads one snapshot of all of them.
+
+use crate::object::{Dedup, Kind, State};
+use crate::record::{self, Record, Update};
+use crate::Error;
+use bytes::Bytes;
+use naxos_client::{Client, Conflict, Position, StreamId};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How many times an update whose outcome is unknown is sent again (with
+/// the same sequence number, so it is applied at most once) before the
+/// caller gets the error.
+const UPDATE_TRIES: u32 = 3;
+
+/// Counters of what replaying found.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records applied.
+    pub applied: AtomicU64,
+    /// Records skipped because their writer's sequence number was applied before (retries).
+    pub duplicates: AtomicU64,
+    /// Entries in an object's stream that are not Tango records, or updates
+    /// of another kind of object: skipped.
+    pub foreign: AtomicU64,
+    /// Commit records whose read versions this replayer found changed: not
+    /// applied. Once the sequencer checks conflicts this is a bug, and the
+    /// simulator looks for it.
+    pub invalid_commits: AtomicU64,
+}
+
+/// One hosted object.
+#[derive(Clone, Debug)]
+pub(crate) struct Hosted {
+    pub kind: Kind,
+    pub state: State,
+    dedup: Dedup,
+    /// Every position below it has been played into `state`.
+    pub applied: Position,
+}
+
+impl Hosted {
+    fn new(kind: Kind) -> Hosted {
+        Hosted { kind, state: State::new(kind), dedup: Dedup::default(), applied: Position(0) }
+    }
+}
+
+/// The hosted objects (behind the runtime's lock).
+#[derive(Default)]
+pub(crate) struct Objects {
+    pub hosted: HashMap<StreamId, Hosted>,
+}
+
+/// The replicated-object runtime of one client (cheap to clone).
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub client: Client,
+    /// This runtime's writer id (in every record it appends).
+    pub id: u128,
+    next_seq: AtomicU64,
+    /// Sequence numbers whose updates are still being sent.
+    unsettled: std::sync::Mutex<BTreeSet<u64>>,
+    pub objects: tokio::sync::Mutex<Objects>,
+    pub stats: Stats,
+    /// Back-off jitter state.
+    jitter: AtomicU64,
+}
+
+impl Runtime {
+    /// A runtime over `client`, with a random writer id.
+    pub fn new(client: Client) -> Runtime {
+        Runtime::with_id(client, random_id())
+    }
+
+    /// A runtime with a given writer id (the simulator's are deterministic).
+    /// Two runtimes must never share an id.
+    pub fn with_id(client: Client, id: u128) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                client,
+                id,
+                next_seq: AtomicU64::new(0),
+                unsettled: std::sync::Mutex::new(BTreeSet::new()),
+                objects: tokio::sync::Mutex::new(Objects::default()),
+                stats: Stats::default(),
+                jitter: AtomicU64::new((id as u64 ^ (id >> 64) as u64) | 1),
+            }),
+        }
+    }
+
+    /// The log client underneath.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// This runtime's writer id.
+    pub fn id(&self) -> u128 {
+        self.inner.id
+    }
+
+    /// What replaying has found so far.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// A replicated map (bytes to bytes) named `name`.
+    pub fn map(&self, name: &str) -> crate::Map {
+        crate::Map::new(self.clone(), name)
+    }
+
+    /// A replicated counter named `name`.
+    pub fn counter(&self, name: &str) -> crate::Counter {
+        crate::Counter::new(self.clone(), name)
+    }
+
+    /// A replicated register named `name`.
+    pub fn register(&self, name: &str) -> crate::Register {
+        crate::Register::new(self.clone(), name)
+    }
+
+    /// A replicated FIFO queue named `name`.
+    pub fn queue(&self, name: &str) -> crate::Queue {
+        crate::Queue::new(self.clone(), name)
+    }
+
+    /// Brings every hosted object (and `also`, hosting it first) up to the
+    /// log's current tail, and runs `read` on them there: a linearizable read.
+    pub(crate) async fn read_synced<T>(
+        &self,
+        also: &[(StreamId, Kind)],
+        read: impl FnOnce(&Objects, Position) -> T,
+    ) -> Result<T, Error> {
+        let mut objects = self.inner.objects.lock().await;
+        for (stream, kind) in also {
+            host(&mut objects, *stream, *kind)?;
+        }
+        let at = self.sync_locked(&mut objects, None).await?;
+        Ok(read(&objects, at))
+    }
+
+    /// The state of one object as of `position` (everything below it):
+    /// the hosted copy brought there if it is not past it yet, else a copy
+    /// replayed from the start of its stream.
+    pub(crate) async fn read_at<T>(
+        &self,
+        stream: StreamId,
+        kind: Kind,
+        position: Position,
+        read: impl FnOnce(&Hosted) -> T,
+    ) -> Result<T, Error> {
+        let mut objects = self.inner.objects.lock().await;
+        host(&mut objects, stream, kind)?;
+        let behind = objects.hosted.get(&stream).is_some_and(|h| h.applied <= position);
+        if behind {
+            self.sync_locked(&mut objects, Some(position)).await?;
+            let h = objects.hosted.get(&stream).expect("hosted above, and hosted objects are never dropped");
+            return Ok(read(h));
+        }
+        drop(objects);
+        let mut alone = Objects::default();
+        host(&mut alone, stream, kind)?;
+        self.sync_locked(&mut alone, Some(position)).await?;
+        let h = alone.hosted.get(&stream).expect("hosted just above");
+        Ok(read(h))
+    }
+
+    /// Plays every hosted object's stream up to `to` (default: the tail now)
+    /// in log order. Returns the position reached.
+    pub(crate) async fn sync_locked(&self, objects: &mut Objects, to: Option<Position>) -> Result<Position, Error> {
+        let client = &self.inner.client;
+        let streams: Vec<StreamId> = objects.hosted.keys().copied().collect();
+        let tails = client.tails(&streams).await?;
+        let to = match to {
+            Some(p) if p.0 > tails.tail => {
+                return Err(Error::Invalid(format!("position {p} is above the log's tail {}", tails.tail)));
+            }
+            Some(p) => p,
+            None => Position(tails.tail),
+        };
+        let last: HashMap<StreamId, u64> = tails
+            .streams
+            .iter()
+            .filter_map(|t| Some((record::stream_of(&t.stream)?, t.last)))
+            .filter(|(_, l)| *l != u64::MAX)
+            .collect();
+        // The streams with something new below `to`.
+        let stale: Vec<(StreamId, Position)> = objects
+            .hosted
+            .iter()
+            .filter(|(_, h)| h.applied < to)
+            .filter(|(s, h)| last.get(s).is_some_and(|&l| l >= h.applied.0))
+            .map(|(s, h)| (*s, h.applied))
+            .collect();
+        let reads = stale.iter().map(|(s, from)| client.read_stream_settled(*s, *from, to));
+        let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
+        for found in futures::future::join_all(reads).await {
+            for (p, r) in found? {
+                merged.entry(p.0).or_insert(r.payload);
+            }
+        }
+        let starts: HashMap<StreamId, Position> =
+            objects.hosted.iter().map(|(s, h)| (*s, h.applied)).filter(|(_, a)| *a < to).collect();
+        for (p, payload) in merged {
+            self.play(objects, &starts, Position(p), &payload);
+        }
+        for h in objects.hosted.values_mut() {
+            if h.applied < to {
+                h.applied = to;
+            }
+        }
+        Ok(to)
+    }
+
+    /// Plays one record at `position` into the hosted objects whose sync
+    /// started at or below it (`starts`).
+    fn play(&self, objects: &mut Objects, starts: &HashMap<StreamId, Position>, position: Position, payload: &[u8]) {
+        let stats = &self.inner.stats;
+        let Some(rec) = Record::decode_payload(payload) else {
+            stats.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(client) = rec.client_id() else {
+            stats.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let ours = |raw: &[u8]| record::stream_of(raw).filter(|s| starts.get(s).is_some_and(|&a| a <= position));
+        // The objects this record updates here, each once.
+        let mut touched: Vec<StreamId> = rec.updates.iter().filter_map(|u| ours(&u.object)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if touched.is_empty() {
+            return;
+        }
+        // A transaction: every read of an object played here must still hold.
+        let unchecked = naxos_client::mutation::active(naxos_client::mutation::Mutation::NoConflictCheck);
+        if rec.snapshot.is_some() && !unchecked {
+            let stale = rec.reads.iter().any(|r| {
+                ours(&r.object).is_some_and(|s| {
+                    let h = objects.hosted.get(&s).expect("in `starts`, so hosted");
+                    record::version_code(h.state.version(&r.key, r.whole)) != r.version
+                })
+            });
+            if stale {
+                stats.invalid_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%position, "a commit record's reads no longer hold here: not applied");
+                return;
+            }
+        }
+        for s in touched {
+            let h = objects.hosted.get_mut(&s).expect("in `starts`, so hosted");
+            if !h.dedup.first_time(client, rec.seq, rec.floor, position) {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            for u in rec.updates.iter().filter(|u| record::stream_of(&u.object) == Some(s)) {
+                let applied = u.op.as_ref().is_some_and(|op| h.state.apply(op, position));
+                if !applied {
+                    stats.foreign.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            stats.applied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A new sequence number, counted as unsettled until `settle`.
+    pub(crate) fn take_seq(&self) -> u64 {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.unsettled).insert(seq);
+        seq
+    }
+
+    /// The lowest sequence number still being sent: every one below is settled.
+    pub(crate) fn floor(&self) -> u64 {
+        lock(&self.inner.unsettled).first().copied().unwrap_or_else(|| self.inner.next_seq.load(Ordering::Relaxed))
+    }
+
+    /// `seq` will not be sent again.
+    pub(crate) fn settle(&self, seq: u64) {
+        lock(&self.inner.unsettled).remove(&seq);
+    }
+
+    /// Appends `updates` as one record to the streams of the objects they
+    /// touch, registering `writes` (conflict keys) with the sequencer.
+    pub(crate) async fn update(&self, updates: Vec<Update>, writes: Vec<u64>) -> Result<Position, Error> {
+        let conflict = Conflict { snapshot: Position(0), reads: Vec::new(), writes };
+        self.append_record(updates, None, Vec::new(), conflict).await
+    }
+
+    /// Appends a transaction's commit record.
+    pub(crate) async fn commit(&self, outcome: crate::txn::Outcome, snapshot: Position) -> Result<Position, Error> {
+        self.append_record(outcome.updates, Some(snapshot.0), outcome.reads, outcome.conflict).await
+    }
+
+    /// Appends one record under a new sequence number: sent again while its
+    /// outcome is unknown (it is applied once however often it lands), and
+    /// if every attempt's outcome stays unknown, settled by reading the log:
+    /// the runtime syncs past every position an attempt could have taken and
+    /// looks whether the object applied the number.
+    async fn append_record(
+        &self,
+        updates: Vec<Update>,
+        snapshot: Option<u64>,
+        reads: Vec<record::ReadVersion>,
+        conflict: Conflict,
+    ) -> Result<Position, Error> {
+        let seq = self.take_seq();
+        let (result, uncertain) = self.send(seq, &updates, snapshot, &reads, &conflict).await;
+        let result = match result {
+            Err(Error::Unknown(why)) => self.resolve(seq, &updates, why).await,
+            // A retry refused after an attempt whose outcome was unknown: that
+            // attempt may be the one that wrote the keys it conflicts with.
+            Err(Error::Aborted { message, .. }) if uncertain => self.resolve(seq, &updates, message).await,
+            other => other,
+        };
+        self.settle(seq);
+        result
+    }
+
+    /// Sends one record, again with the same sequence number while its
+    /// outcome is unknown. Also says whether any attempt's outcome was unknown.
+    async fn send(
+        &self,
+        seq: u64,
+        updates: &[Update],
+        snapshot: Option<u64>,
+        reads: &[record::ReadVersion],
+        conflict: &Conflict,
+    ) -> (Result<Position, Error>, bool) {
+        let mut streams: Vec<StreamId> = updates.iter().filter_map(|u| record::stream_of(&u.object)).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let mut last = String::new();
+        let mut uncertain = false;
+        for _ in 0..UPDATE_TRIES {
+            let rec = Record {
+                magic: record::MAGIC,
+                client: Bytes::copy_from_slice(&self.inner.id.to_be_bytes()),
+                seq,
+                floor: self.floor(),
+                updates: updates.to_vec(),
+                snapshot,
+                reads: reads.to_vec(),
+            };
+            match self.inner.client.append_checked(&streams, rec.encode_to_vec().into(), conflict).await {
+                Ok(p) => return (Ok(p), uncertain),
+                Err(naxos_client::Error::Aborted { cause, message }) => {
+                    return (Err(Error::Aborted { cause, message }), uncertain);
+                }
+                Err(e @ naxos_client::Error::Unavailable(_)) => {
+                    tracing::debug!("record {seq}: {e}; sending it again");
+                    uncertain = true;
+                    last = e.to_string();
+                }
+                Err(e) => return (Err(e.into()), uncertain),
+            }
+        }
+        (Err(Error::Unknown(last)), uncertain)
+    }
+
+    /// Whether record `seq` was applied: syncs to the tail (past every
+    /// position its attempts took) and asks the first object it updates.
+    async fn resolve(&self, seq: u64, updates: &[Update], why: String) -> Result<Position, Error> {
+        let Some((stream, kind)) =
+            updates.iter().find_map(|u| Some((record::stream_of(&u.object)?, kind_of(u.op.as_ref()?))))
+        else {
+            return Err(Error::Unknown(why));
+        };
+        let mut objects = self.inner.objects.lock().await;
+        host(&mut objects, stream, kind)?;
+        if let Err(e) = self.sync_locked(&mut objects, None).await {
+            return Err(Error::Unknown(format!("{why}; and reading the log to find out failed: {e}")));
+        }
+        let h = objects.hosted.get(&stream).expect("hosted above");
+        match h.dedup.position_of(self.inner.id, seq) {
+            Some(p) => Ok(p),
+            None => Err(Error::NotApplied(why)),
+        }
+    }
+
+    /// A number in [0, 1) for back-off jitter (deterministic per runtime id).
+    pub(crate) fn jitter(&self) -> f64 {
+        let mut x = self.inner.jitter.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.inner.jitter.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The kind of object an op belongs to.
+fn kind_of(op: &record::Op) -> Kind {
+    use record::Op;
+    match op {
+        Op::Put(_) | Op::Delete(_) => Kind::Map,
+        Op::Add(_) => Kind::Counter,
+        Op::Set(_) => Kind::Register,
+        Op::Push(_) | Op::Pop(_) => Kind::Queue,
+    }
+}
+
+/// Hosts `stream` as an object of `kind` (from an empty state); refuses a
+/// stream hosted as another kind.
+pub(crate) fn host(objects: &mut Objects, stream: StreamId, kind: Kind) -> Result<(), Error> {
+    let h = objects.hosted.entry(stream).or_insert_with(|| Hosted::new(kind));
+    if h.kind != kind {
+        return Err(Error::Invalid(format!("stream {stream} is hosted as a {} here", h.kind.name())));
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock leaves a set of numbers, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random 128-bit id from the standard library's per-process random keys.
+fn random_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish()
+    };
+    (u128::from(half()) << 64) | u128::from(half())
+}
