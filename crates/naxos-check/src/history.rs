@@ -66,6 +66,34 @@ pub enum Op {
         /// The new trim mark.
         position: u64,
     },
+    /// Objects (naxos-tango): move `amount` from account `from` to `to` in
+    /// one transaction, if `from` holds at least `amount`.
+    Transfer {
+        /// The account debited.
+        from: String,
+        /// The account credited.
+        to: String,
+        /// How much.
+        amount: i64,
+    },
+    /// Objects: read every account in one snapshot; they must hold `total`
+    /// between them (once any account exists).
+    Balances {
+        /// The total the accounts were opened with.
+        total: i64,
+    },
+    /// Objects: add `delta` (> 0) to a counter, exactly once.
+    CounterAdd {
+        /// The counter.
+        counter: String,
+        /// How much.
+        delta: i64,
+    },
+    /// Objects: read a counter.
+    CounterRead {
+        /// The counter.
+        counter: String,
+    },
 }
 
 /// What an operation returned.
@@ -107,8 +135,25 @@ pub enum Outcome {
         /// The position of the stream's last entry.
         last: Option<u64>,
     },
-    /// A `Trim` succeeded.
+    /// A `Trim` or `CounterAdd` succeeded.
     Done,
+    /// A `Transfer` committed.
+    Committed,
+    /// A `Transfer` aborted: nothing of it was applied.
+    Aborted {
+        /// Why.
+        cause: String,
+    },
+    /// A `Balances` read: each account's balance in one snapshot.
+    Accounts {
+        /// (account, balance), in account order.
+        balances: Vec<(String, i64)>,
+    },
+    /// A `CounterRead` returned `value`.
+    Value {
+        /// The counter's value.
+        value: i64,
+    },
     /// The operation failed or timed out: it may or may not have taken effect.
     Unknown {
         /// What the client saw, for the trace.
@@ -256,6 +301,10 @@ impl fmt::Display for Op {
             Op::StreamRead { stream, from } => write!(f, "stream-read {stream} from {from}"),
             Op::StreamTail { stream } => write!(f, "stream-tail {stream}"),
             Op::Trim { position } => write!(f, "trim {position}"),
+            Op::Transfer { from, to, amount } => write!(f, "transfer {amount} {from} -> {to}"),
+            Op::Balances { total } => write!(f, "balances (total {total})"),
+            Op::CounterAdd { counter, delta } => write!(f, "counter {counter} add {delta}"),
+            Op::CounterRead { counter } => write!(f, "counter {counter} read"),
         }
     }
 }
@@ -285,6 +334,13 @@ impl fmt::Display for Outcome {
             Outcome::StreamLast { last: Some(p) } => write!(f, "last {p}"),
             Outcome::StreamLast { last: None } => write!(f, "no entry"),
             Outcome::Done => write!(f, "done"),
+            Outcome::Committed => write!(f, "committed"),
+            Outcome::Aborted { cause } => write!(f, "aborted ({cause})"),
+            Outcome::Accounts { balances } => {
+                let sum: i64 = balances.iter().map(|(_, b)| b).sum();
+                write!(f, "{} accounts, sum {sum}: {balances:?}", balances.len())
+            }
+            Outcome::Value { value } => write!(f, "value {value}"),
             Outcome::Unknown { error } => write!(f, "unknown ({error})"),
         }
     }

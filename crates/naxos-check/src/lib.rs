@@ -32,6 +32,7 @@ mod agreement;
 mod durability;
 mod history;
 mod index;
+mod objects;
 mod streams;
 mod tail;
 mod uniqueness;
@@ -45,6 +46,7 @@ mod testkit;
 pub use agreement::check_agreement;
 pub use durability::check_durability;
 pub use history::{short_payload, Event, History, Op, Outcome};
+pub use objects::{check_bank, check_counter};
 pub use streams::check_streams;
 pub use tail::check_tail;
 pub use uniqueness::check_uniqueness;
@@ -68,8 +70,14 @@ pub mod invariant {
     pub const TAIL: &str = "tail";
     /// Stream reads are ordered, hold only their stream's entries, and miss none.
     pub const STREAMS: &str = "streams";
+    /// Objects: every snapshot of the bank's accounts holds their opening
+    /// total, none overdrawn.
+    pub const BANK: &str = "bank";
+    /// Objects: every counter read lies between the adds acknowledged before
+    /// it and those invoked before it ended.
+    pub const COUNTER: &str = "counter";
     /// Every invariant name, in the order [`check_all`](crate::check_all) runs them.
-    pub const ALL: [&str; 7] = [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS];
+    pub const ALL: [&str; 9] = [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS, BANK, COUNTER];
 }
 
 /// Errors reading or writing histories.
@@ -97,5 +105,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(check_validity(history));
     violations.extend(check_tail(history));
     violations.extend(check_streams(history));
+    violations.extend(check_bank(history));
+    violations.extend(check_counter(history));
     violations
 }

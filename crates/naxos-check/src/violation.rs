@@ -82,6 +82,7 @@ pub fn explain(history: &History, violation: &Violation, context: usize) -> Stri
 mod tests {
     use super::*;
     use crate::testkit::*;
+    use crate::Op;
     use crate::{check_all, invariant, Outcome};
 
     #[test]
@@ -132,6 +133,9 @@ mod tests {
         b.read(1, 0, 1, 4, data("b")); // uniqueness
         b.tail(1, 2, 3, 1); // tail
         b.stream_read(1, 2, 3, 1, 5, 9, &[(5, "zz")]); // streams
+        let accounts = Outcome::Accounts { balances: vec![("a".into(), 3)] };
+        b.h.record(1, 4, 5, Op::Balances { total: 2 }, accounts); // bank
+        b.h.record(1, 4, 5, Op::CounterRead { counter: "c".into() }, Outcome::Value { value: 1 }); // counter
         let found: std::collections::BTreeSet<&str> = check_all(&b.h).iter().map(|v| v.invariant).collect();
         assert_eq!(found, invariant::ALL.into_iter().collect());
     }

@@ -29,6 +29,10 @@ pub fn check_well_formed(history: &History) -> Vec<Violation> {
                 | (Op::StreamRead { .. }, Outcome::Stream { .. } | Outcome::Trimmed)
                 | (Op::StreamTail { .. }, Outcome::StreamLast { .. })
                 | (Op::Trim { .. }, Outcome::Done)
+                | (Op::Transfer { .. }, Outcome::Committed | Outcome::Aborted { .. })
+                | (Op::Balances { .. }, Outcome::Accounts { .. })
+                | (Op::CounterAdd { .. }, Outcome::Done)
+                | (Op::CounterRead { .. }, Outcome::Value { .. })
         );
         if !fits {
             violations.push(Violation::new(

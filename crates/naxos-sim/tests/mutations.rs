@@ -82,3 +82,21 @@ fn putting_a_returning_unit_back_before_its_catch_up_is_caught() {
     let (seed, why) = caught(Mutation::AddBeforeCatchUp, |_| {});
     eprintln!("AddBeforeCatchUp caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn transactions_without_the_conflict_check_are_caught() {
+    // With neither the sequencer's check nor the replayers' re-validation,
+    // concurrent transfers from one account both commit: money is made or
+    // an account overdrawn, which the bank checker finds in a snapshot.
+    let (seed, why) = caught(Mutation::NoConflictCheck, |c| c.objects = true);
+    eprintln!("NoConflictCheck caught at seed {seed}:\n{why}");
+}
+
+#[test]
+fn a_new_sequencer_that_trusts_old_snapshots_is_caught() {
+    // A sequencer bootstrapped after a failover knows no writes from before
+    // its tail; starting its watermark at 0, it lets a transaction whose
+    // snapshot predates a write it never saw commit over that write.
+    let (seed, why) = caught(Mutation::WatermarkFromZero, |c| c.objects = true);
+    eprintln!("WatermarkFromZero caught at seed {seed}:\n{why}");
+}

@@ -10,12 +10,21 @@ use std::process::Command;
 
 /// Seeds per CI run; sized to the CI budget (see docs/testing.md).
 const CI_SEEDS: u64 = 100;
+/// Seeds of the object workload (naxos-tango) per CI run.
+const CI_OBJECT_SEEDS: u64 = 30;
 
 fn run_seed(seed: u64, trace: bool) -> (i32, String) {
+    run_seed_with(seed, trace, false)
+}
+
+fn run_seed_with(seed: u64, trace: bool, objects: bool) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_naxos-sim"));
     cmd.args(["run", "--seed", &seed.to_string()]);
     if trace {
         cmd.arg("--trace");
+    }
+    if objects {
+        cmd.arg("--objects");
     }
     let out = cmd.output().expect("naxos-sim runs");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -50,6 +59,24 @@ fn seeds_run_without_violations() {
         ops += n;
     }
     eprintln!("simulator: {} seeds, {ops} operations checked, no violation", seeds.len());
+}
+
+#[test]
+fn object_seeds_run_without_violations() {
+    let seeds: Vec<u64> = match std::env::var("NAXOS_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("NAXOS_SIM_SEED is a number")],
+        Err(_) => (0..CI_OBJECT_SEEDS).collect(),
+    };
+    let mut ops = 0;
+    for &seed in &seeds {
+        let (code, out) = run_seed_with(seed, false, true);
+        assert_eq!(
+            code, 0,
+            "object seed {seed} failed (rerun: `naxos-sim run --objects --seed {seed} --trace`):\n{out}"
+        );
+        ops += operations(&out);
+    }
+    eprintln!("simulator, objects: {} seeds, {ops} operations checked, no violation", seeds.len());
 }
 
 #[test]

@@ -37,6 +37,10 @@ enum Command {
         /// reconfigurations (a unit leaves, comes back, then holds the log alone).
         #[arg(long)]
         churn: bool,
+        /// Run the object workload (naxos-tango bank transfers, snapshot
+        /// reads, a counter) instead of the log workload.
+        #[arg(long)]
+        objects: bool,
     },
     /// Run seeds until one fails, the time is up, or Ctrl-C; in parallel over cores.
     Soak {
@@ -52,6 +56,9 @@ enum Command {
         /// Operations per client.
         #[arg(long, default_value_t = 40)]
         ops: usize,
+        /// Soak the object workload instead of the log workload.
+        #[arg(long)]
+        objects: bool,
     },
 }
 
@@ -62,10 +69,11 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     match cli.command {
-        Command::Run { seed, ops, trace, churn } => {
+        Command::Run { seed, ops, trace, churn, objects } => {
             let mut c = SimConfig::new(seed);
             c.ops_per_client = ops;
             c.churn = churn;
+            c.objects = objects;
             match run(&c) {
                 Ok(r) => {
                     if trace {
@@ -90,15 +98,18 @@ fn main() {
                 }
             }
         }
-        Command::Soak { seconds, jobs, start, ops } => soak(seconds, jobs, start, ops),
+        Command::Soak { seconds, jobs, start, ops, objects } => soak(seconds, jobs, start, ops, objects),
     }
 }
 
 /// Runs one seed in a child process (`naxos-sim run`), exactly as a rerun
 /// would; returns (passed, operations, output).
-fn run_child(exe: &std::path::Path, seed: u64, ops: usize) -> (bool, u64, String) {
-    let out =
-        std::process::Command::new(exe).args(["run", "--seed", &seed.to_string(), "--ops", &ops.to_string()]).output();
+fn run_child(exe: &std::path::Path, seed: u64, ops: usize, objects: bool) -> (bool, u64, String) {
+    let mut args = vec!["run".to_string(), "--seed".into(), seed.to_string(), "--ops".into(), ops.to_string()];
+    if objects {
+        args.push("--objects".into());
+    }
+    let out = std::process::Command::new(exe).args(&args).output();
     match out {
         Ok(o) => {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -113,7 +124,7 @@ fn run_child(exe: &std::path::Path, seed: u64, ops: usize) -> (bool, u64, String
     }
 }
 
-fn soak(seconds: Option<u64>, jobs: Option<usize>, start: u64, ops: usize) {
+fn soak(seconds: Option<u64>, jobs: Option<usize>, start: u64, ops: usize, objects: bool) {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -135,7 +146,7 @@ fn soak(seconds: Option<u64>, jobs: Option<usize>, start: u64, ops: usize) {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    let (passed, n, text) = run_child(&exe, seed, ops);
+                    let (passed, n, text) = run_child(&exe, seed, ops, objects);
                     if passed {
                         ops_done.fetch_add(n, Ordering::Relaxed);
                         let done = seeds_done.fetch_add(1, Ordering::Relaxed) + 1;

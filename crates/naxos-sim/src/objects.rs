@@ -1,0 +1,233 @@
+//! The simulated object clients (naxos-tango): a bank of accounts moved
+//! between by transactions (some tried once, some retried), snapshot reads
+//! of every balance, and a counter added to and read. Each operation is
+//! recorded in the shared history for the bank and counter checkers. An
+//! abort is a definite outcome (nothing applied); anything else that failed
+//! is `Unknown`.
+
+use crate::rng::Rng;
+use crate::workload::{connect, now};
+use crate::Shared;
+use naxos_check::{Event, Op, Outcome, Violation};
+use naxos_tango::{Error, Runtime};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Accounts in the bank.
+pub const ACCOUNTS: usize = 4;
+/// What each account opens with.
+pub const OPENING_BALANCE: i64 = 100;
+/// The counter the clients add to.
+pub const COUNTER: &str = "hits";
+/// The bank's map.
+const BANK: &str = "bank";
+/// The invariant a replayer breaks when it finds a commit record's reads no
+/// longer hold: the sequencer granted a token it should have refused.
+pub const REPLAY: &str = "replay";
+/// Longest an operation may take before it is recorded as unknown.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn account(i: usize) -> String {
+    format!("acct{i}")
+}
+
+fn unknown(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Unknown { error: e.to_string() }
+}
+
+/// A runtime for workload client `index` (ids unique within a run).
+async fn runtime(index: u32, seeds: Vec<String>) -> Result<Runtime, naxos_client::Error> {
+    let client = connect(seeds, index.is_multiple_of(2)).await?;
+    Ok(Runtime::with_id(client, u128::from(index) + 1))
+}
+
+async fn timed<F: std::future::Future<Output = Outcome>>(shared: &Shared, client: u32, op: Op, fut: F) {
+    let start = now();
+    let outcome = tokio::time::timeout(OP_TIMEOUT, fut).await.unwrap_or_else(|_| unknown("timed out"));
+    shared.push(Event { client, start, end: now(), op, outcome });
+}
+
+/// Every balance in one snapshot (a read-only transaction).
+async fn balances(rt: &Runtime) -> Outcome {
+    let bank = rt.map(BANK);
+    let read = rt
+        .transaction(|tx| {
+            let mut out = Vec::new();
+            for (k, v) in tx.list(&bank)? {
+                out.push((String::from_utf8_lossy(&k).into_owned(), naxos_tango::parse::<i64>(&v)?));
+            }
+            Ok(out)
+        })
+        .await;
+    match read {
+        Ok(done) => Outcome::Accounts { balances: done.value },
+        Err(e) => unknown(e),
+    }
+}
+
+/// Opens the accounts (once, atomically) if nobody has yet.
+async fn open_accounts(rt: &Runtime) -> Result<(), Error> {
+    let bank = rt.map(BANK);
+    rt.transaction(|tx| {
+        if tx.get(&bank, account(0))?.is_none() {
+            for i in 0..ACCOUNTS {
+                tx.put(&bank, account(i), OPENING_BALANCE.to_string());
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map(|_| ())
+}
+
+/// One object client: `ops` seeded operations.
+pub async fn run(
+    shared: Shared,
+    index: u32,
+    seed: u64,
+    ops: usize,
+    seeds: Vec<String>,
+    found: Arc<Mutex<Vec<Violation>>>,
+) -> turmoil::Result {
+    let mut rng = Rng::new(seed, 2000 + u64::from(index));
+    tokio::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
+    let rt = runtime(index, seeds).await?;
+    if index == 0 {
+        // Opening may fail under faults; the bank checker only judges
+        // snapshots once the accounts exist, and transfers need them.
+        for _ in 0..20 {
+            if open_accounts(&rt).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let bank = rt.map(BANK);
+    let counter = rt.counter(COUNTER);
+    let total = OPENING_BALANCE * ACCOUNTS as i64;
+    for n in 0..ops {
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 40))).await;
+        match rng.range(0, 100) {
+            0..=49 => {
+                let from = rng.range(0, ACCOUNTS as u64) as usize;
+                let to = (from + 1 + rng.range(0, ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+                let amount = rng.range(1, 30) as i64;
+                let once = rng.chance(0.5);
+                let op = Op::Transfer { from: account(from), to: account(to), amount };
+                timed(&shared, index, op, async {
+                    let body = |tx: &mut naxos_tango::Tx<'_>| {
+                        let (Some(a), Some(b)) = (tx.get(&bank, account(from))?, tx.get(&bank, account(to))?) else {
+                            return Ok(());
+                        };
+                        let (a, b): (i64, i64) = (naxos_tango::parse(&a)?, naxos_tango::parse(&b)?);
+                        if a >= amount {
+                            tx.put(&bank, account(from), (a - amount).to_string());
+                            tx.put(&bank, account(to), (b + amount).to_string());
+                        }
+                        Ok(())
+                    };
+                    let result = if once { rt.try_transaction(body).await } else { rt.transaction(body).await };
+                    match result {
+                        Ok(_) => Outcome::Committed,
+                        Err(Error::Aborted { cause, .. }) => Outcome::Aborted { cause: cause.to_string() },
+                        Err(Error::NotApplied(why)) => Outcome::Aborted { cause: format!("not applied: {why}") },
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
+            50..=69 => timed(&shared, index, Op::Balances { total }, balances(&rt)).await,
+            70..=87 => {
+                // Distinct deltas, so a doubled add shows.
+                let delta = 1 + (u64::from(index) * 1000 + n as u64) as i64 % 97;
+                let op = Op::CounterAdd { counter: COUNTER.into(), delta };
+                timed(&shared, index, op, async {
+                    match counter.add(delta).await {
+                        Ok(_) => Outcome::Done,
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
+            _ => {
+                let op = Op::CounterRead { counter: COUNTER.into() };
+                timed(&shared, index, op, async {
+                    match counter.get().await {
+                        Ok(v) => Outcome::Value { value: v },
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
+        }
+    }
+    check_replay(&rt, index, &found);
+    Ok(())
+}
+
+/// Reports the commit records this runtime's replay found invalid.
+fn check_replay(rt: &Runtime, index: u32, found: &Mutex<Vec<Violation>>) {
+    let invalid = rt.stats().invalid_commits.load(std::sync::atomic::Ordering::Relaxed);
+    if invalid > 0 {
+        let why = format!(
+            "client {index} replayed {invalid} commit record(s) whose reads no longer held: the sequencer granted tokens it should have refused"
+        );
+        if let Ok(mut f) = found.lock() {
+            f.push(Violation::new(REPLAY, why, vec![]));
+        }
+    }
+}
+
+/// The quiescent phase's reader: the balances and the counter once more,
+/// retried until they answer (everything is healed by then), and the settle
+/// check's own appends read back (the durability checker wants them read).
+pub async fn finish(
+    shared: Shared,
+    index: u32,
+    seeds: Vec<String>,
+    found: Arc<Mutex<Vec<Violation>>>,
+) -> turmoil::Result {
+    let rt = runtime(index, seeds).await?;
+    let appended: Vec<u64> = shared
+        .snapshot()
+        .iter()
+        .filter_map(|e| match e.outcome {
+            Outcome::Appended { position } => Some(position),
+            _ => None,
+        })
+        .collect();
+    for p in appended {
+        for _ in 0..20 {
+            let start = now();
+            let outcome = crate::workload::read_outcome(rt.client().read(naxos_client::Position(p)).await);
+            if !matches!(outcome, Outcome::Unknown { .. }) {
+                shared.push(Event { client: index, start, end: now(), op: Op::Read { position: p }, outcome });
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let total = OPENING_BALANCE * ACCOUNTS as i64;
+    for _ in 0..50 {
+        let start = now();
+        let outcome = balances(&rt).await;
+        if !matches!(outcome, Outcome::Unknown { .. }) {
+            shared.push(Event { client: index, start, end: now(), op: Op::Balances { total }, outcome });
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let counter = rt.counter(COUNTER);
+    for _ in 0..50 {
+        let start = now();
+        if let Ok(value) = counter.get().await {
+            let op = Op::CounterRead { counter: COUNTER.into() };
+            shared.push(Event { client: index, start, end: now(), op, outcome: Outcome::Value { value } });
+            // This runtime replayed the whole bank from the start.
+            check_replay(&rt, index, &found);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the final counter read never answered".into())
+}
