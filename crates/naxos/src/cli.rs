@@ -1,5 +1,6 @@
 //! The command line: every command, its flags and its `--help`.
 
+use crate::objects_cmd::{self, CounterCommand, MapCommand, QueueCommand};
 use crate::{bench, client_cmd, exit, reconfigure_cmd, server_cmd, verify_cmd};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -158,6 +159,54 @@ pub enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Measure throughput and latency (append, read, tokens).
     Bench(bench::BenchArgs),
+    /// A replicated map (bytes to bytes), backed by the stream `map/NAME`.
+    ///
+    /// Reads are linearizable (the map is replayed from the log up to its
+    /// tail first); `cas` is a transaction.
+    Map {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The map's name.
+        name: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: MapCommand,
+    },
+    /// A replicated counter, backed by the stream `counter/NAME`.
+    Counter {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The counter's name.
+        name: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: CounterCommand,
+    },
+    /// A replicated FIFO queue, backed by the stream `queue/NAME`; a pop is a
+    /// transaction, so two pops never take the same value.
+    Queue {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The queue's name.
+        name: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Run a transaction over maps, etcd-style, from a JSON object on stdin.
+    ///
+    /// {"if": [{"map": M, "key": K, "equals": V} | {"map": M, "key": K, "absent": true}, ...],
+    ///  "then": [{"map": M, "key": K, "put": V} | {"map": M, "key": K, "delete": true}, ...],
+    ///  "else": [...]}
+    ///
+    /// Every comparison holding, "then" is applied, else "else", atomically
+    /// and serializably (retried on conflicts). Prints
+    /// {"succeeded": BOOL, "position": N} (the commit record's position;
+    /// null when nothing was written). Exit 12 if it aborted on every attempt.
+    Txn {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
 }
 
 /// Stream commands.
@@ -200,6 +249,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { cluster } => client_cmd::status(&cluster, json).await,
         Command::Bench(a) => bench::run(a, json).await,
         Command::Verify(a) => verify_cmd::run(a, json).await,
+        Command::Map { cluster, name, command } => objects_cmd::map(&cluster, &name, command, json).await,
+        Command::Counter { cluster, name, command } => objects_cmd::counter(&cluster, &name, command, json).await,
+        Command::Queue { cluster, name, command } => objects_cmd::queue(&cluster, &name, command, json).await,
+        Command::Txn { cluster } => objects_cmd::txn(&cluster).await,
     }
 }
 

@@ -36,7 +36,10 @@ pub const HELP: &str = "Exit codes:
   7  fill: the position is already written (nothing was changed)
   8  append: a chain has fewer replicas than --min-replicas (nothing was appended)
   9  status: a node is unreachable or a chain is short of replicas;
-     verify: replicas of a chain disagree";
+     verify: replicas of a chain disagree
+ 10  map get: no such key; queue pop: the queue is empty
+ 11  map cas: the value is not the expected one (nothing was changed)
+ 12  a transaction aborted on every attempt (nothing was applied)";
 
 /// A failure a command reports with a specific exit code.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ mod bench_failover;
 mod cli;
 mod client_cmd;
 mod exit;
+mod objects_cmd;
 mod reconfigure_cmd;
 mod server_cmd;
 mod verify_cmd;

@@ -216,3 +216,68 @@ fn following_a_stream_and_the_log_prints_entries_as_they_arrive() {
         assert_eq!(log.next()["data"], "still not an order");
     }
 }
+
+#[test]
+fn maps_counters_queues_and_transactions_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let dev = Proc::start(&["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()]);
+    let addr = dev.addr.as_str();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut v = vec![args[0], "--cluster", addr];
+        v.extend_from_slice(&args[1..]);
+        run_cli(&v, stdin)
+    };
+    let ok = |args: &[&str]| {
+        let (code, out, err) = run(args, b"");
+        assert_eq!(code, 0, "naxos {args:?}: {err}");
+        text(&out)
+    };
+    // Map: put, get (bytes as written), list, delete; a missing key is exit 10.
+    ok(&["map", "config", "put", "region", "eu-west"]);
+    ok(&["map", "config", "put", "zone", "b"]);
+    assert_eq!(ok(&["map", "config", "get", "region"]), "eu-west");
+    assert_eq!(ok(&["map", "config", "list"]), "region\teu-west\nzone\tb");
+    let (code, out, _) = run(&["map", "config", "list", "--json"], b"");
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = text(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[1], serde_json::json!({"key": "zone", "value": "b"}));
+    ok(&["map", "config", "delete", "zone"]);
+    assert_eq!(run(&["map", "config", "get", "zone"], b"").0, 10);
+    // cas: only when the value is the expected one (else exit 11, nothing changed).
+    assert_eq!(run(&["map", "config", "cas", "region", "us-east", "ap-south"], b"").0, 11);
+    ok(&["map", "config", "cas", "region", "eu-west", "us-east"]);
+    ok(&["map", "config", "cas", "--if-absent", "owner", "me"]);
+    assert_eq!(run(&["map", "config", "cas", "--if-absent", "owner", "you"], b"").0, 11);
+    assert_eq!(ok(&["map", "config", "get", "owner"]), "me");
+    // Counter.
+    ok(&["counter", "hits", "add", "5"]);
+    ok(&["counter", "hits", "add", "-2"]);
+    assert_eq!(ok(&["counter", "hits", "get"]), "3");
+    // Queue: FIFO; popping an empty queue is exit 10.
+    ok(&["queue", "jobs", "push", "first"]);
+    ok(&["queue", "jobs", "push", "second"]);
+    assert_eq!(ok(&["queue", "jobs", "len"]), "2");
+    assert_eq!(ok(&["queue", "jobs", "pop"]), "first");
+    assert_eq!(ok(&["queue", "jobs", "pop"]), "second");
+    assert_eq!(run(&["queue", "jobs", "pop"], b"").0, 10);
+    // txn: the comparisons decide which branch is applied, atomically.
+    let req = br#"{"if": [{"map": "config", "key": "region", "equals": "us-east"}, {"map": "config", "key": "gone", "absent": true}],
+                  "then": [{"map": "config", "key": "region", "put": "moved"}, {"map": "accounts", "key": "a", "put": "1"}],
+                  "else": [{"map": "config", "key": "failed", "put": "yes"}]}"#;
+    let (code, out, err) = run(&["txn"], req);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(answer["succeeded"], true);
+    assert!(answer["position"].is_u64(), "{answer}");
+    assert_eq!(ok(&["map", "config", "get", "region"]), "moved");
+    assert_eq!(ok(&["map", "accounts", "get", "a"]), "1");
+    let (_, out, _) = run(&["txn"], req);
+    let answer: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(answer["succeeded"], false, "region is no longer us-east");
+    assert_eq!(ok(&["map", "config", "get", "failed"]), "yes");
+    // A malformed request is refused before anything runs.
+    let (code, _, err) = run(&["txn"], br#"{"if": [{"map": "config"}]}"#);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"key\" must be a string"), "{err}");
+}
