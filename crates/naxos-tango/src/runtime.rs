@@ -55,6 +55,9 @@ impl Hosted {
 #[derive(Default)]
 pub(crate) struct Objects {
     pub hosted: HashMap<StreamId, Hosted>,
+    /// The last sync to the tail: every ticket up to `ticket` was taken
+    /// before it began, and it reached `at`.
+    last_sync: Option<(u64, Position)>,
 }
 
 /// The replicated-object runtime of one client (cheap to clone).
@@ -74,6 +77,8 @@ pub(crate) struct Inner {
     pub stats: Stats,
     /// Back-off jitter state.
     jitter: AtomicU64,
+    /// Tickets handed to reads that need a sync to the tail (see `sync_for`).
+    tickets: AtomicU64,
 }
 
 impl Runtime {
@@ -94,6 +99,7 @@ impl Runtime {
                 objects: tokio::sync::Mutex::new(Objects::default()),
                 stats: Stats::default(),
                 jitter: AtomicU64::new((id as u64 ^ (id >> 64) as u64) | 1),
+                tickets: AtomicU64::new(0),
             }),
         }
     }
@@ -140,12 +146,36 @@ impl Runtime {
         also: &[(StreamId, Kind)],
         read: impl FnOnce(&Objects, Position) -> T,
     ) -> Result<T, Error> {
+        let ticket = self.ticket();
         let mut objects = self.inner.objects.lock().await;
         for (stream, kind) in also {
             host(&mut objects, *stream, *kind)?;
         }
-        let at = self.sync_locked(&mut objects, None).await?;
+        let at = self.sync_for(&mut objects, ticket).await?;
         Ok(read(&objects, at))
+    }
+
+    /// A ticket for a read that starts now: a sync to the tail that begins
+    /// after it was taken serves it (see `sync_for`).
+    pub(crate) fn ticket(&self) -> u64 {
+        self.inner.tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Brings every hosted object to the tail, unless a sync that began
+    /// after `ticket` was taken already did (and no object was hosted
+    /// since): concurrent readers of one runtime share one sync, and each
+    /// still sees everything acknowledged before it started.
+    pub(crate) async fn sync_for(&self, objects: &mut Objects, ticket: u64) -> Result<Position, Error> {
+        if let Some((served, at)) = objects.last_sync {
+            if served >= ticket && objects.hosted.values().all(|h| h.applied >= at) {
+                return Ok(at);
+            }
+        }
+        // Every ticket taken so far was taken before this sync's tail query.
+        let covering = self.inner.tickets.load(Ordering::SeqCst);
+        let at = self.sync_locked(objects, None).await?;
+        objects.last_sync = Some((covering, at));
+        Ok(at)
     }
 
     /// The state of one object as of `position` (everything below it):
@@ -375,9 +405,10 @@ impl Runtime {
         else {
             return Err(Error::Unknown(why));
         };
+        let ticket = self.ticket();
         let mut objects = self.inner.objects.lock().await;
         host(&mut objects, stream, kind)?;
-        if let Err(e) = self.sync_locked(&mut objects, None).await {
+        if let Err(e) = self.sync_for(&mut objects, ticket).await {
             return Err(Error::Unknown(format!("{why}; and reading the log to find out failed: {e}")));
         }
         let h = objects.hosted.get(&stream).expect("hosted above");

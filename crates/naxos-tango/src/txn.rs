@@ -260,9 +260,10 @@ impl Runtime {
         &self,
         mut body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<Committed<T>, Error> {
+        let ticket = self.ticket();
         let (value, outcome, snapshot) = loop {
             let mut objects = self.inner.objects.lock().await;
-            let snapshot = self.sync_locked(&mut objects, None).await?;
+            let snapshot = self.sync_for(&mut objects, ticket).await?;
             let mut tx = Tx::new(&objects, snapshot);
             match body(&mut tx) {
                 Ok(value) => break (value, tx.finish(), snapshot),

@@ -29,6 +29,11 @@ pub enum Workload {
     /// each change's append unavailability window: from the seal to the first
     /// append acknowledged in the new epoch, p50 and p99.
     Failover,
+    /// Transfers between random --accounts in serializable transactions
+    /// (naxos-tango), with --read-fraction snapshot reads of every balance;
+    /// prints commits/s, aborts/s by cause and latency, and fails if the
+    /// total balance ever changed.
+    Tx,
 }
 
 /// Flags of `naxos bench`.
@@ -69,6 +74,12 @@ pub struct BenchArgs {
     /// Sequencer changes made by failover.
     #[arg(long, default_value_t = 50)]
     pub changes: usize,
+    /// Accounts of tx (fewer accounts, more conflicts).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: u64,
+    /// Fraction of tx's operations that are read-only snapshot reads of every balance.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_fraction: f64,
 }
 
 struct Outcome {
@@ -82,6 +93,9 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     if a.workload == Workload::Failover {
         return crate::bench_failover::run(&a, json).await;
+    }
+    if a.workload == Workload::Tx {
+        return crate::bench_tx::run(&a, json).await;
     }
     let mut config = Config::new(a.cluster.cluster.iter().cloned());
     config.batches_in_flight = a.batches_in_flight;
@@ -126,7 +140,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
                             client.append_batch(vec![payload.clone(); batch as usize]).await.map(|v| v.len() as u64)
                         }
                         Workload::Tokens => client.reserve(batch).await.map(|_| u64::from(batch)),
-                        Workload::Failover => Ok(0),
+                        Workload::Failover | Workload::Tx => Ok(0),
                         Workload::Read => {
                             rng ^= rng << 13;
                             rng ^= rng >> 7;

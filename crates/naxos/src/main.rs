@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_failover;
+mod bench_tx;
 mod cli;
 mod client_cmd;
 mod exit;
