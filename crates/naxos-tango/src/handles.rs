@@ -44,6 +44,13 @@ macro_rules! handle {
                 self.stream
             }
 
+            /// Writes a checkpoint of it: its whole state as of the returned
+            /// position, from which a runtime that opens it starts (and the
+            /// log may be trimmed below it once every object has one there).
+            pub async fn checkpoint(&self) -> Result<Position, Error> {
+                self.rt.checkpoint(self.stream, $kind).await
+            }
+
             /// Its state now (after syncing to the tail), through `read`.
             async fn now<T>(&self, read: impl FnOnce(&State) -> T) -> Result<T, Error> {
                 let stream = self.stream;

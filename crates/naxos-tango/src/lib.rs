@@ -35,6 +35,7 @@
 //! talks to the cluster only through `naxos-client`; the conflict check
 //! itself runs in the sequencer.
 
+pub mod checkpoint;
 mod handles;
 pub mod object;
 pub mod record;

@@ -157,6 +157,27 @@ impl Dedup {
         self.writers.get(&client)?.applied.get(&seq).copied()
     }
 
+    /// Per writer: its floor and the numbers applied at or above it, with their positions.
+    pub fn export(&self) -> Vec<(u128, u64, Vec<(u64, Position)>)> {
+        let mut out: Vec<_> = self
+            .writers
+            .iter()
+            .map(|(c, s)| (*c, s.floor, s.applied.iter().map(|(q, p)| (*q, *p)).collect()))
+            .collect();
+        out.sort_by_key(|w| w.0);
+        out
+    }
+
+    /// The inverse of [`Dedup::export`].
+    pub fn import(writers: Vec<(u128, u64, Vec<(u64, Position)>)>) -> Dedup {
+        Dedup {
+            writers: writers
+                .into_iter()
+                .map(|(c, floor, applied)| (c, Seen { floor, applied: applied.into_iter().collect() }))
+                .collect(),
+        }
+    }
+
     /// How many writers it remembers.
     #[cfg(test)]
     pub fn writers(&self) -> usize {

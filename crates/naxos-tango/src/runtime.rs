@@ -40,14 +40,34 @@ pub struct Stats {
 pub(crate) struct Hosted {
     pub kind: Kind,
     pub state: State,
-    dedup: Dedup,
+    pub(crate) dedup: Dedup,
     /// Every position below it has been played into `state`.
     pub applied: Position,
+    /// Whether its latest checkpoint was looked for (when it was opened).
+    opened: bool,
 }
 
 impl Hosted {
     fn new(kind: Kind) -> Hosted {
-        Hosted { kind, state: State::new(kind), dedup: Dedup::default(), applied: Position(0) }
+        Hosted { kind, state: State::new(kind), dedup: Dedup::default(), applied: Position(0), opened: false }
+    }
+
+    /// Starts again from the latest checkpoint of `stream` at or below `to`,
+    /// if there is one past what it applied; whether it did.
+    async fn load_checkpoint(&mut self, client: &Client, stream: StreamId, to: Position) -> Result<bool, Error> {
+        self.opened = true;
+        let Some((at, image)) = crate::checkpoint::latest(client, stream).await? else { return Ok(false) };
+        if at <= self.applied || at > to {
+            return Ok(false);
+        }
+        let Some((state, dedup)) = crate::checkpoint::decode(self.kind, &image) else {
+            tracing::warn!(%stream, %at, "a checkpoint does not decode as a {}: ignored", self.kind.name());
+            return Ok(false);
+        };
+        self.state = state;
+        self.dedup = dedup;
+        self.applied = at;
+        Ok(true)
     }
 }
 
@@ -205,7 +225,9 @@ impl Runtime {
     }
 
     /// Plays every hosted object's stream up to `to` (default: the tail now)
-    /// in log order. Returns the position reached.
+    /// in log order. Returns the position reached. An object opened here
+    /// starts from its latest checkpoint; one whose stream was trimmed
+    /// below what it applied reloads from its latest checkpoint.
     pub(crate) async fn sync_locked(&self, objects: &mut Objects, to: Option<Position>) -> Result<Position, Error> {
         let client = &self.inner.client;
         let streams: Vec<StreamId> = objects.hosted.keys().copied().collect();
@@ -217,27 +239,48 @@ impl Runtime {
             Some(p) => p,
             None => Position(tails.tail),
         };
+        for (stream, h) in objects.hosted.iter_mut().filter(|(_, h)| !h.opened) {
+            h.load_checkpoint(client, *stream, to).await?;
+        }
         let last: HashMap<StreamId, u64> = tails
             .streams
             .iter()
             .filter_map(|t| Some((record::stream_of(&t.stream)?, t.last)))
             .filter(|(_, l)| *l != u64::MAX)
             .collect();
-        // The streams with something new below `to`.
-        let stale: Vec<(StreamId, Position)> = objects
-            .hosted
-            .iter()
-            .filter(|(_, h)| h.applied < to)
-            .filter(|(s, h)| last.get(s).is_some_and(|&l| l >= h.applied.0))
-            .map(|(s, h)| (*s, h.applied))
-            .collect();
-        let reads = stale.iter().map(|(s, from)| client.read_stream_settled(*s, *from, to));
-        let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
-        for found in futures::future::join_all(reads).await {
-            for (p, r) in found? {
-                merged.entry(p.0).or_insert(r.payload);
+        let mut reloads = 0;
+        let merged = loop {
+            // The streams with something new below `to`.
+            let stale: Vec<(StreamId, Position)> = objects
+                .hosted
+                .iter()
+                .filter(|(_, h)| h.applied < to)
+                .filter(|(s, h)| last.get(s).is_some_and(|&l| l >= h.applied.0))
+                .map(|(s, h)| (*s, h.applied))
+                .collect();
+            let reads = stale.iter().map(|(s, from)| client.read_stream_settled(*s, *from, to));
+            let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
+            let mut trimmed = None;
+            for ((stream, _), found) in stale.iter().zip(futures::future::join_all(reads).await) {
+                match found {
+                    Ok(entries) => {
+                        for (p, r) in entries {
+                            merged.entry(p.0).or_insert(r.payload);
+                        }
+                    }
+                    Err(naxos_client::Error::Trimmed(p)) => trimmed = Some((*stream, p)),
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
+            let Some((stream, at)) = trimmed else { break merged };
+            // Behind a trim: start again from the latest checkpoint (it is
+            // at or above the trim if whoever trimmed followed the rule).
+            let h = objects.hosted.get_mut(&stream).expect("in `stale`, so hosted");
+            reloads += 1;
+            if reloads > 3 || !h.load_checkpoint(client, stream, to).await? {
+                return Err(naxos_client::Error::Trimmed(at).into());
+            }
+        };
         let starts: HashMap<StreamId, Position> =
             objects.hosted.iter().map(|(s, h)| (*s, h.applied)).filter(|(_, a)| *a < to).collect();
         for (p, payload) in merged {
@@ -249,6 +292,21 @@ impl Runtime {
             }
         }
         Ok(to)
+    }
+
+    /// Writes a checkpoint of the object `stream` (hosting it and syncing it
+    /// to the tail first): its state as of the position returned. The log
+    /// may be trimmed below it once every object has a checkpoint there.
+    pub(crate) async fn checkpoint(&self, stream: StreamId, kind: Kind) -> Result<Position, Error> {
+        let ticket = self.ticket();
+        let mut objects = self.inner.objects.lock().await;
+        host(&mut objects, stream, kind)?;
+        let at = self.sync_for(&mut objects, ticket).await?;
+        let h = objects.hosted.get(&stream).expect("hosted above");
+        let image = crate::checkpoint::encode(&h.state, &h.dedup);
+        drop(objects);
+        crate::checkpoint::write(&self.inner.client, stream, at, image).await?;
+        Ok(at)
     }
 
     /// Plays one record at `position` into the hosted objects whose sync
