@@ -135,11 +135,11 @@ pub(crate) fn encode(state: &State, dedup: &Dedup) -> Bytes {
     image.writers = dedup
         .export()
         .into_iter()
-        .map(|(client, floor, applied)| ImageWriter {
-            client: Bytes::copy_from_slice(&client.to_be_bytes()),
-            floor,
-            seqs: applied.iter().map(|(s, _)| *s).collect(),
-            positions: applied.iter().map(|(_, p)| p.0).collect(),
+        .map(|w| ImageWriter {
+            client: Bytes::copy_from_slice(&w.client.to_be_bytes()),
+            floor: w.floor,
+            seqs: w.applied.iter().map(|(s, _)| *s).collect(),
+            positions: w.applied.iter().map(|(_, p)| p.0).collect(),
         })
         .collect();
     image.encode_to_vec().into()
@@ -169,7 +169,7 @@ pub(crate) fn decode(kind: Kind, raw: &[u8]) -> Option<(State, Dedup)> {
     for w in image.writers {
         let client = u128::from_be_bytes(w.client.as_ref().try_into().ok()?);
         let applied = w.seqs.into_iter().zip(w.positions.into_iter().map(Position)).collect();
-        writers.push((client, w.floor, applied));
+        writers.push(crate::object::WriterSeen { client, floor: w.floor, applied });
     }
     Some((state, Dedup::import(writers)))
 }
@@ -261,4 +261,28 @@ async fn read_chunks(client: &Client, end: &CheckpointRecord) -> Result<Option<B
     }
     let image = image.freeze();
     Ok((image.len() as u64 == end.bytes && crc32c::crc32c(&image) == end.crc32c).then_some(image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{KeyValue, Op};
+
+    #[test]
+    fn an_image_round_trips_every_kind_with_its_writers() {
+        let mut m = State::new(Kind::Map);
+        m.apply(&Op::Put(KeyValue { key: "a".into(), value: "1".into() }), Position(3));
+        m.apply(&Op::Delete("b".into()), Position(4));
+        let mut d = Dedup::default();
+        assert!(d.first_time(9, 2, 1, Position(3)));
+        let (state, dedup) = decode(Kind::Map, &encode(&m, &d)).unwrap();
+        assert_eq!((state, dedup), (m, d.clone()));
+        let mut q = State::new(Kind::Queue);
+        q.apply(&Op::Push("x".into()), Position(7));
+        assert_eq!(decode(Kind::Queue, &encode(&q, &d)).unwrap().0, q);
+        let mut c = State::new(Kind::Counter);
+        c.apply(&Op::Add(-4), Position(1));
+        assert_eq!(decode(Kind::Counter, &encode(&c, &d)).unwrap().0, c);
+        assert!(decode(Kind::Map, b"\xff\xff not an image").is_none());
+    }
 }

@@ -130,6 +130,17 @@ pub(crate) struct Seen {
     applied: BTreeMap<u64, Position>,
 }
 
+/// One writer's part of a [`Dedup`], as a checkpoint stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WriterSeen {
+    /// The writer's id.
+    pub client: u128,
+    /// Every number below it is settled.
+    pub floor: u64,
+    /// (number, position applied at), at or above the floor.
+    pub applied: Vec<(u64, Position)>,
+}
+
 /// Per writer, what an object applied: exactly-once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Dedup {
@@ -158,22 +169,26 @@ impl Dedup {
     }
 
     /// Per writer: its floor and the numbers applied at or above it, with their positions.
-    pub fn export(&self) -> Vec<(u128, u64, Vec<(u64, Position)>)> {
+    pub fn export(&self) -> Vec<WriterSeen> {
         let mut out: Vec<_> = self
             .writers
             .iter()
-            .map(|(c, s)| (*c, s.floor, s.applied.iter().map(|(q, p)| (*q, *p)).collect()))
+            .map(|(c, s)| WriterSeen {
+                client: *c,
+                floor: s.floor,
+                applied: s.applied.iter().map(|(q, p)| (*q, *p)).collect(),
+            })
             .collect();
-        out.sort_by_key(|w| w.0);
+        out.sort_by_key(|w| w.client);
         out
     }
 
     /// The inverse of [`Dedup::export`].
-    pub fn import(writers: Vec<(u128, u64, Vec<(u64, Position)>)>) -> Dedup {
+    pub fn import(writers: Vec<WriterSeen>) -> Dedup {
         Dedup {
             writers: writers
                 .into_iter()
-                .map(|(c, floor, applied)| (c, Seen { floor, applied: applied.into_iter().collect() }))
+                .map(|w| (w.client, Seen { floor: w.floor, applied: w.applied.into_iter().collect() }))
                 .collect(),
         }
     }
