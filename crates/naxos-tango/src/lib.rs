@@ -35,13 +35,16 @@
 //! talks to the cluster only through `naxos-client`; the conflict check
 //! itself runs in the sequencer.
 
+pub mod catalog;
 pub mod checkpoint;
+pub mod checkpointer;
 mod handles;
 pub mod object;
 pub mod record;
 mod runtime;
 mod txn;
 
+pub use checkpointer::{Policy, Round};
 pub use handles::{Counter, Map, Queue, Register};
 pub use naxos_client::AbortCause;
 pub use runtime::{Runtime, Stats};

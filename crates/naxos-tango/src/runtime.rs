@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     jitter: AtomicU64,
     /// Tickets handed to reads that need a sync to the tail (see `sync_for`).
     tickets: AtomicU64,
+    /// Objects this runtime has entered in the catalog.
+    cataloged: std::sync::Mutex<std::collections::HashSet<StreamId>>,
 }
 
 impl Runtime {
@@ -120,6 +122,7 @@ impl Runtime {
                 stats: Stats::default(),
                 jitter: AtomicU64::new((id as u64 ^ (id >> 64) as u64) | 1),
                 tickets: AtomicU64::new(0),
+                cataloged: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -401,6 +404,7 @@ impl Runtime {
         reads: Vec<record::ReadVersion>,
         conflict: Conflict,
     ) -> Result<Position, Error> {
+        self.enter_in_catalog(&updates).await?;
         let seq = self.take_seq();
         let (result, uncertain) = self.send(seq, &updates, snapshot, &reads, &conflict).await;
         let result = match result {
@@ -453,6 +457,32 @@ impl Runtime {
             }
         }
         (Err(Error::Unknown(last)), uncertain)
+    }
+
+    /// Enters the objects `updates` touch in the catalog (once per runtime),
+    /// before their first update: the checkpointer must know every object,
+    /// idle ones included, before it trims the log.
+    async fn enter_in_catalog(&self, updates: &[Update]) -> Result<(), Error> {
+        let catalog = crate::catalog::stream();
+        let new: Vec<(StreamId, Kind)> = {
+            let known = lock(&self.inner.cataloged);
+            let mut new: Vec<(StreamId, Kind)> = updates
+                .iter()
+                .filter_map(|u| Some((record::stream_of(&u.object)?, kind_of(u.op.as_ref()?))))
+                .filter(|(s, _)| *s != catalog && !known.contains(s))
+                .collect();
+            new.sort_unstable_by_key(|(s, _)| *s);
+            new.dedup_by_key(|(s, _)| *s);
+            new
+        };
+        for (stream, kind) in new {
+            let (update, writes) = crate::catalog::entry(stream, kind);
+            // Boxed: an update enters its objects first (the catalog's own
+            // updates enter nothing, so this recursion is one level deep).
+            Box::pin(self.update(vec![update], writes)).await?;
+            lock(&self.inner.cataloged).insert(stream);
+        }
+        Ok(())
     }
 
     /// Whether record `seq` was applied: syncs to the tail (past every

@@ -207,6 +207,28 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Checkpoint the objects (maps, counters, registers, queues) and,
+    /// with --trim, trim the log below what they still need.
+    ///
+    /// Every object ever written is in the catalog; each one whose latest
+    /// checkpoint is more than --behind positions behind the tail (or that has
+    /// none), idle ones included, gets a new checkpoint; then, with --trim, the
+    /// log is trimmed below the oldest latest checkpoint of them all. Do not
+    /// use --trim on a log that also holds entries that are not objects':
+    /// they would go too. One round, or one every --every seconds.
+    Checkpoint {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Checkpoint an object once its latest checkpoint is this many positions behind the tail.
+        #[arg(long, default_value_t = 100_000)]
+        behind: u64,
+        /// Trim the log below the oldest latest checkpoint.
+        #[arg(long)]
+        trim: bool,
+        /// Run a round every this many seconds (until interrupted).
+        #[arg(long)]
+        every: Option<f64>,
+    },
 }
 
 /// Stream commands.
@@ -253,6 +275,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Counter { cluster, name, command } => objects_cmd::counter(&cluster, &name, command, json).await,
         Command::Queue { cluster, name, command } => objects_cmd::queue(&cluster, &name, command, json).await,
         Command::Txn { cluster } => objects_cmd::txn(&cluster).await,
+        Command::Checkpoint { cluster, behind, trim, every } => {
+            objects_cmd::checkpoint(&cluster, behind, trim, every, json).await
+        }
     }
 }
 

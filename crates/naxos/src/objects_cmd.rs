@@ -341,3 +341,32 @@ pub async fn txn(c: &ClusterArg) -> anyhow::Result<()> {
     println!("{}", serde_json::json!({ "succeeded": done.value, "position": done.position.map(|p| p.0) }));
     Ok(())
 }
+
+/// `naxos checkpoint`: checkpointer rounds.
+pub async fn checkpoint(c: &ClusterArg, behind: u64, trim: bool, every: Option<f64>, json: bool) -> anyhow::Result<()> {
+    let rt = runtime(c).await?;
+    let policy = naxos_tango::Policy { behind_positions: behind, trim };
+    loop {
+        let round = rt.checkpoint_round(&policy).await.map_err(|e| tango(e, "a checkpointer round"))?;
+        let pos = |p: Option<naxos_client::Position>| p.map(|p| p.0);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "objects": round.objects, "checkpointed": round.checkpointed,
+                    "needed_from": pos(round.needed_from), "trimmed_to": pos(round.trimmed_to),
+                })
+            );
+        } else {
+            println!(
+                "{} objects, {} checkpointed; the log is needed from {}{}",
+                round.objects,
+                round.checkpointed,
+                round.needed_from.map_or("0".to_string(), |p| p.to_string()),
+                round.trimmed_to.map_or(String::new(), |p| format!("; trimmed below {p}"))
+            );
+        }
+        let Some(secs) = every else { return Ok(()) };
+        tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+    }
+}

@@ -276,6 +276,13 @@ fn maps_counters_queues_and_transactions_from_the_command_line() {
     let answer: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
     assert_eq!(answer["succeeded"], false, "region is no longer us-east");
     assert_eq!(ok(&["map", "config", "get", "failed"]), "yes");
+    // Checkpoint everything and trim below it: every object still reads back.
+    let (code, out, err) = run(&["checkpoint", "--behind", "0", "--trim", "--json"], b"");
+    assert_eq!(code, 0, "{err}");
+    let round: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert!(round["trimmed_to"].as_u64().unwrap() > 0, "{round}");
+    assert_eq!(ok(&["map", "config", "get", "region"]), "moved");
+    assert_eq!(ok(&["counter", "hits", "get"]), "3");
     // A malformed request is refused before anything runs.
     let (code, _, err) = run(&["txn"], br#"{"if": [{"map": "config"}]}"#);
     assert_ne!(code, 0);

@@ -46,8 +46,11 @@ async fn concurrent_read_modify_write_transactions_lose_no_update() {
         let rt = Runtime::new(c.client().await);
         tasks.push(tokio::spawn(async move {
             let m = rt.map("counts");
+            // One hot key among four writers: allow many attempts (the test
+            // is about lost updates, not about how soon each one commits).
+            let patient = naxos_tango::Retry { attempts_max: 1000, ..naxos_tango::Retry::default() };
             for _ in 0..25 {
-                rt.transaction(|tx| {
+                rt.transaction_with(patient, |tx| {
                     let v: i64 = tx.get(&m, "n")?.map_or(Ok(0), |v| naxos_tango::parse(&v))?;
                     tx.put(&m, "n", (v + 1).to_string());
                     Ok(())
@@ -252,5 +255,34 @@ async fn a_checkpoint_lets_new_and_lagging_runtimes_start_past_a_trim() {
     client.trim(client.tail().await.unwrap()).await.unwrap();
     let err = Runtime::new(c.client().await).map("other").get("x").await.unwrap_err();
     assert!(matches!(err, Error::Log(LogError::Trimmed(_))), "{err}");
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_covers_idle_objects_before_it_trims() {
+    let c = Cluster::start(3, 3, 1).await;
+    let rt = Runtime::new(c.client().await);
+    // An object written once, long ago, then idle.
+    rt.counter("idle").add(7).await.unwrap();
+    let busy = rt.map("busy");
+    for i in 0..30 {
+        busy.put(format!("k{i}"), "v").await.unwrap();
+    }
+    let policy = naxos_tango::Policy { behind_positions: 10, trim: true };
+    let round = rt.checkpoint_round(&policy).await.unwrap();
+    // The catalog knows both objects (and itself); none had a checkpoint.
+    assert_eq!((round.objects, round.checkpointed), (3, 3), "{round:?}");
+    let trimmed = round.trimmed_to.expect("trimmed");
+    assert!(trimmed.0 > 30, "everything the objects needed is in their checkpoints: {round:?}");
+    // Below the trim mark nothing is left, yet every object opens.
+    assert!(matches!(rt.client().read(Position(0)).await, Err(LogError::Trimmed(_))));
+    let fresh = Runtime::new(c.client().await);
+    assert_eq!(fresh.counter("idle").get().await.unwrap(), 7);
+    assert_eq!(fresh.map("busy").len().await.unwrap(), 30);
+    // A second round right away finds every checkpoint recent enough.
+    busy.put("k30", "v").await.unwrap();
+    let again = rt.checkpoint_round(&policy).await.unwrap();
+    assert_eq!(again.checkpointed, 0, "{again:?}");
+    assert_eq!(again.trimmed_to, Some(trimmed), "the oldest latest checkpoint did not move");
     c.stop_all().await;
 }
