@@ -63,6 +63,44 @@ impl Client {
         Ok(out)
     }
 
+    /// The highest position below `below` that the log units' index lists
+    /// for `stream` (`None` if there is none, or only trimmed ones): for
+    /// walking a stream backwards past a hole, whose back-pointers are gone.
+    /// One index query per window of [`STREAM_WINDOW`] positions.
+    pub async fn stream_last_below(&self, stream: StreamId, below: Position) -> Result<Option<Position>, Error> {
+        let mut hi = below.0;
+        while hi > 0 {
+            let lo = hi.saturating_sub(STREAM_WINDOW);
+            match self.stream_positions(stream, Position(lo), Position(hi), false).await {
+                Ok((listed, _)) => {
+                    if let Some(&p) = listed.last() {
+                        return Ok(Some(Position(p)));
+                    }
+                }
+                Err(Error::Trimmed(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            hi = lo;
+        }
+        Ok(None)
+    }
+
+    /// The first position at or below `below` that is not trimmed where
+    /// `stream`'s entries are indexed (a binary search of index queries of
+    /// one position each: nothing is read or filled).
+    pub async fn first_untrimmed(&self, stream: StreamId, below: Position) -> Result<Position, Error> {
+        let (mut lo, mut hi) = (0u64, below.0);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.stream_positions(stream, Position(mid), Position(mid + 1), false).await {
+                Ok(_) => hi = mid,
+                Err(Error::Trimmed(_)) => lo = mid + 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Position(lo))
+    }
+
     /// The entries of `stream` in `[from, to)`, at most [`STREAM_WINDOW`]
     /// positions: the index's positions of the stream, and every position
     /// not seen written, read. `unreached`: also those past the tail of the

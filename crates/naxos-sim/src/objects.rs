@@ -137,7 +137,16 @@ pub async fn run(
                 .await;
             }
             50..=69 => timed(&shared, index, Op::Balances { total }, balances(&rt)).await,
-            70..=87 => {
+            70..=73 => {
+                // A checkpointer round with trim: every object checkpointed
+                // once it is 40 positions behind, the log trimmed below the
+                // oldest latest checkpoint (runtimes that fall behind reload).
+                let policy = naxos_tango::Policy { behind_positions: 40, trim: true };
+                if let Err(e) = rt.checkpoint_round(&policy).await {
+                    tracing::debug!("checkpointer round: {e}");
+                }
+            }
+            74..=87 => {
                 // Distinct deltas, so a doubled add shows.
                 let delta = 1 + (u64::from(index) * 1000 + n as u64) as i64 % 97;
                 let op = Op::CounterAdd { counter: COUNTER.into(), delta };
@@ -218,9 +227,14 @@ pub async fn finish(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let counter = rt.counter(COUNTER);
+    let mut last = String::new();
     for _ in 0..50 {
         let start = now();
-        if let Ok(value) = counter.get().await {
+        let read = counter.get().await;
+        if let Err(e) = &read {
+            last = e.to_string();
+        }
+        if let Ok(value) = read {
             let op = Op::CounterRead { counter: COUNTER.into() };
             shared.push(Event { client: index, start, end: now(), op, outcome: Outcome::Value { value } });
             // This runtime replayed the whole bank from the start.
@@ -229,5 +243,5 @@ pub async fn finish(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err("the final counter read never answered".into())
+    Err(format!("the final counter read never answered; last error: {last}").into())
 }

@@ -100,3 +100,12 @@ fn a_new_sequencer_that_trusts_old_snapshots_is_caught() {
     let (seed, why) = caught(Mutation::WatermarkFromZero, |c| c.objects = true);
     eprintln!("WatermarkFromZero caught at seed {seed}:\n{why}");
 }
+
+#[test]
+fn a_checkpoint_labelled_past_its_state_is_caught() {
+    // Runtimes that open an object from such a checkpoint (the final reader,
+    // one that fell behind a trim) skip the updates between the state and
+    // the label: the counter reads below what was acknowledged.
+    let (seed, why) = caught(Mutation::CheckpointAhead, |c| c.objects = true);
+    eprintln!("CheckpointAhead caught at seed {seed}:\n{why}");
+}

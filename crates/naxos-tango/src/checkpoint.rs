@@ -19,6 +19,8 @@ pub const CHUNK_BYTES: usize = 512 << 10;
 /// Most records walked back from the end of a checkpoint stream to find a
 /// complete checkpoint (an interrupted one leaves chunks without an end).
 const WALK_MAX: usize = 4096;
+/// End records compared to find the newest state (see [`latest`]).
+const ENDS_COMPARED: usize = 8;
 
 /// One record of a checkpoint stream.
 #[derive(Clone, PartialEq, Message)]
@@ -208,6 +210,10 @@ pub(crate) async fn write(
 }
 
 /// The latest complete checkpoint of `object`: (as of, image), if any.
+/// "Latest" is the highest position a state is as of, among the last
+/// [`ENDS_COMPARED`] end records: two checkpointers at once can write a
+/// checkpoint of an older state after a newer one, and the log may already be
+/// trimmed below the older one.
 pub(crate) async fn latest(
     client: &Client,
     object: StreamId,
@@ -220,29 +226,45 @@ pub(crate) async fn latest(
         .find(|t| StreamId::from_slice(&t.stream) == Some(stream))
         .map(|t| t.last)
         .filter(|&l| l != u64::MAX);
+    let mut ends: Vec<CheckpointRecord> = Vec::new();
     let mut walked = 0;
     while let Some(p) = at {
         walked += 1;
-        if walked > WALK_MAX {
-            return Ok(None);
+        if walked > WALK_MAX || ends.len() >= ENDS_COMPARED {
+            break;
         }
         let rec = match client.read(Position(p)).await {
             Ok(Value::Data(r)) => r,
-            // A hole (a checkpoint writer died before this position), or
-            // trimmed: nothing older is usable either way below a trim.
-            Ok(Value::Hole) => return Ok(None),
-            Err(naxos_client::Error::Trimmed(_)) => return Ok(None),
+            // A hole (a checkpoint writer that died after its token): its
+            // back-pointers are gone; the index knows what lies below.
+            Ok(Value::Hole) => {
+                at = client.stream_last_below(stream, Position(p)).await?.map(|q| q.0);
+                continue;
+            }
+            // Below the trim: nothing older is usable.
+            Err(naxos_client::Error::Trimmed(_)) => break,
             Err(e) => return Err(e),
         };
-        let back = rec.backpointer(stream);
         if let Ok(c) = CheckpointRecord::decode(rec.payload.as_ref()) {
             if c.magic == MAGIC && c.end {
-                if let Some(image) = read_chunks(client, &c).await? {
-                    return Ok(Some((Position(c.snapshot), image)));
-                }
+                ends.push(c);
             }
         }
-        at = back;
+        at = match rec.backpointer(stream) {
+            Some(b) => Some(b),
+            // No back-pointer known (the sequencer that gave the token had
+            // restarted): ask the index.
+            None => client.stream_last_below(stream, Position(p)).await?.map(|q| q.0),
+        };
+    }
+    // Newest state first; the first whose chunks are all there wins.
+    ends.sort_by_key(|e| std::cmp::Reverse(e.snapshot));
+    for end in ends {
+        match read_chunks(client, &end).await {
+            Ok(Some(image)) => return Ok(Some((Position(end.snapshot), image))),
+            Ok(None) | Err(naxos_client::Error::Trimmed(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(None)
 }

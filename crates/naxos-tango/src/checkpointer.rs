@@ -44,8 +44,12 @@ impl Runtime {
     /// One checkpointer round under `policy` (see the module doc).
     pub async fn checkpoint_round(&self, policy: &Policy) -> Result<Round, Error> {
         let catalog = self.map(crate::catalog::NAME);
+        // The catalog as of `listed`: an object entered at or after it (its
+        // first update comes later still) is not in the list, so the trim
+        // never goes past `listed`.
+        let (entries, listed) = catalog.list_with_position().await?;
         let mut objects: Vec<(naxos_client::StreamId, Kind)> =
-            catalog.list().await?.iter().filter_map(|(k, v)| crate::catalog::parse(k, v)).collect();
+            entries.iter().filter_map(|(k, v)| crate::catalog::parse(k, v)).collect();
         objects.push((catalog.stream(), Kind::Map));
         let tail = self.client().tail().await?;
         let mut round = Round { objects: objects.len(), ..Round::default() };
@@ -61,7 +65,9 @@ impl Runtime {
             };
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
         }
+        let oldest = oldest.map(|o| o.min(listed));
         round.needed_from = oldest;
+        tracing::debug!(?round, ?oldest, %listed, "checkpointer round");
         if let (true, Some(at)) = (policy.trim, oldest) {
             self.client().trim(at).await?;
             round.trimmed_to = Some(at);

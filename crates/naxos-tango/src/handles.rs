@@ -114,6 +114,16 @@ impl Map {
         self.now(map_entries).await
     }
 
+    /// Every entry now, with the position the snapshot is as of.
+    pub(crate) async fn list_with_position(&self) -> Result<(Vec<(Bytes, Bytes)>, Position), Error> {
+        let stream = self.stream;
+        self.rt
+            .read_synced(&[(stream, Kind::Map)], |o, at| {
+                (map_entries(&o.hosted.get(&stream).expect("hosted by read_synced").state), at)
+            })
+            .await
+    }
+
     /// Every entry as of `position`, in key order.
     pub async fn list_at(&self, position: Position) -> Result<Vec<(Bytes, Bytes)>, Error> {
         self.at(position, map_entries).await

@@ -56,7 +56,9 @@ impl Hosted {
     /// if there is one past what it applied; whether it did.
     async fn load_checkpoint(&mut self, client: &Client, stream: StreamId, to: Position) -> Result<bool, Error> {
         self.opened = true;
-        let Some((at, image)) = crate::checkpoint::latest(client, stream).await? else { return Ok(false) };
+        let found = crate::checkpoint::latest(client, stream).await?;
+        tracing::debug!(%stream, applied = %self.applied, %to, found = ?found.as_ref().map(|f| f.0), "latest checkpoint");
+        let Some((at, image)) = found else { return Ok(false) };
         if at <= self.applied || at > to {
             return Ok(false);
         }
@@ -233,8 +235,7 @@ impl Runtime {
     /// below what it applied reloads from its latest checkpoint.
     pub(crate) async fn sync_locked(&self, objects: &mut Objects, to: Option<Position>) -> Result<Position, Error> {
         let client = &self.inner.client;
-        let streams: Vec<StreamId> = objects.hosted.keys().copied().collect();
-        let tails = client.tails(&streams).await?;
+        let tails = client.tails(&[]).await?;
         let to = match to {
             Some(p) if p.0 > tails.tail => {
                 return Err(Error::Invalid(format!("position {p} is above the log's tail {}", tails.tail)));
@@ -245,22 +246,19 @@ impl Runtime {
         for (stream, h) in objects.hosted.iter_mut().filter(|(_, h)| !h.opened) {
             h.load_checkpoint(client, *stream, to).await?;
         }
-        let last: HashMap<StreamId, u64> = tails
-            .streams
-            .iter()
-            .filter_map(|t| Some((record::stream_of(&t.stream)?, t.last)))
-            .filter(|(_, l)| *l != u64::MAX)
-            .collect();
         let mut reloads = 0;
+        // The position of each object's catalog entry, if this runtime hosts
+        // the catalog (an opener behind a trim hosts it to find out).
+        let mut catalog_entry: HashMap<StreamId, Option<Position>> = HashMap::new();
         let merged = loop {
-            // The streams with something new below `to`.
-            let stale: Vec<(StreamId, Position)> = objects
-                .hosted
-                .iter()
-                .filter(|(_, h)| h.applied < to)
-                .filter(|(s, h)| last.get(s).is_some_and(|&l| l >= h.applied.0))
-                .map(|(s, h)| (*s, h.applied))
-                .collect();
+            // Every stream not read up to `to` yet. Not only those whose last
+            // position (the sequencer's) says they have news: after a
+            // failover the new sequencer learns a stream's last position
+            // from the log units, which do not have a write still on its way
+            // under a token of the old one (it lands later, below the
+            // seal); skipping the stream would skip that record for good.
+            let stale: Vec<(StreamId, Position)> =
+                objects.hosted.iter().filter(|(_, h)| h.applied < to).map(|(s, h)| (*s, h.applied)).collect();
             let reads = stale.iter().map(|(s, from)| client.read_stream_settled(*s, *from, to));
             let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
             let mut trimmed = None;
@@ -280,8 +278,27 @@ impl Runtime {
             // at or above the trim if whoever trimmed followed the rule).
             let h = objects.hosted.get_mut(&stream).expect("in `stale`, so hosted");
             reloads += 1;
-            if reloads > 3 || !h.load_checkpoint(client, stream, to).await? {
+            if reloads > 3 {
                 return Err(naxos_client::Error::Trimmed(at).into());
+            }
+            if !h.load_checkpoint(client, stream, to).await? {
+                // No checkpoint. The checkpointer checkpoints every object
+                // it lists before it trims, and never trims past its
+                // listing; so an object with none whose catalog entry (put
+                // before its first update) lies above the trim was born
+                // after it: start there. Otherwise what it needs is gone.
+                let from = client.first_untrimmed(stream, to).await?;
+                if !catalog_entry.contains_key(&stream) {
+                    // Unknown (the catalog itself unreadable) counts as none.
+                    let born = self.catalog_entry_of(stream).await.ok().flatten();
+                    catalog_entry.insert(stream, born);
+                }
+                let born = catalog_entry.get(&stream).copied().flatten();
+                if from <= h.applied || born.is_none_or(|b| b < from) {
+                    return Err(naxos_client::Error::Trimmed(at).into());
+                }
+                tracing::info!(%stream, %from, "no checkpoint, born above the trim at {from}: starting there");
+                h.applied = from;
             }
         };
         let starts: HashMap<StreamId, Position> =
@@ -297,6 +314,23 @@ impl Runtime {
         Ok(to)
     }
 
+    /// Where the catalog entry of `object` is (the version of its key in the
+    /// catalog map), read by a runtime of its own (this one's objects are
+    /// locked by the caller).
+    async fn catalog_entry_of(&self, object: StreamId) -> Result<Option<Position>, Error> {
+        let catalog = crate::handles::stream_of(Kind::Map, crate::catalog::NAME);
+        if object == catalog {
+            // The catalog is in no catalog: behind a trim it needs its checkpoint.
+            return Ok(None);
+        }
+        let probe = Runtime::with_id(self.inner.client.clone(), self.inner.id ^ 0x5a5a);
+        let key = object.to_string();
+        Box::pin(probe.read_synced(&[(catalog, Kind::Map)], |o, _| {
+            o.hosted.get(&catalog).and_then(|h| h.state.version(key.as_bytes(), false))
+        }))
+        .await
+    }
+
     /// Writes a checkpoint of the object `stream` (hosting it and syncing it
     /// to the tail first): its state as of the position returned. The log
     /// may be trimmed below it once every object has a checkpoint there.
@@ -306,8 +340,17 @@ impl Runtime {
         host(&mut objects, stream, kind)?;
         let at = self.sync_for(&mut objects, ticket).await?;
         let h = objects.hosted.get(&stream).expect("hosted above");
+        // The state is as of what the object applied, which a read at a
+        // position may have taken past the last sync's `at`: label it so, or
+        // openers would replay (and re-validate) what it already holds.
+        let at = at.max(h.applied);
         let image = crate::checkpoint::encode(&h.state, &h.dedup);
         drop(objects);
+        let at = if naxos_client::mutation::active(naxos_client::mutation::Mutation::CheckpointAhead) {
+            self.inner.client.tail().await?
+        } else {
+            at
+        };
         crate::checkpoint::write(&self.inner.client, stream, at, image).await?;
         Ok(at)
     }
@@ -330,6 +373,16 @@ impl Runtime {
         touched.sort_unstable();
         touched.dedup();
         if touched.is_empty() {
+            return;
+        }
+        // A retry of a record every object here applied already: skipped
+        // before its reads are checked (they may have moved since).
+        let seen_all = touched.iter().all(|s| {
+            let h = objects.hosted.get(s).expect("in `starts`, so hosted");
+            h.dedup.position_of(client, rec.seq).is_some()
+        });
+        if seen_all {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // A transaction: every read of an object played here must still hold.
@@ -475,11 +528,21 @@ impl Runtime {
             new.dedup_by_key(|(s, _)| *s);
             new
         };
+        let catalog = self.map(crate::catalog::NAME);
         for (stream, kind) in new {
-            let (update, writes) = crate::catalog::entry(stream, kind);
-            // Boxed: an update enters its objects first (the catalog's own
-            // updates enter nothing, so this recursion is one level deep).
-            Box::pin(self.update(vec![update], writes)).await?;
+            let key = stream.to_string();
+            // Put if absent, in a transaction: the entry's version is then
+            // the position of the object's first entry, below every update
+            // of it (what an opener behind a trim compares with). Boxed: the
+            // commit enters its own objects first (the catalog enters
+            // nothing, so the recursion is one level deep).
+            Box::pin(self.transaction(|tx| {
+                if tx.get(&catalog, &key)?.is_none() {
+                    tx.put(&catalog, key.clone(), kind.name());
+                }
+                Ok(())
+            }))
+            .await?;
             lock(&self.inner.cataloged).insert(stream);
         }
         Ok(())

@@ -32,6 +32,9 @@ pub enum Mutation {
     /// A new sequencer starts its conflict watermark at 0 instead of its
     /// bootstrap tail (it knows no writes from before it).
     WatermarkFromZero = 10,
+    /// A checkpoint is labelled with the tail when it is written instead of
+    /// the position its state is as of: openers skip what lies between.
+    CheckpointAhead = 11,
 }
 
 #[cfg(feature = "mutations")]
