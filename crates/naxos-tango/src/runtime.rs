@@ -288,10 +288,9 @@ impl Runtime {
                 // before its first update) lies above the trim was born
                 // after it: start there. Otherwise what it needs is gone.
                 let from = client.first_untrimmed(stream, to).await?;
-                if !catalog_entry.contains_key(&stream) {
+                if let std::collections::hash_map::Entry::Vacant(e) = catalog_entry.entry(stream) {
                     // Unknown (the catalog itself unreadable) counts as none.
-                    let born = self.catalog_entry_of(stream).await.ok().flatten();
-                    catalog_entry.insert(stream, born);
+                    e.insert(self.catalog_entry_of(stream).await.ok().flatten());
                 }
                 let born = catalog_entry.get(&stream).copied().flatten();
                 if from <= h.applied || born.is_none_or(|b| b < from) {
