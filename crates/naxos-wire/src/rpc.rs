@@ -150,15 +150,27 @@ impl Conn {
             timeout_call: options.timeout_call,
         };
         let closed_w = closed.clone();
+        // When the writer stops (every handle to the connection dropped, or
+        // a write failed), the reader stops too, so the socket is closed
+        // even if the peer never answers the shutdown (it is partitioned
+        // away, or paused): otherwise each connection dropped while its peer
+        // was unreachable kept its socket and reader task for good (a soak
+        // seed ran a simulated host out of ports).
+        let (writer_done, mut stop_reading) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = frame::write_loop(w, rx).await;
             closed_w.store(true, Ordering::Release);
+            drop(writer_done);
         });
         let mut reader = FrameReader::new(r, options.frame_bytes_max);
         let addr_r = conn.addr.clone();
         tokio::spawn(async move {
             loop {
-                match reader.next::<Response>().await {
+                let next = tokio::select! {
+                    next = reader.next::<Response>() => next,
+                    _ = &mut stop_reading => break,
+                };
+                match next {
                     Ok(Some(resp)) => {
                         let waiter = pending.lock().ok().and_then(|mut m| m.remove(&resp.id));
                         if let Some(w) = waiter {
