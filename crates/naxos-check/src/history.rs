@@ -94,6 +94,16 @@ pub enum Op {
         /// The counter.
         counter: String,
     },
+    /// Objects: set a register to `new` if it holds `expected` (`None`:
+    /// empty); `Committed` if it did, `Aborted` if the value differed.
+    RegisterCas {
+        /// The register.
+        register: String,
+        /// The value it must hold.
+        expected: Option<String>,
+        /// The value it gets (unique in the history).
+        new: String,
+    },
 }
 
 /// What an operation returned.
@@ -305,6 +315,7 @@ impl fmt::Display for Op {
             Op::Balances { total } => write!(f, "balances (total {total})"),
             Op::CounterAdd { counter, delta } => write!(f, "counter {counter} add {delta}"),
             Op::CounterRead { counter } => write!(f, "counter {counter} read"),
+            Op::RegisterCas { register, expected, new } => write!(f, "register {register} cas {expected:?} -> {new}"),
         }
     }
 }

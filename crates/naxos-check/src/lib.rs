@@ -46,7 +46,7 @@ mod testkit;
 pub use agreement::check_agreement;
 pub use durability::check_durability;
 pub use history::{short_payload, Event, History, Op, Outcome};
-pub use objects::{check_bank, check_counter};
+pub use objects::{check_bank, check_counter, check_register};
 pub use streams::check_streams;
 pub use tail::check_tail;
 pub use uniqueness::check_uniqueness;
@@ -76,8 +76,12 @@ pub mod invariant {
     /// Objects: every counter read lies between the adds acknowledged before
     /// it and those invoked before it ended.
     pub const COUNTER: &str = "counter";
+    /// Objects: successful compare-and-sets of a register form one chain of
+    /// versions (none lost, none from a value nobody wrote).
+    pub const REGISTER: &str = "register";
     /// Every invariant name, in the order [`check_all`](crate::check_all) runs them.
-    pub const ALL: [&str; 9] = [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS, BANK, COUNTER];
+    pub const ALL: [&str; 10] =
+        [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS, BANK, COUNTER, REGISTER];
 }
 
 /// Errors reading or writing histories.
@@ -107,5 +111,6 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(check_streams(history));
     violations.extend(check_bank(history));
     violations.extend(check_counter(history));
+    violations.extend(check_register(history));
     violations
 }

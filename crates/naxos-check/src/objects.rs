@@ -5,11 +5,14 @@
 //! update shows as money made, lost or overdrawn), and the counter (every
 //! read lies between the adds acknowledged before it began and every add
 //! invoked before it ended, unknown ones included: a lost update reads too
-//! low, one applied twice too high).
+//! low, one applied twice too high), and the register (the successful
+//! compare-and-sets form one chain of versions: no two took the register
+//! from the same value, each took it from the initial value or from one
+//! some compare-and-set wrote).
 
 use std::collections::HashMap;
 
-use crate::invariant::{BANK, COUNTER};
+use crate::invariant::{BANK, COUNTER, REGISTER};
 use crate::violation::sorted;
 use crate::{History, Op, Outcome, Violation};
 
@@ -75,6 +78,50 @@ pub fn check_counter(history: &History) -> Vec<Violation> {
     sorted(violations)
 }
 
+/// Register: successful compare-and-sets form one chain of versions.
+pub fn check_register(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    // Per register: the value each successful CAS took it from -> event.
+    let mut from: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+    // Per register: every value a CAS may have written (acknowledged or not).
+    let mut written: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for e in &history.events {
+        if let (Op::RegisterCas { register, new, .. }, outcome) = (&e.op, &e.outcome) {
+            if !matches!(outcome, Outcome::Aborted { .. }) {
+                written.entry(register).or_default().insert(new);
+            }
+        }
+    }
+    for (i, e) in history.events.iter().enumerate() {
+        let (Op::RegisterCas { register, expected, new }, Outcome::Committed) = (&e.op, &e.outcome) else { continue };
+        if let Some(&j) = from.get(&(register.as_str(), expected.as_deref())) {
+            let prior = match &history.events[j].op {
+                Op::RegisterCas { new, .. } => new.as_str(),
+                _ => "?",
+            };
+            violations.push(Violation::new(
+                REGISTER,
+                format!(
+                    "register {register}: two compare-and-sets both took it from {expected:?} (to {prior} and to {new}): one update was lost"
+                ),
+                vec![j, i],
+            ));
+        } else {
+            from.insert((register.as_str(), expected.as_deref()), i);
+        }
+        if let Some(old) = expected {
+            if !written.get(register.as_str()).is_some_and(|w| w.contains(old.as_str())) {
+                violations.push(Violation::new(
+                    REGISTER,
+                    format!("register {register}: a compare-and-set took it from {old}, which nobody wrote"),
+                    vec![i],
+                ));
+            }
+        }
+    }
+    sorted(violations)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +147,23 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert_eq!(v[0].events, vec![2]);
         assert!(v[1].message.contains("overdrawn"));
+    }
+
+    #[test]
+    fn the_register_flags_two_successful_sets_from_one_value() {
+        let cas = |e: Option<&str>, n: &str, ok: bool| {
+            let outcome = if ok { Outcome::Committed } else { Outcome::Aborted { cause: "differs".into() } };
+            ev(0, 1, Op::RegisterCas { register: "r".into(), expected: e.map(Into::into), new: n.into() }, outcome)
+        };
+        let h = History::from(vec![
+            cas(None, "a", true),
+            cas(None, "b", false),
+            cas(Some("a"), "c", true),
+            cas(Some("a"), "d", true), // c and d both from a: a lost update
+            cas(Some("z"), "e", true), // z was never written
+        ]);
+        let v = check_register(&h);
+        assert_eq!(v.iter().map(|v| v.events.clone()).collect::<Vec<_>>(), vec![vec![2, 3], vec![4]], "{v:?}");
     }
 
     #[test]

@@ -136,6 +136,8 @@ mod tests {
         let accounts = Outcome::Accounts { balances: vec![("a".into(), 3)] };
         b.h.record(1, 4, 5, Op::Balances { total: 2 }, accounts); // bank
         b.h.record(1, 4, 5, Op::CounterRead { counter: "c".into() }, Outcome::Value { value: 1 }); // counter
+        let cas = Op::RegisterCas { register: "r".into(), expected: Some("x".into()), new: "y".into() };
+        b.h.record(1, 4, 5, cas, Outcome::Committed); // register
         let found: std::collections::BTreeSet<&str> = check_all(&b.h).iter().map(|v| v.invariant).collect();
         assert_eq!(found, invariant::ALL.into_iter().collect());
     }

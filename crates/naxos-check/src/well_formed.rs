@@ -33,6 +33,7 @@ pub fn check_well_formed(history: &History) -> Vec<Violation> {
                 | (Op::Balances { .. }, Outcome::Accounts { .. })
                 | (Op::CounterAdd { .. }, Outcome::Done)
                 | (Op::CounterRead { .. }, Outcome::Value { .. })
+                | (Op::RegisterCas { .. }, Outcome::Committed | Outcome::Aborted { .. })
         );
         if !fits {
             violations.push(Violation::new(

@@ -35,7 +35,11 @@ fn census(h: &History) -> String {
             Op::StreamRead { .. } => stream_reads += 1,
             Op::Trim { .. } => trims += 1,
             // The generated histories hold log operations only.
-            Op::Transfer { .. } | Op::Balances { .. } | Op::CounterAdd { .. } | Op::CounterRead { .. } => {}
+            Op::Transfer { .. }
+            | Op::Balances { .. }
+            | Op::CounterAdd { .. }
+            | Op::CounterRead { .. }
+            | Op::RegisterCas { .. } => {}
         }
         match &e.outcome {
             Outcome::Stream { entries: list, .. } => entries += list.len(),

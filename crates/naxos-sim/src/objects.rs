@@ -1,6 +1,7 @@
 //! The simulated object clients (naxos-tango): a bank of accounts moved
 //! between by transactions (some tried once, some retried), snapshot reads
-//! of every balance, and a counter added to and read. Each operation is
+//! of every balance, a counter added to and read, a register
+//! compare-and-set, and checkpointer rounds with trim. Each operation is
 //! recorded in the shared history for the bank and counter checkers. An
 //! abort is a definite outcome (nothing applied); anything else that failed
 //! is `Unknown`.
@@ -19,6 +20,8 @@ pub const ACCOUNTS: usize = 4;
 pub const OPENING_BALANCE: i64 = 100;
 /// The counter the clients add to.
 pub const COUNTER: &str = "hits";
+/// The register the clients compare-and-set.
+pub const REGISTER: &str = "leader";
 /// The bank's map.
 const BANK: &str = "bank";
 /// The invariant a replayer breaks when it finds a commit record's reads no
@@ -153,6 +156,26 @@ pub async fn run(
                 timed(&shared, index, op, async {
                     match counter.add(delta).await {
                         Ok(_) => Outcome::Done,
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
+            88..=93 => {
+                // Compare-and-set of a register from the value just read to
+                // a value unique in the run: the successful ones must form
+                // one chain of versions.
+                let register = rt.register(REGISTER);
+                let Ok(now) = register.get().await else { continue };
+                let expected = now.map(|v| String::from_utf8_lossy(&v).into_owned());
+                let new = format!("c{index}-{n}");
+                let op = Op::RegisterCas { register: REGISTER.into(), expected: expected.clone(), new: new.clone() };
+                timed(&shared, index, op, async {
+                    match register.cas(expected.as_deref().map(str::as_bytes), Some(new.into())).await {
+                        Ok(true) => Outcome::Committed,
+                        Ok(false) => Outcome::Aborted { cause: "the value differed".into() },
+                        Err(Error::Aborted { cause, .. }) => Outcome::Aborted { cause: cause.to_string() },
+                        Err(Error::NotApplied(why)) => Outcome::Aborted { cause: format!("not applied: {why}") },
                         Err(e) => unknown(e),
                     }
                 })
