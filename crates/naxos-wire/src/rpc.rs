@@ -291,18 +291,29 @@ impl Conn {
     }
 }
 
+/// After a failed connect to a peer, further calls to it fail at once for
+/// this long instead of dialling again: a burst of calls to an unreachable
+/// peer (every tail query probes every layout server) would otherwise open
+/// a connect attempt each, holding a socket until its time-out.
+pub const RECONNECT_AFTER: Duration = Duration::from_millis(100);
+
+/// The last failed connect to one peer, if recent; its lock makes connects
+/// to that peer one at a time.
+type Dialing = Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>>;
+
 /// One connection per peer address, made on first use and remade after a break.
 #[derive(Clone)]
 pub struct Pool {
     net: Arc<dyn Net>,
     options: Options,
     conns: Arc<tokio::sync::Mutex<BTreeMap<String, Conn>>>,
+    dialing: Arc<Mutex<BTreeMap<String, Dialing>>>,
 }
 
 impl Pool {
     /// An empty pool.
     pub fn new(net: Arc<dyn Net>, options: Options) -> Pool {
-        Pool { net, options, conns: Arc::default() }
+        Pool { net, options, conns: Arc::default(), dialing: Arc::default() }
     }
 
     /// The pool's options.
@@ -312,22 +323,42 @@ impl Pool {
 
     /// A live connection to `addr`.
     pub async fn get(&self, addr: &str) -> Result<Conn, Error> {
-        if let Some(c) = self.conns.lock().await.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
+        if let Some(c) = self.live(addr).await {
+            return Ok(c);
+        }
+        // One connect at a time per peer (without the pool's lock, so one
+        // dead peer does not stall calls to the others): those who waited
+        // take the connection it made, or its failure while it is recent.
+        let slot = {
+            let mut dialing = self.dialing.lock().unwrap_or_else(|e| e.into_inner());
+            dialing.entry(addr.to_string()).or_default().clone()
+        };
+        let mut failed = slot.lock().await;
+        if let Some(c) = self.live(addr).await {
+            return Ok(c);
+        }
+        if let Some((at, why)) = failed.as_ref() {
+            if at.elapsed() < RECONNECT_AFTER {
+                let source = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why.clone());
+                return Err(Error::Connect { addr: addr.to_string(), source });
             }
         }
-        // Connect without holding the lock, so one dead peer does not stall
-        // calls to the others; a racing connect to the same peer loses.
-        let c = Conn::connect(self.net.as_ref(), addr, &self.options).await?;
-        let mut conns = self.conns.lock().await;
-        match conns.get(addr) {
-            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
-            _ => {
-                conns.insert(addr.to_string(), c.clone());
+        match Conn::connect(self.net.as_ref(), addr, &self.options).await {
+            Ok(c) => {
+                *failed = None;
+                self.conns.lock().await.insert(addr.to_string(), c.clone());
                 Ok(c)
             }
+            Err(e) => {
+                *failed = Some((tokio::time::Instant::now(), format!("{e} (within the last {RECONNECT_AFTER:?})")));
+                Err(e)
+            }
         }
+    }
+
+    /// The pooled connection to `addr`, if it is up.
+    async fn live(&self, addr: &str) -> Option<Conn> {
+        self.conns.lock().await.get(addr).filter(|c| !c.is_closed()).cloned()
     }
 
     /// Calls `addr` with `req`.
