@@ -308,3 +308,55 @@ impl Queue {
 pub(crate) fn pop_op() -> Op {
     Op::Pop(Empty {})
 }
+
+/// A [`Map`] with typed keys and values, each stored as its JSON encoding
+/// (see [`Map::typed`]).
+pub struct TypedMap<K, V> {
+    map: Map,
+    types: std::marker::PhantomData<fn() -> (K, V)>,
+}
+
+impl Map {
+    /// This map with keys of type `K` and values of type `V` (through serde,
+    /// as JSON): `rt.map("users").typed::<u64, User>()`.
+    pub fn typed<K, V>(&self) -> TypedMap<K, V> {
+        TypedMap { map: self.clone(), types: std::marker::PhantomData }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| Error::Decode(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(raw).map_err(|e| Error::Decode(e.to_string()))
+}
+
+impl<K: serde::Serialize + serde::de::DeserializeOwned, V: serde::Serialize + serde::de::DeserializeOwned>
+    TypedMap<K, V>
+{
+    /// The untyped map underneath.
+    pub fn untyped(&self) -> &Map {
+        &self.map
+    }
+
+    /// The value of `key` now.
+    pub async fn get(&self, key: &K) -> Result<Option<V>, Error> {
+        self.map.get(to_json(key)?).await?.map(|v| from_json(&v)).transpose()
+    }
+
+    /// Sets `key` to `value`; returns the update's position.
+    pub async fn put(&self, key: &K, value: &V) -> Result<Position, Error> {
+        self.map.put(to_json(key)?, to_json(value)?).await
+    }
+
+    /// Removes `key`; returns the update's position.
+    pub async fn delete(&self, key: &K) -> Result<Position, Error> {
+        self.map.delete(to_json(key)?).await
+    }
+
+    /// Every entry now, in the order of the keys' encodings.
+    pub async fn list(&self) -> Result<Vec<(K, V)>, Error> {
+        self.map.list().await?.iter().map(|(k, v)| Ok((from_json(k)?, from_json(v)?))).collect()
+    }
+}

@@ -45,7 +45,7 @@ mod runtime;
 mod txn;
 
 pub use checkpointer::{Policy, Round};
-pub use handles::{Counter, Map, Queue, Register};
+pub use handles::{Counter, Map, Queue, Register, TypedMap};
 pub use naxos_client::AbortCause;
 pub use runtime::{Runtime, Stats};
 pub use txn::{Committed, Retry, Tx};

@@ -31,6 +31,13 @@ async fn every_runtime_reads_the_others_writes_at_once() {
     ca.add(5).await.unwrap();
     cb.add(-2).await.unwrap();
     assert_eq!(ca.get().await.unwrap(), 3);
+    // Typed keys and values, through serde.
+    let ta = a.map("typed").typed::<u64, (String, bool)>();
+    ta.put(&7, &("seven".into(), true)).await.unwrap();
+    let tb = b.map("typed").typed::<u64, (String, bool)>();
+    assert_eq!(tb.get(&7).await.unwrap(), Some(("seven".into(), true)));
+    assert_eq!(tb.list().await.unwrap(), vec![(7, ("seven".to_string(), true))]);
+    assert!(matches!(b.map("config").typed::<u64, u64>().list().await, Err(Error::Decode(_))));
     let (ra, rb) = (a.register("leader"), b.register("leader"));
     assert!(ra.cas(None, Some("a".into())).await.unwrap());
     assert!(!rb.cas(None, Some("b".into())).await.unwrap(), "taken already");
