@@ -289,8 +289,10 @@ impl Runtime {
                 // after it: start there. Otherwise what it needs is gone.
                 let from = client.first_untrimmed(stream, to).await?;
                 if let std::collections::hash_map::Entry::Vacant(e) = catalog_entry.entry(stream) {
-                    // Unknown (the catalog itself unreadable) counts as none.
-                    e.insert(self.catalog_entry_of(stream).await.ok().flatten());
+                    // The entry's position; the catalog's tail if there is
+                    // none (every update of the object comes after its entry,
+                    // so after that); `None` if the catalog cannot be read.
+                    e.insert(self.catalog_entry_of(stream).await.ok());
                 }
                 let born = catalog_entry.get(&stream).copied().flatten();
                 if from <= h.applied || born.is_none_or(|b| b < from) {
@@ -314,18 +316,19 @@ impl Runtime {
     }
 
     /// Where the catalog entry of `object` is (the version of its key in the
-    /// catalog map), read by a runtime of its own (this one's objects are
-    /// locked by the caller).
-    async fn catalog_entry_of(&self, object: StreamId) -> Result<Option<Position>, Error> {
+    /// catalog map), or the position the catalog was read up to if it has
+    /// none (the object's first update, if any, comes after both); read by
+    /// a runtime of its own (this one's objects are locked by the caller).
+    async fn catalog_entry_of(&self, object: StreamId) -> Result<Position, Error> {
         let catalog = crate::handles::stream_of(Kind::Map, crate::catalog::NAME);
         if object == catalog {
             // The catalog is in no catalog: behind a trim it needs its checkpoint.
-            return Ok(None);
+            return Err(Error::Invalid("the catalog has no catalog entry".into()));
         }
         let probe = Runtime::with_id(self.inner.client.clone(), self.inner.id ^ 0x5a5a);
         let key = object.to_string();
-        Box::pin(probe.read_synced(&[(catalog, Kind::Map)], |o, _| {
-            o.hosted.get(&catalog).and_then(|h| h.state.version(key.as_bytes(), false))
+        Box::pin(probe.read_synced(&[(catalog, Kind::Map)], |o, at| {
+            o.hosted.get(&catalog).and_then(|h| h.state.version(key.as_bytes(), false)).unwrap_or(at)
         }))
         .await
     }
@@ -535,13 +538,14 @@ impl Runtime {
             // of it (what an opener behind a trim compares with). Boxed: the
             // commit enters its own objects first (the catalog enters
             // nothing, so the recursion is one level deep).
-            Box::pin(self.transaction(|tx| {
+            let entered = Box::pin(self.transaction(|tx| {
                 if tx.get(&catalog, &key)?.is_none() {
                     tx.put(&catalog, key.clone(), kind.name());
                 }
                 Ok(())
             }))
             .await?;
+            tracing::debug!(%stream, at = ?entered.position, "entered in the catalog");
             lock(&self.inner.cataloged).insert(stream);
         }
         Ok(())
