@@ -94,6 +94,12 @@ pub enum Op {
         /// The counter.
         counter: String,
     },
+    /// Objects: one transaction of list appends and list reads (Elle's
+    /// list-append workload); `Committed` with what it read, or `Aborted`.
+    ListTxn {
+        /// The micro-operations, in order.
+        ops: Vec<ListOp>,
+    },
     /// Objects: set a register to `new` if it holds `expected` (`None`:
     /// empty); `Committed` if it did, `Aborted` if the value differed.
     RegisterCas {
@@ -103,6 +109,24 @@ pub enum Op {
         expected: Option<String>,
         /// The value it gets (unique in the history).
         new: String,
+    },
+}
+
+/// One micro-operation of a list-append transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOp {
+    /// Append `value` (unique per key in the history) to the list at `key`.
+    Append {
+        /// The key.
+        key: String,
+        /// The value.
+        value: u64,
+    },
+    /// Read the list at `key`.
+    Read {
+        /// The key.
+        key: String,
     },
 }
 
@@ -158,6 +182,11 @@ pub enum Outcome {
     Accounts {
         /// (account, balance), in account order.
         balances: Vec<(String, i64)>,
+    },
+    /// A `ListTxn` committed; what each of its reads returned, in order.
+    Lists {
+        /// (key, the list read), one per `Read` micro-operation.
+        reads: Vec<(String, Vec<u64>)>,
     },
     /// A `CounterRead` returned `value`.
     Value {
@@ -316,6 +345,17 @@ impl fmt::Display for Op {
             Op::CounterAdd { counter, delta } => write!(f, "counter {counter} add {delta}"),
             Op::CounterRead { counter } => write!(f, "counter {counter} read"),
             Op::RegisterCas { register, expected, new } => write!(f, "register {register} cas {expected:?} -> {new}"),
+            Op::ListTxn { ops } => {
+                write!(f, "txn [")?;
+                for (i, op) in ops.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    match op {
+                        ListOp::Append { key, value } => write!(f, "{sep}append {key} {value}")?,
+                        ListOp::Read { key } => write!(f, "{sep}read {key}")?,
+                    }
+                }
+                write!(f, "]")
+            }
         }
     }
 }
@@ -352,6 +392,7 @@ impl fmt::Display for Outcome {
                 write!(f, "{} accounts, sum {sum}: {balances:?}", balances.len())
             }
             Outcome::Value { value } => write!(f, "value {value}"),
+            Outcome::Lists { reads } => write!(f, "read {reads:?}"),
             Outcome::Unknown { error } => write!(f, "unknown ({error})"),
         }
     }

@@ -30,6 +30,7 @@
 
 mod agreement;
 mod durability;
+mod elle;
 mod history;
 mod index;
 mod objects;
@@ -45,7 +46,8 @@ mod testkit;
 
 pub use agreement::check_agreement;
 pub use durability::check_durability;
-pub use history::{short_payload, Event, History, Op, Outcome};
+pub use elle::check_list_append;
+pub use history::{short_payload, Event, History, ListOp, Op, Outcome};
 pub use objects::{check_bank, check_counter, check_register};
 pub use streams::check_streams;
 pub use tail::check_tail;
@@ -79,9 +81,12 @@ pub mod invariant {
     /// Objects: successful compare-and-sets of a register form one chain of
     /// versions (none lost, none from a value nobody wrote).
     pub const REGISTER: &str = "register";
+    /// Objects: list-append transactions are serializable (no G0, G1a, G1c
+    /// or G2 anomaly, Elle-style).
+    pub const LIST_APPEND: &str = "list_append";
     /// Every invariant name, in the order [`check_all`](crate::check_all) runs them.
-    pub const ALL: [&str; 10] =
-        [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS, BANK, COUNTER, REGISTER];
+    pub const ALL: [&str; 11] =
+        [WELL_FORMED, AGREEMENT, DURABILITY, UNIQUENESS, VALIDITY, TAIL, STREAMS, BANK, COUNTER, REGISTER, LIST_APPEND];
 }
 
 /// Errors reading or writing histories.
@@ -112,5 +117,6 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(check_bank(history));
     violations.extend(check_counter(history));
     violations.extend(check_register(history));
+    violations.extend(check_list_append(history));
     violations
 }

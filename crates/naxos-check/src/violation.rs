@@ -138,6 +138,8 @@ mod tests {
         b.h.record(1, 4, 5, Op::CounterRead { counter: "c".into() }, Outcome::Value { value: 1 }); // counter
         let cas = Op::RegisterCas { register: "r".into(), expected: Some("x".into()), new: "y".into() };
         b.h.record(1, 4, 5, cas, Outcome::Committed); // register
+        let txn = Op::ListTxn { ops: vec![crate::ListOp::Read { key: "l".into() }] };
+        b.h.record(1, 4, 5, txn, Outcome::Lists { reads: vec![("l".into(), vec![9])] }); // list_append (9 never appended)
         let found: std::collections::BTreeSet<&str> = check_all(&b.h).iter().map(|v| v.invariant).collect();
         assert_eq!(found, invariant::ALL.into_iter().collect());
     }

@@ -34,6 +34,7 @@ pub fn check_well_formed(history: &History) -> Vec<Violation> {
                 | (Op::CounterAdd { .. }, Outcome::Done)
                 | (Op::CounterRead { .. }, Outcome::Value { .. })
                 | (Op::RegisterCas { .. }, Outcome::Committed | Outcome::Aborted { .. })
+                | (Op::ListTxn { .. }, Outcome::Lists { .. } | Outcome::Aborted { .. })
         );
         if !fits {
             violations.push(Violation::new(

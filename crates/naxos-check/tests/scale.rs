@@ -39,7 +39,8 @@ fn census(h: &History) -> String {
             | Op::Balances { .. }
             | Op::CounterAdd { .. }
             | Op::CounterRead { .. }
-            | Op::RegisterCas { .. } => {}
+            | Op::RegisterCas { .. }
+            | Op::ListTxn { .. } => {}
         }
         match &e.outcome {
             Outcome::Stream { entries: list, .. } => entries += list.len(),

@@ -9,7 +9,7 @@
 use crate::rng::Rng;
 use crate::workload::{connect, now};
 use crate::Shared;
-use naxos_check::{Event, Op, Outcome, Violation};
+use naxos_check::{Event, ListOp, Op, Outcome, Violation};
 use naxos_tango::{Error, Runtime};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub const ACCOUNTS: usize = 4;
 pub const OPENING_BALANCE: i64 = 100;
 /// The counter the clients add to.
 pub const COUNTER: &str = "hits";
+/// The map whose keys hold the list-append workload's lists.
+pub const LISTS: &str = "lists";
 /// The register the clients compare-and-set.
 pub const REGISTER: &str = "leader";
 /// The bank's map.
@@ -111,7 +113,54 @@ pub async fn run(
     for n in 0..ops {
         tokio::time::sleep(Duration::from_millis(rng.range(0, 40))).await;
         match rng.range(0, 100) {
-            0..=49 => {
+            40..=49 => {
+                // A list-append transaction (Elle): 1 to 3 micro-operations
+                // on lists kept as comma-separated values in map keys.
+                let lists = rt.map(LISTS);
+                let mut ops = Vec::new();
+                for k in 0..rng.range(1, 4) {
+                    let key = format!("l{}", rng.range(0, 4));
+                    if rng.chance(0.5) {
+                        ops.push(ListOp::Append { key, value: u64::from(index) * 1_000_000 + n as u64 * 10 + k });
+                    } else {
+                        ops.push(ListOp::Read { key });
+                    }
+                }
+                let op = Op::ListTxn { ops: ops.clone() };
+                timed(&shared, index, op, async {
+                    let body = |tx: &mut naxos_tango::Tx<'_>| {
+                        let mut reads = Vec::new();
+                        for op in &ops {
+                            let key = match op {
+                                ListOp::Append { key, .. } | ListOp::Read { key } => key,
+                            };
+                            let now = tx.get(&lists, key)?.unwrap_or_default();
+                            let mut list: Vec<u64> = String::from_utf8_lossy(&now)
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(|s| s.parse::<u64>().map_err(|e| Error::Decode(e.to_string())))
+                                .collect::<Result<_, _>>()?;
+                            match op {
+                                ListOp::Append { value, .. } => {
+                                    list.push(*value);
+                                    let text: Vec<String> = list.iter().map(u64::to_string).collect();
+                                    tx.put(&lists, key.clone(), text.join(","));
+                                }
+                                ListOp::Read { .. } => reads.push((key.clone(), list)),
+                            }
+                        }
+                        Ok(reads)
+                    };
+                    match rt.try_transaction(body).await {
+                        Ok(done) => Outcome::Lists { reads: done.value },
+                        Err(Error::Aborted { cause, .. }) => Outcome::Aborted { cause: cause.to_string() },
+                        Err(Error::NotApplied(why)) => Outcome::Aborted { cause: format!("not applied: {why}") },
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            }
+            0..=39 => {
                 let from = rng.range(0, ACCOUNTS as u64) as usize;
                 let to = (from + 1 + rng.range(0, ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
                 let amount = rng.range(1, 30) as i64;
