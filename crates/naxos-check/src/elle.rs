@@ -161,16 +161,20 @@ fn components(edges: &[(usize, usize, Edge)], kinds: &[Edge]) -> Vec<HashSet<usi
             if *child < children.len() {
                 let w = children[*child];
                 *child += 1;
-                if !index.contains_key(&w) {
-                    index.insert(w, next);
-                    low.insert(w, next);
-                    next += 1;
-                    stack.push(w);
-                    on_stack.insert(w);
-                    work.push((w, 0));
-                } else if on_stack.contains(&w) {
-                    let lw = index[&w].min(low[&v]);
-                    low.insert(v, lw);
+                match index.get(&w).copied() {
+                    None => {
+                        index.insert(w, next);
+                        low.insert(w, next);
+                        next += 1;
+                        stack.push(w);
+                        on_stack.insert(w);
+                        work.push((w, 0));
+                    }
+                    Some(iw) if on_stack.contains(&w) => {
+                        let lw = iw.min(low[&v]);
+                        low.insert(v, lw);
+                    }
+                    Some(_) => {}
                 }
                 continue;
             }
