@@ -11,7 +11,7 @@ use bytes::Bytes;
 use naxos_client::{Client, Conflict, Position, StreamId};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How many times an update whose outcome is unknown is sent again (with
@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     tickets: AtomicU64,
     /// Objects this runtime has entered in the catalog.
     cataloged: std::sync::Mutex<std::collections::HashSet<StreamId>>,
+    /// Whether objects it opens start from their latest checkpoint.
+    use_checkpoints: AtomicBool,
 }
 
 impl Runtime {
@@ -125,8 +127,16 @@ impl Runtime {
                 jitter: AtomicU64::new((id as u64 ^ (id >> 64) as u64) | 1),
                 tickets: AtomicU64::new(0),
                 cataloged: std::sync::Mutex::new(std::collections::HashSet::new()),
+                use_checkpoints: AtomicBool::new(true),
             }),
         }
+    }
+
+    /// Whether objects opened from now on start from their latest
+    /// checkpoint (the default) or replay their stream from the start (for
+    /// measuring what a checkpoint saves; it fails behind a trim).
+    pub fn set_use_checkpoints(&self, on: bool) {
+        self.inner.use_checkpoints.store(on, Ordering::Relaxed);
     }
 
     /// The log client underneath.
@@ -243,8 +253,13 @@ impl Runtime {
             Some(p) => p,
             None => Position(tails.tail),
         };
+        let use_checkpoints = self.inner.use_checkpoints.load(Ordering::Relaxed);
         for (stream, h) in objects.hosted.iter_mut().filter(|(_, h)| !h.opened) {
-            h.load_checkpoint(client, *stream, to).await?;
+            if use_checkpoints {
+                h.load_checkpoint(client, *stream, to).await?;
+            } else {
+                h.opened = true;
+            }
         }
         let mut reloads = 0;
         // The position of each object's catalog entry, if this runtime hosts

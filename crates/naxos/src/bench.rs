@@ -34,6 +34,9 @@ pub enum Workload {
     /// prints commits/s, aborts/s by cause and latency, and fails if the
     /// total balance ever changed.
     Tx,
+    /// Fills a map with --keys keys, checkpoints it, and opens it from the
+    /// checkpoint and by replaying the log; prints both times.
+    Checkpoint,
 }
 
 /// Flags of `naxos bench`.
@@ -80,6 +83,9 @@ pub struct BenchArgs {
     /// Fraction of tx's operations that are read-only snapshot reads of every balance.
     #[arg(long, default_value_t = 0.0)]
     pub read_fraction: f64,
+    /// Keys of checkpoint's map.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
 }
 
 struct Outcome {
@@ -96,6 +102,9 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     }
     if a.workload == Workload::Tx {
         return crate::bench_tx::run(&a, json).await;
+    }
+    if a.workload == Workload::Checkpoint {
+        return crate::bench_checkpoint::run(&a, json).await;
     }
     let mut config = Config::new(a.cluster.cluster.iter().cloned());
     config.batches_in_flight = a.batches_in_flight;
@@ -140,7 +149,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
                             client.append_batch(vec![payload.clone(); batch as usize]).await.map(|v| v.len() as u64)
                         }
                         Workload::Tokens => client.reserve(batch).await.map(|_| u64::from(batch)),
-                        Workload::Failover | Workload::Tx => Ok(0),
+                        Workload::Failover | Workload::Tx | Workload::Checkpoint => Ok(0),
                         Workload::Read => {
                             rng ^= rng << 13;
                             rng ^= rng >> 7;

@@ -4,6 +4,7 @@
 //! codes listed in `naxos --help`.
 
 mod bench;
+mod bench_checkpoint;
 mod bench_failover;
 mod bench_tx;
 mod cli;
