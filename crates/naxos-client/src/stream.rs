@@ -69,18 +69,22 @@ impl Client {
     /// One index query per window of [`STREAM_WINDOW`] positions.
     pub async fn stream_last_below(&self, stream: StreamId, below: Position) -> Result<Option<Position>, Error> {
         let mut hi = below.0;
-        while hi > 0 {
-            let lo = hi.saturating_sub(STREAM_WINDOW);
+        let mut floor = 0;
+        while hi > floor {
+            let lo = hi.saturating_sub(STREAM_WINDOW).max(floor);
             match self.stream_positions(stream, Position(lo), Position(hi), false).await {
                 Ok((listed, _)) => {
                     if let Some(&p) = listed.last() {
                         return Ok(Some(Position(p)));
                     }
+                    hi = lo;
                 }
+                // The window reaches into the trimmed prefix: look again
+                // from the trim mark (nothing below it is left).
+                Err(Error::Trimmed(_)) if floor == 0 => floor = self.first_untrimmed(stream, Position(hi)).await?.0,
                 Err(Error::Trimmed(_)) => return Ok(None),
                 Err(e) => return Err(e),
             }
-            hi = lo;
         }
         Ok(None)
     }
