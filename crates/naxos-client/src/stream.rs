@@ -31,14 +31,7 @@ impl Client {
         from: Position,
         to: Position,
     ) -> Result<Vec<(Position, Record)>, Error> {
-        let mut out = Vec::new();
-        let mut at = from.0;
-        while at < to.0 {
-            let end = to.0.min(at.saturating_add(STREAM_WINDOW));
-            out.extend(self.read_stream_window(stream, Position(at), Position(end), false).await?);
-            at = end;
-        }
-        Ok(out)
+        self.read_stream_windows(stream, from, to, false).await
     }
 
     /// Every entry of `stream` in `[from, to)`, in log order, with every
@@ -53,11 +46,22 @@ impl Client {
         from: Position,
         to: Position,
     ) -> Result<Vec<(Position, Record)>, Error> {
+        self.read_stream_windows(stream, from, to, true).await
+    }
+
+    /// `[from, to)` of `stream` a window at a time (see `read_stream_window`).
+    async fn read_stream_windows(
+        &self,
+        stream: StreamId,
+        from: Position,
+        to: Position,
+        unreached: bool,
+    ) -> Result<Vec<(Position, Record)>, Error> {
         let mut out = Vec::new();
         let mut at = from.0;
         while at < to.0 {
             let end = to.0.min(at.saturating_add(STREAM_WINDOW));
-            out.extend(self.read_stream_window(stream, Position(at), Position(end), true).await?);
+            out.extend(self.read_stream_window(stream, Position(at), Position(end), unreached).await?);
             at = end;
         }
         Ok(out)
