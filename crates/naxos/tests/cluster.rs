@@ -708,20 +708,10 @@ async fn a_subscription_goes_on_across_new_epochs_and_catches_up_from_far_behind
         }
     };
     expected.extend(append(300, "epoch 0").await);
-    let next_epoch = || async {
-        naxos_control::reconfigure(
-            std::sync::Arc::new(naxos_wire::net::TcpNet),
-            &c.addrs,
-            &naxos_control::Change::NextEpoch,
-            &naxos_control::Options::default(),
-        )
-        .await
-        .expect("a new epoch")
-    };
-    next_epoch().await;
+    c.next_epoch().await;
     writer.refresh_layout().await.unwrap();
     expected.extend(append(300, "epoch 1").await);
-    next_epoch().await;
+    c.next_epoch().await;
     writer.refresh_layout().await.unwrap();
     expected.extend(append(5000, "epoch 2").await);
     let mut sub = c.client().await.subscribe(s, Position(0));

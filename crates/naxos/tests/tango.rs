@@ -147,14 +147,7 @@ async fn the_sequencer_refuses_a_token_whose_read_key_was_written_after_the_snap
     let later = Conflict { snapshot: Position(written.0 + 1), reads: vec![k], writes: vec![k] };
     client.append_checked(&[s], "l".into(), &later).await.unwrap();
     // After a new epoch the sequencer knows no earlier writes: an older snapshot aborts.
-    naxos_control::reconfigure(
-        std::sync::Arc::new(naxos_wire::net::TcpNet),
-        &c.addrs,
-        &naxos_control::Change::NextEpoch,
-        &naxos_control::Options::default(),
-    )
-    .await
-    .expect("a new epoch");
+    c.next_epoch().await;
     client.refresh_layout().await.unwrap();
     let stale = client.append_checked(&[s], "s".into(), &later).await.unwrap_err();
     assert!(matches!(stale, LogError::Aborted { cause: AbortCause::NewSequencer, .. }), "{stale}");

@@ -69,6 +69,18 @@ impl Cluster {
         self.servers[i] = Some(h);
     }
 
+    /// Moves the cluster to a new epoch with the same members (a reconfiguration).
+    pub async fn next_epoch(&self) {
+        naxos_control::reconfigure(
+            Arc::new(TcpNet),
+            &self.addrs,
+            &naxos_control::Change::NextEpoch,
+            &naxos_control::Options::default(),
+        )
+        .await
+        .expect("a new epoch");
+    }
+
     pub async fn stop_all(mut self) {
         for i in 0..self.servers.len() {
             self.stop(i).await;
