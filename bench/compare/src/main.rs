@@ -1,6 +1,8 @@
 //! The peer comparison harness (issue 4, item 1): one load generator, run
 //! against Naxos and against what a user would pick instead (Redis Streams,
-//! etcd, ZooKeeper, NATS JetStream), and one table of the results.
+//! etcd, ZooKeeper, NATS JetStream), and one table of the results; and a
+//! transfer workload in transactions against the peers that have them
+//! (etcd's `Txn`, Redis's `WATCH`/`MULTI`/`EXEC`), with a table of its own.
 //!
 //! This binary only measures and reports; `bench/compare/run` installs the
 //! peers, starts each on 127.0.0.1 with a fresh data directory, calls
@@ -10,6 +12,7 @@
 
 mod peers;
 mod report;
+mod txn;
 mod workload;
 
 use anyhow::Context;
@@ -48,6 +51,14 @@ enum Command {
         /// The results file (JSON lines).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Runs the transfer cases (transactions) against one system and appends its rows to --out.
+    MeasureTxn(txn::MeasureTxnArgs),
+    /// Prints the table of a transfer results file.
+    ReportTxn {
+        /// The results file (JSON lines).
+        #[arg(long = "in")]
+        input: PathBuf,
     },
     /// Prints the table of a results file.
     Report {
@@ -92,9 +103,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The same runtime for every system's client: a quarter of the cores (at
     // least 1), as the naxos binary uses; NAXOS_WORKER_THREADS overrides.
-    let workers = std::env::var("NAXOS_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or_else(|| {
-        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4).clamp(1, 4)
-    });
+    let workers = std::env::var("NAXOS_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4).clamp(1, 4));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
@@ -111,6 +123,8 @@ fn main() -> anyhow::Result<()> {
             Command::Measure(a) => workload::measure(a).await,
             Command::Skip { label, reason, out } => report::append(&out, &[report::Row::skipped(label, reason)]),
             Command::Report { input } => report::print(&input),
+            Command::MeasureTxn(a) => txn::measure(a).await,
+            Command::ReportTxn { input } => txn::print(&input),
         }
     })
 }

@@ -104,7 +104,7 @@ fn ms(us: u64) -> String {
 }
 
 /// The median of the values that are there (the mean of the middle two for an even count).
-fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+pub(crate) fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     let mut v: Vec<f64> = values.into_iter().flatten().collect();
     if v.is_empty() {
         return None;

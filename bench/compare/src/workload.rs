@@ -71,11 +71,11 @@ fn payload(size: usize) -> Bytes {
         .into()
 }
 
-fn slug(label: &str) -> String {
+pub(crate) fn slug(label: &str) -> String {
     label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("1 µs to 60 s at 3 significant digits is a valid range")
 }
 

@@ -6,7 +6,7 @@ use super::{Log, ReadBack};
 use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Keys per range Get.
@@ -70,5 +70,87 @@ impl Log for Etcd {
 
     fn read_method(&self) -> &'static str {
         "range Get, 1000 keys a page"
+    }
+}
+
+/// Accounts as etcd keys: a transfer is two `Get`s (linearizable, the
+/// default), then one `Txn` that compares both keys' `mod_revision` with
+/// what was read and puts both new balances only if they match. One client
+/// channel for every client, as for the appends.
+pub struct EtcdBank {
+    client: Client,
+    prefix: String,
+}
+
+/// Puts per `Txn` while opening the accounts (etcd's default limit is 128 operations).
+const OPEN_PER_TXN: u64 = 100;
+
+impl EtcdBank {
+    pub async fn open(addr: &[String], name: &str, accounts: u64, opening: i64) -> anyhow::Result<EtcdBank> {
+        let endpoints: Vec<String> = addr.iter().map(|a| format!("http://{a}")).collect();
+        let client =
+            Client::connect(&endpoints, None).await.with_context(|| format!("connecting to etcd at {addr:?}"))?;
+        let prefix = format!("{name}/");
+        let mut kv = client.kv_client();
+        let mut at = 0;
+        while at < accounts {
+            let end = (at + OPEN_PER_TXN).min(accounts);
+            let puts: Vec<TxnOp> = (at..end)
+                .map(|i| TxnOp::put(format!("{prefix}{}", super::account(i)), opening.to_string(), None))
+                .collect();
+            kv.txn(Txn::new().and_then(puts)).await.context("etcd Txn opening accounts")?;
+            at = end;
+        }
+        Ok(EtcdBank { client, prefix })
+    }
+}
+
+/// A balance as etcd holds it, and the key's `mod_revision`.
+fn balance(r: &etcd_client::GetResponse) -> anyhow::Result<(i64, i64)> {
+    let kv = r.kvs().first().context("no such account")?;
+    let v: i64 =
+        std::str::from_utf8(kv.value()).ok().and_then(|s| s.parse().ok()).context("a balance is not a number")?;
+    Ok((v, kv.mod_revision()))
+}
+
+#[async_trait]
+impl super::Bank for EtcdBank {
+    async fn transfer(&self, _client: usize, from: u64, to: u64, amount: i64) -> anyhow::Result<super::Attempt> {
+        let mut kv = self.client.kv_client();
+        let (kf, kt) =
+            (format!("{}{}", self.prefix, super::account(from)), format!("{}{}", self.prefix, super::account(to)));
+        let (mut kv_from, mut kv_to) = (kv.clone(), kv.clone());
+        let (rf, rt) = tokio::try_join!(kv_from.get(kf.clone(), None), kv_to.get(kt.clone(), None))?;
+        let ((a, rev_a), (b, rev_b)) = (balance(&rf)?, balance(&rt)?);
+        let compare = vec![
+            Compare::mod_revision(kf.clone(), CompareOp::Equal, rev_a),
+            Compare::mod_revision(kt.clone(), CompareOp::Equal, rev_b),
+        ];
+        // A transfer the source cannot cover still commits (writing nothing)
+        // only if its reads held, as the other systems' do.
+        let writes = if a >= amount {
+            vec![TxnOp::put(kf, (a - amount).to_string(), None), TxnOp::put(kt, (b + amount).to_string(), None)]
+        } else {
+            Vec::new()
+        };
+        let answer = kv.txn(Txn::new().when(compare).and_then(writes)).await?;
+        Ok(if answer.succeeded() { super::Attempt::Committed } else { super::Attempt::Aborted })
+    }
+
+    async fn total(&self) -> anyhow::Result<i64> {
+        let mut kv = self.client.kv_client();
+        let end = range_end(&self.prefix);
+        // One Get of the whole range: one revision, so one point in time.
+        let all =
+            kv.get(self.prefix.clone(), Some(GetOptions::new().with_range(end))).await.context("etcd range Get")?;
+        let mut sum = 0;
+        for kv in all.kvs() {
+            sum += std::str::from_utf8(kv.value()).ok().and_then(|s| s.parse::<i64>().ok()).context("a balance")?;
+        }
+        Ok(sum)
+    }
+
+    fn method(&self) -> &'static str {
+        "etcd: Get, Get, then Txn(compare both mod_revisions; put, put); one gRPC channel"
     }
 }

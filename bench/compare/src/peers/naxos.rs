@@ -54,3 +54,77 @@ impl Log for Naxos {
         "read_range, 4096 positions a call"
     }
 }
+
+/// Accounts in a Naxos map (naxos-tango): a transfer is `try_transaction`
+/// (reads both balances at a snapshot, buffers both writes, and commits with
+/// one append whose token the sequencer refuses if either key was written
+/// since the snapshot). One runtime serves every client: one process's
+/// transactions share its replay of the map, as an application's would.
+pub struct NaxosBank {
+    runtime: naxos_tango::Runtime,
+    map: naxos_tango::Map,
+}
+
+/// Accounts opened per transaction while setting up.
+const OPEN_PER_TX: u64 = 500;
+
+impl NaxosBank {
+    pub async fn open(addr: &[String], name: &str, accounts: u64, opening: i64) -> anyhow::Result<NaxosBank> {
+        let client = Client::connect(Config::new(addr.iter().cloned()))
+            .await
+            .with_context(|| format!("connecting to Naxos at {addr:?}"))?;
+        let runtime = naxos_tango::Runtime::new(client);
+        let map = runtime.map(&format!("bank/{name}"));
+        let mut at = 0;
+        while at < accounts {
+            let end = (at + OPEN_PER_TX).min(accounts);
+            runtime
+                .transaction(|tx| {
+                    for i in at..end {
+                        tx.put(&map, super::account(i), opening.to_string());
+                    }
+                    Ok(())
+                })
+                .await
+                .context("opening the accounts")?;
+            at = end;
+        }
+        Ok(NaxosBank { runtime, map })
+    }
+}
+
+#[async_trait]
+impl super::Bank for NaxosBank {
+    async fn transfer(&self, _client: usize, from: u64, to: u64, amount: i64) -> anyhow::Result<super::Attempt> {
+        let (from, to) = (super::account(from), super::account(to));
+        let done = self
+            .runtime
+            .try_transaction(|tx| {
+                let a: i64 = naxos_tango::parse(&tx.get(&self.map, &from)?.unwrap_or_default())?;
+                let b: i64 = naxos_tango::parse(&tx.get(&self.map, &to)?.unwrap_or_default())?;
+                if a >= amount {
+                    tx.put(&self.map, from.clone(), (a - amount).to_string());
+                    tx.put(&self.map, to.clone(), (b + amount).to_string());
+                }
+                Ok(())
+            })
+            .await;
+        match done {
+            Ok(_) => Ok(super::Attempt::Committed),
+            Err(naxos_tango::Error::Aborted { .. }) => Ok(super::Attempt::Aborted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn total(&self) -> anyhow::Result<i64> {
+        let mut sum = 0;
+        for (_, v) in self.map.list().await? {
+            sum += naxos_tango::parse::<i64>(&v)?;
+        }
+        Ok(sum)
+    }
+
+    fn method(&self) -> &'static str {
+        "naxos-tango try_transaction: get, get, put, put; the sequencer checks the read keys (one runtime for all clients)"
+    }
+}
