@@ -7,7 +7,7 @@
 use crate::record::Op;
 use bytes::Bytes;
 use naxos_client::Position;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// The kinds of object; each object's stream holds updates of one kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,7 +144,7 @@ pub(crate) struct WriterSeen {
 /// Per writer, what an object applied: exactly-once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Dedup {
-    writers: HashMap<u128, Seen>,
+    writers: BTreeMap<u128, Seen>,
 }
 
 impl Dedup {

@@ -76,7 +76,9 @@ impl Hosted {
 /// The hosted objects (behind the runtime's lock).
 #[derive(Default)]
 pub(crate) struct Objects {
-    pub hosted: HashMap<StreamId, Hosted>,
+    /// In stream order, so that a sync reads and opens them in the same
+    /// order every run (the simulator replays a seed exactly).
+    pub hosted: BTreeMap<StreamId, Hosted>,
     /// The last sync to the tail: every ticket up to `ticket` was taken
     /// before it began, and it reached `at`.
     last_sync: Option<(u64, Position)>,

@@ -213,11 +213,12 @@ impl<'a> Tx<'a> {
     }
 
     fn finish(self) -> Outcome {
-        let conflict = Conflict {
-            snapshot: self.snapshot,
-            reads: self.read_keys.into_iter().collect(),
-            writes: self.write_keys.into_iter().collect(),
-        };
+        // Sorted: the same request bytes every run.
+        let mut reads: Vec<u64> = self.read_keys.into_iter().collect();
+        let mut writes: Vec<u64> = self.write_keys.into_iter().collect();
+        reads.sort_unstable();
+        writes.sort_unstable();
+        let conflict = Conflict { snapshot: self.snapshot, reads, writes };
         Outcome { reads: self.reads, updates: self.updates, conflict }
     }
 }
