@@ -4,7 +4,9 @@
 //! compare-and-set, and checkpointer rounds with trim. Each operation is
 //! recorded in the shared history for the bank and counter checkers. An
 //! abort is a definite outcome (nothing applied); anything else that failed
-//! is `Unknown`.
+//! is `Unknown`. The operations and the final reads also run outside the
+//! simulator, against real servers (crates/naxos/tests/faults.rs), through
+//! [`Recorder`].
 
 use crate::rng::Rng;
 use crate::workload::{connect, now};
@@ -46,10 +48,29 @@ async fn runtime(index: u32, seeds: Vec<String>) -> Result<Runtime, naxos_client
     Ok(Runtime::with_id(client, u128::from(index) + 1))
 }
 
-async fn timed<F: std::future::Future<Output = Outcome>>(shared: &Shared, client: u32, op: Op, fut: F) {
-    let start = now();
+/// Where object operations are recorded: the simulator's shared history
+/// (simulated time), or a real-process test's (its own clock).
+pub trait Recorder: Send + Sync {
+    /// The history's clock now, in nanoseconds.
+    fn now(&self) -> u64;
+    /// Records one finished operation.
+    fn push(&self, event: Event);
+}
+
+impl Recorder for Shared {
+    fn now(&self) -> u64 {
+        now()
+    }
+
+    fn push(&self, event: Event) {
+        Shared::push(self, event);
+    }
+}
+
+async fn timed<F: std::future::Future<Output = Outcome>>(rec: &impl Recorder, client: u32, op: Op, fut: F) {
+    let start = rec.now();
     let outcome = tokio::time::timeout(OP_TIMEOUT, fut).await.unwrap_or_else(|_| unknown("timed out"));
-    shared.push(Event { client, start, end: now(), op, outcome });
+    rec.push(Event { client, start, end: rec.now(), op, outcome });
 }
 
 /// Every balance in one snapshot (a read-only transaction).
@@ -97,11 +118,32 @@ pub async fn run(
     let mut rng = Rng::new(seed, 2000 + u64::from(index));
     tokio::time::sleep(Duration::from_millis(rng.range(20, 120))).await;
     let rt = runtime(index, seeds).await?;
-    if index == 0 {
+    let options = Options { trim: true, opens: index == 0, stop: None };
+    operations(&shared, &rt, index, &mut rng, ops, &options).await;
+    check_replay(&rt, index, &found);
+    Ok(())
+}
+
+/// How an object client runs, besides its seed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Whether checkpointer rounds trim the log below the checkpoints.
+    pub trim: bool,
+    /// Whether this client opens the accounts first (one client of a run does).
+    pub opens: bool,
+    /// Stops the operations early once set.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Up to `ops` seeded operations of object client `index` on `rt`, each
+/// recorded in `rec` as client `index`. The caller checks the runtime's
+/// replay afterwards ([`replay_violation`]).
+pub async fn operations(rec: &impl Recorder, rt: &Runtime, index: u32, rng: &mut Rng, ops: usize, options: &Options) {
+    if options.opens {
         // Opening may fail under faults; the bank checker only judges
         // snapshots once the accounts exist, and transfers need them.
         for _ in 0..20 {
-            if open_accounts(&rt).await.is_ok() {
+            if open_accounts(rt).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -111,6 +153,9 @@ pub async fn run(
     let counter = rt.counter(COUNTER);
     let total = OPENING_BALANCE * ACCOUNTS as i64;
     for n in 0..ops {
+        if options.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(rng.range(0, 40))).await;
         match rng.range(0, 100) {
             40..=49 => {
@@ -127,7 +172,7 @@ pub async fn run(
                     }
                 }
                 let op = Op::ListTxn { ops: ops.clone() };
-                timed(&shared, index, op, async {
+                timed(rec, index, op, async {
                     let body = |tx: &mut naxos_tango::Tx<'_>| {
                         let mut reads = Vec::new();
                         for op in &ops {
@@ -166,7 +211,7 @@ pub async fn run(
                 let amount = rng.range(1, 30) as i64;
                 let once = rng.chance(0.5);
                 let op = Op::Transfer { from: account(from), to: account(to), amount };
-                timed(&shared, index, op, async {
+                timed(rec, index, op, async {
                     let body = |tx: &mut naxos_tango::Tx<'_>| {
                         let (Some(a), Some(b)) = (tx.get(&bank, account(from))?, tx.get(&bank, account(to))?) else {
                             return Ok(());
@@ -188,12 +233,12 @@ pub async fn run(
                 })
                 .await;
             }
-            50..=69 => timed(&shared, index, Op::Balances { total }, balances(&rt)).await,
+            50..=69 => timed(rec, index, Op::Balances { total }, balances(rt)).await,
             70..=73 => {
                 // A checkpointer round with trim: every object checkpointed
                 // once it is 40 positions behind, the log trimmed below the
                 // oldest latest checkpoint (runtimes that fall behind reload).
-                let policy = naxos_tango::Policy { behind_positions: 40, trim: true };
+                let policy = naxos_tango::Policy { behind_positions: 40, trim: options.trim };
                 if let Err(e) = rt.checkpoint_round(&policy).await {
                     tracing::debug!("checkpointer round: {e}");
                 }
@@ -202,7 +247,7 @@ pub async fn run(
                 // Distinct deltas, so a doubled add shows.
                 let delta = 1 + (u64::from(index) * 1000 + n as u64) as i64 % 97;
                 let op = Op::CounterAdd { counter: COUNTER.into(), delta };
-                timed(&shared, index, op, async {
+                timed(rec, index, op, async {
                     match counter.add(delta).await {
                         Ok(_) => Outcome::Done,
                         Err(e) => unknown(e),
@@ -219,7 +264,7 @@ pub async fn run(
                 let expected = now.map(|v| String::from_utf8_lossy(&v).into_owned());
                 let new = format!("c{index}-{n}");
                 let op = Op::RegisterCas { register: REGISTER.into(), expected: expected.clone(), new: new.clone() };
-                timed(&shared, index, op, async {
+                timed(rec, index, op, async {
                     match register.cas(expected.as_deref().map(str::as_bytes), Some(new.into())).await {
                         Ok(true) => Outcome::Committed,
                         Ok(false) => Outcome::Aborted { cause: "the value differed".into() },
@@ -232,7 +277,7 @@ pub async fn run(
             }
             _ => {
                 let op = Op::CounterRead { counter: COUNTER.into() };
-                timed(&shared, index, op, async {
+                timed(rec, index, op, async {
                     match counter.get().await {
                         Ok(v) => Outcome::Value { value: v },
                         Err(e) => unknown(e),
@@ -242,19 +287,25 @@ pub async fn run(
             }
         }
     }
-    check_replay(&rt, index, &found);
-    Ok(())
+}
+
+/// The violation this runtime's replay found, if it found commit records
+/// whose reads no longer held.
+pub fn replay_violation(rt: &Runtime, index: u32) -> Option<Violation> {
+    let invalid = rt.stats().invalid_commits.load(std::sync::atomic::Ordering::Relaxed);
+    (invalid > 0).then(|| {
+        let why = format!(
+            "client {index} replayed {invalid} commit record(s) whose reads no longer held: the sequencer granted tokens it should have refused"
+        );
+        Violation::new(REPLAY, why, vec![])
+    })
 }
 
 /// Reports the commit records this runtime's replay found invalid.
 fn check_replay(rt: &Runtime, index: u32, found: &Mutex<Vec<Violation>>) {
-    let invalid = rt.stats().invalid_commits.load(std::sync::atomic::Ordering::Relaxed);
-    if invalid > 0 {
-        let why = format!(
-            "client {index} replayed {invalid} commit record(s) whose reads no longer held: the sequencer granted tokens it should have refused"
-        );
+    if let Some(v) = replay_violation(rt, index) {
         if let Ok(mut f) = found.lock() {
-            f.push(Violation::new(REPLAY, why, vec![]));
+            f.push(v);
         }
     }
 }
@@ -288,12 +339,22 @@ pub async fn finish(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    let result = final_reads(&shared, &rt, index).await;
+    // This runtime replayed the whole bank from the start.
+    check_replay(&rt, index, &found);
+    result.map_err(Into::into)
+}
+
+/// The balances and the counter read once more by `rt` (recorded as client
+/// `index`), each retried until it answers: for the quiescent phase, once
+/// every fault is healed.
+pub async fn final_reads(rec: &impl Recorder, rt: &Runtime, index: u32) -> Result<(), String> {
     let total = OPENING_BALANCE * ACCOUNTS as i64;
     for _ in 0..50 {
-        let start = now();
-        let outcome = balances(&rt).await;
+        let start = rec.now();
+        let outcome = balances(rt).await;
         if !matches!(outcome, Outcome::Unknown { .. }) {
-            shared.push(Event { client: index, start, end: now(), op: Op::Balances { total }, outcome });
+            rec.push(Event { client: index, start, end: rec.now(), op: Op::Balances { total }, outcome });
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -301,19 +362,17 @@ pub async fn finish(
     let counter = rt.counter(COUNTER);
     let mut last = String::new();
     for _ in 0..50 {
-        let start = now();
+        let start = rec.now();
         let read = counter.get().await;
         if let Err(e) = &read {
             last = e.to_string();
         }
         if let Ok(value) = read {
             let op = Op::CounterRead { counter: COUNTER.into() };
-            shared.push(Event { client: index, start, end: now(), op, outcome: Outcome::Value { value } });
-            // This runtime replayed the whole bank from the start.
-            check_replay(&rt, index, &found);
+            rec.push(Event { client: index, start, end: rec.now(), op, outcome: Outcome::Value { value } });
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(format!("the final counter read never answered; last error: {last}").into())
+    Err(format!("the final counter read never answered; last error: {last}"))
 }
