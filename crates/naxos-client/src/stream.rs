@@ -3,7 +3,10 @@
 //! (a chain asks each stripe's head, which holds a superset of its chain) for
 //! the stream's positions and for the positions not seen written yet; those
 //! are read (waiting for their writer or filling them), so nothing below the
-//! tail is missed, and no entry of another stream is ever read.
+//! tail is missed. Where the stream's positions are dense they are read in
+//! bulk from the chains' tails (entries of other streams among them are
+//! dropped: at most as many as the stream's own); else one by one, and no
+//! entry of another stream is read.
 
 use crate::loglet;
 use crate::{Client, Error, Record, Value};
@@ -11,6 +14,8 @@ use naxos_wire::{Position, StreamId};
 
 /// Positions read at once.
 const READ_CHUNK: usize = 256;
+/// A chunk of at least this many positions, dense enough, is read in bulk.
+const DENSE_MIN: usize = 4;
 /// Positions examined per window of a stream read: what it keeps in memory
 /// besides the entries found is bounded by this, however long a run of
 /// unwritten or filled positions it crosses.
@@ -169,11 +174,16 @@ impl Client {
         // Read a chunk at a time, all of a chunk at once: a run of holes to
         // fill costs one hole-fill wait, not one per position.
         for chunk in todo.chunks(READ_CHUNK) {
-            let reads = futures::future::join_all(chunk.iter().map(|&(p, _)| self.read(Position(p)))).await;
-            for (&(p, known), value) in chunk.iter().zip(reads) {
-                match value? {
-                    Value::Data(r) if r.streams.contains(&stream) => out.push((Position(p), r)),
-                    Value::Data(_) if known => {
+            let mut got = self.read_dense(chunk).await?;
+            let missing: Vec<u64> = chunk.iter().map(|&(p, _)| p).filter(|p| !got.contains_key(p)).collect();
+            let reads = futures::future::join_all(missing.iter().map(|&p| self.read(Position(p)))).await;
+            for (p, value) in missing.into_iter().zip(reads) {
+                got.insert(p, value?);
+            }
+            for &(p, known) in chunk {
+                match got.remove(&p) {
+                    Some(Value::Data(r)) if r.streams.contains(&stream) => out.push((Position(p), r)),
+                    Some(Value::Data(_)) if known => {
                         return Err(Error::Invalid(format!(
                             "stream index lists position {p}, whose entry is not in the stream"
                         )));
@@ -183,5 +193,25 @@ impl Client {
             }
         }
         Ok(out)
+    }
+
+    /// Where `chunk` (positions in log order) is dense, at least half of the
+    /// positions it spans: what the chains' tails hold of that span, in one
+    /// bulk read per segment instead of a read per position (a stream that
+    /// most entries belong to, as a busy object's is). Positions not there
+    /// (unwritten, or not at the tail yet) are left to the single reads.
+    async fn read_dense(&self, chunk: &[(u64, bool)]) -> Result<std::collections::BTreeMap<u64, Value>, Error> {
+        let mut got = std::collections::BTreeMap::new();
+        let (Some(&(first, _)), Some(&(last, _))) = (chunk.first(), chunk.last()) else { return Ok(got) };
+        let span = last - first + 1;
+        if chunk.len() < DENSE_MIN || span > 2 * chunk.len() as u64 {
+            return Ok(got);
+        }
+        let layout = self.layout();
+        let (from, to) = (Position(first), Position(last + 1));
+        for segment in loglet::segments_in(&layout, from, to) {
+            got.append(&mut loglet::of_segment(&layout, segment)?.read_range(self, from, to).await?);
+        }
+        Ok(got)
     }
 }

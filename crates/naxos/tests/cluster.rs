@@ -265,6 +265,39 @@ async fn stream_reads_return_exactly_the_stream_in_order_and_read_nothing_else()
     c.stop_all().await;
 }
 
+/// A stream that most positions belong to (a busy object's) is read in bulk:
+/// one range read of the span from the chain's tail instead of a read per
+/// position; the other stream's entries in the span are read and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dense_stream_is_read_in_bulk_and_still_returns_only_its_entries() {
+    let c = Cluster::start(1, 1, 1).await;
+    let client = c.client().await;
+    let (a, b) = (StreamId::from_name("dense"), StreamId::from_name("other"));
+    let mut expect_a = Vec::new();
+    for i in 0..50 {
+        if i % 5 == 4 {
+            client.append_to(&[b], format!("b{i}").into()).await.unwrap();
+        } else {
+            expect_a.push((client.append_to(&[a], format!("a{i}").into()).await.unwrap(), format!("a{i}")));
+        }
+    }
+    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
+    let before = naxos_client::admin::status(net.clone(), &c.addrs[0]).await.unwrap().entries_read;
+    let got = client.read_stream(a, Position(0)).await.unwrap();
+    let after = naxos_client::admin::status(net, &c.addrs[0]).await.unwrap().entries_read;
+    let got: Vec<(Position, String)> =
+        got.into_iter().map(|(p, r)| (p, String::from_utf8(r.payload.to_vec()).unwrap())).collect();
+    assert_eq!(got, expect_a);
+    let span = expect_a.last().unwrap().0 .0 - expect_a[0].0 .0 + 1;
+    assert_eq!(
+        after - before,
+        span,
+        "every position of the span read once, in bulk (one by one would read {})",
+        expect_a.len()
+    );
+    c.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn striped_layouts_spread_positions_over_chains() {
     let c = Cluster::start(4, 2, 2).await;
