@@ -10,6 +10,11 @@
 //! whole log and every stream back, and every invariant checker of
 //! `naxos-check` must pass.
 //!
+//! The healing scenarios run every role on every server and type no command:
+//! the managers take each killed or paused node out and put it back. One of
+//! them runs the simulator's object clients (naxos-tango) instead of the log
+//! clients, so that the sequencer fails over in the middle of transactions.
+//!
 //! The clients are tasks of this test, each with its own `naxos_client::Client`
 //! (its own connections and layout cache), on a runtime of their own: the
 //! history needs one clock for every client, and one process gives that.
@@ -17,8 +22,9 @@
 //! The schedule follows the seed; the processes' timing does not, so a seed
 //! reruns the same faults, not the same interleaving. `NAXOS_FAULTS_SEED=N`
 //! picks the seed; `NAXOS_FAULTS_NETNS=0` skips the namespaces. On a failure
-//! the history is written as JSON lines under the target directory's `tmp`,
-//! with the fault trace and the servers' logs, and the path is printed.
+//! (or with `NAXOS_FAULTS_KEEP=1`) the history is written as JSON lines under
+//! the target directory's `tmp`, with the fault trace and the servers' logs,
+//! and the path is printed.
 
 mod common;
 
@@ -39,6 +45,10 @@ const SERVERS: usize = 3;
 const CLIENTS: u32 = 4;
 /// Concurrent scanners in the final phase.
 const SCANNERS: u32 = 3;
+/// Object clients (naxos-tango) beside the log clients, in the healing scenario.
+const OBJECT_CLIENTS: u32 = 3;
+/// The history's client number of the first object client.
+const OBJECT_BASE: u32 = CLIENTS + SCANNERS;
 /// How long the workload runs under faults.
 const LOAD: Duration = Duration::from_secs(7);
 /// Longest a workload operation may take before it is recorded as unknown.
@@ -627,6 +637,85 @@ impl Recorder {
     }
 }
 
+impl naxos_sim::objects::Recorder for Recorder {
+    fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn push(&self, event: Event) {
+        self.shared.lock().expect("no recorder panics while holding the lock").push(event);
+    }
+}
+
+/// An object client (the simulator's object operations: transfers in
+/// transactions, snapshot reads, list-append transactions, a counter, a
+/// register compare-and-set, checkpoints without trim) until `stop`; returns
+/// its runtime, whose replay the test checks at the end.
+async fn object_client(rec: Recorder, addrs: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> naxos_tango::Runtime {
+    let runtime = naxos_tango::Runtime::with_id(connect(&addrs, 3).await, u128::from(rec.client) + 1);
+    let mut rng = naxos_sim::rng::Rng::new(seed, 2000 + u64::from(rec.client));
+    let options = naxos_sim::objects::Options { trim: false, opens: rec.client == OBJECT_BASE, stop: Some(stop) };
+    naxos_sim::objects::operations(&rec, &runtime, rec.client, &mut rng, usize::MAX, &options).await;
+    runtime
+}
+
+/// The final phase's scan of the healed cluster: the tail, then the whole
+/// log in chunks by several scanners (which fills every hole), then every
+/// stream; each read recorded. Returns the tail and what gave no answer.
+fn scan(rt: &tokio::runtime::Runtime, addrs: &[String], clock: Clock, shared: &Shared) -> (u64, Unsettled) {
+    rt.block_on(async {
+        let first = Recorder { client: CLIENTS, clock, shared: shared.clone() };
+        let client = connect(addrs, 12).await;
+        let mut tail = None;
+        for _ in 0..SCAN_TRIES {
+            let o = first
+                .record(Op::Tail, OP_TIMEOUT, async {
+                    match client.tail().await {
+                        Ok(t) => Outcome::Tail { tail: t.0 },
+                        Err(e) => unknown(e),
+                    }
+                })
+                .await;
+            if let Outcome::Tail { tail: t } = o {
+                tail = Some(t);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let tail = tail.expect("the healed cluster never answered a tail query");
+        let mut recorders = vec![(first, client)];
+        for k in 1..SCANNERS {
+            recorders.push((Recorder { client: CLIENTS + k, clock, shared: shared.clone() }, connect(addrs, 12).await));
+        }
+        // The whole log first (this fills every hole), then the streams: a
+        // stream read waits for each position its head has not seen written.
+        let scans: Vec<_> = recorders
+            .iter()
+            .enumerate()
+            .map(|(k, (rec, client))| tokio::spawn(scan_log(rec.clone(), client.clone(), k as u32, tail)))
+            .collect();
+        let mut unsettled = Unsettled::default();
+        for s in scans {
+            unsettled.positions.extend(s.await.expect("a scanner panicked"));
+        }
+        let streams: Vec<_> = STREAMS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let (rec, client) = recorders[i % recorders.len()].clone();
+                tokio::spawn(async move { (name.to_string(), scan_stream(rec, client, name).await) })
+            })
+            .collect();
+        for s in streams {
+            let (name, settled) = s.await.expect("a stream scanner panicked");
+            if !settled {
+                unsettled.streams.push(name);
+            }
+        }
+        (tail, unsettled)
+    })
+}
+
 /// A workload client: seeded operations until `until`.
 async fn workload(rec: Recorder, client: Client, seed: u64, until: Instant, stop: Arc<AtomicBool>) {
     let mut rng = Rng::new(seed, 1000 + u64::from(rec.client));
@@ -869,6 +958,21 @@ fn the_cluster_heals_itself_after_kill_9_of_any_node() {
     run(Scenario::Healing);
 }
 
+/// The healing scenario's faults (kill -9 of the primary sequencer's node,
+/// then of the middle replica, then SIGSTOP of the tail, no command typed)
+/// under object clients instead of log clients (naxos-tango: transfers in
+/// transactions, snapshot reads, list-append transactions, a counter, a
+/// register compare-and-set, checkpoints), so that the sequencer fails over
+/// in the middle of transactions; then every server is killed and restarted
+/// and a fresh runtime reads the objects back. The bank, counter, register
+/// and list-append checkers judge the history, every runtime's replay must
+/// find no commit record whose reads no longer held, and a transfer begun
+/// after the first kill must commit.
+#[test]
+fn objects_keep_their_invariants_while_the_cluster_heals_itself() {
+    run(Scenario::Objects);
+}
+
 /// What happens to the servers while the clients run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
@@ -878,6 +982,8 @@ enum Scenario {
     Reconfigurations,
     /// Kills with no command typed: the management role heals the cluster.
     Healing,
+    /// The healing scenario under object clients instead of log clients.
+    Objects,
 }
 
 /// The cluster's newest layout, by `naxos layout --json`.
@@ -1083,7 +1189,9 @@ fn run(scenario: Scenario) {
 
     let net = match scenario {
         Scenario::Faults => Netns::setup(SERVERS),
-        Scenario::Reconfigurations | Scenario::Healing => Err("not used by this scenario".to_string()),
+        Scenario::Reconfigurations | Scenario::Healing | Scenario::Objects => {
+            Err("not used by this scenario".to_string())
+        }
     };
     let net = match net {
         Ok(n) => {
@@ -1104,7 +1212,7 @@ fn run(scenario: Scenario) {
             };
             // The other scenarios make every change by hand (or none): no managers.
             let args: Vec<String> = match scenario {
-                Scenario::Healing => {
+                Scenario::Healing | Scenario::Objects => {
                     let timeout = std::env::var("NAXOS_FAILURE_TIMEOUT").unwrap_or_else(|_| "1s".into());
                     vec!["--failure-timeout".into(), timeout]
                 }
@@ -1122,9 +1230,10 @@ fn run(scenario: Scenario) {
     // The workload, on its own runtime, while this thread runs the schedule.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let shared: Shared = Arc::default();
+    let objects = scenario == Scenario::Objects;
     let clients: Vec<Client> = rt.block_on(async {
         let mut v = Vec::new();
-        for _ in 0..CLIENTS {
+        for _ in 0..if objects { 0 } else { CLIENTS } {
             v.push(connect(&addrs, 3).await);
         }
         v
@@ -1141,6 +1250,15 @@ fn run(scenario: Scenario) {
             rt.spawn(workload(rec, client, seed, load_end, stop.clone()))
         })
         .collect();
+    // In the objects scenario object clients run instead (the log checkers
+    // would take their records for data no append carried), so that the
+    // sequencer's failover lands in the middle of transactions.
+    let object_tasks: Vec<_> = (0..if objects { OBJECT_CLIENTS } else { 0 })
+        .map(|k| {
+            let rec = Recorder { client: OBJECT_BASE + k, clock, shared: shared.clone() };
+            rt.spawn(object_client(rec, addrs.clone(), seed, stop.clone()))
+        })
+        .collect();
     let mut schedule = Schedule::new(seed, cluster.net.is_some(), began);
     let mut healed = Vec::new();
     match scenario {
@@ -1151,14 +1269,19 @@ fn run(scenario: Scenario) {
             }
         }
         Scenario::Reconfigurations => reconfigurations(&mut cluster, &mut schedule, &addrs),
-        Scenario::Healing => healed = healing(&mut cluster, &mut schedule, &addrs, &clock),
+        Scenario::Healing | Scenario::Objects => healed = healing(&mut cluster, &mut schedule, &addrs, &clock),
     }
     stop.store(true, Ordering::Relaxed);
     schedule.heal(&mut cluster);
-    rt.block_on(async {
+    let runtimes: Vec<naxos_tango::Runtime> = rt.block_on(async {
         for t in tasks {
             t.await.expect("a workload client panicked");
         }
+        let mut runtimes = Vec::new();
+        for t in object_tasks {
+            runtimes.push(t.await.expect("an object client panicked"));
+        }
+        runtimes
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     let load_secs = began.elapsed().as_secs_f64();
@@ -1173,58 +1296,32 @@ fn run(scenario: Scenario) {
     schedule.note("final: every server killed with -9 and restarted; links whole".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let scan_began = Instant::now();
-    let (tail, unsettled) = rt.block_on(async {
-        let first = Recorder { client: CLIENTS, clock, shared: shared.clone() };
-        let client = connect(&addrs, 12).await;
-        let mut tail = None;
-        for _ in 0..SCAN_TRIES {
-            let o = first
-                .record(Op::Tail, OP_TIMEOUT, async {
-                    match client.tail().await {
-                        Ok(t) => Outcome::Tail { tail: t.0 },
-                        Err(e) => unknown(e),
-                    }
-                })
-                .await;
-            if let Outcome::Tail { tail: t } = o {
-                tail = Some(t);
-                break;
+    let (tail, unsettled) = if objects {
+        // No log clients, so nothing for the log scan to judge (it would read
+        // the object records as data no append carried).
+        (0, Unsettled::default())
+    } else {
+        scan(&rt, &addrs, clock, &shared)
+    };
+    // The objects read once more by a runtime that replays them from the
+    // start, and every runtime's replay checked.
+    let mut object_problems = Vec::new();
+    if objects {
+        let index = OBJECT_BASE + OBJECT_CLIENTS;
+        let rec = Recorder { client: index, clock, shared: shared.clone() };
+        let last = rt.block_on(async {
+            let runtime = naxos_tango::Runtime::with_id(connect(&addrs, 12).await, u128::from(index) + 1);
+            if let Err(e) = naxos_sim::objects::final_reads(&rec, &runtime, index).await {
+                object_problems.push(e);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let tail = tail.expect("the healed cluster never answered a tail query");
-        let mut recorders = vec![(first, client)];
-        for k in 1..SCANNERS {
-            recorders
-                .push((Recorder { client: CLIENTS + k, clock, shared: shared.clone() }, connect(&addrs, 12).await));
-        }
-        // The whole log first (this fills every hole), then the streams: a
-        // stream read waits for each position its head has not seen written.
-        let scans: Vec<_> = recorders
-            .iter()
-            .enumerate()
-            .map(|(k, (rec, client))| tokio::spawn(scan_log(rec.clone(), client.clone(), k as u32, tail)))
-            .collect();
-        let mut unsettled = Unsettled::default();
-        for s in scans {
-            unsettled.positions.extend(s.await.expect("a scanner panicked"));
-        }
-        let streams: Vec<_> = STREAMS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let (rec, client) = recorders[i % recorders.len()].clone();
-                tokio::spawn(async move { (name.to_string(), scan_stream(rec, client, name).await) })
-            })
-            .collect();
-        for s in streams {
-            let (name, settled) = s.await.expect("a stream scanner panicked");
-            if !settled {
-                unsettled.streams.push(name);
+            runtime
+        });
+        for (k, runtime) in runtimes.iter().chain([&last]).enumerate() {
+            if let Some(v) = naxos_sim::objects::replay_violation(runtime, OBJECT_BASE + k as u32) {
+                object_problems.push(v.to_string());
             }
         }
-        (tail, unsettled)
-    });
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     let scan_secs = scan_began.elapsed().as_secs_f64();
 
@@ -1242,7 +1339,7 @@ fn run(scenario: Scenario) {
             .map(|e| e.end)
             .min();
         let failover = first.map_or("none".to_string(), |t| format!("{:.0} ms", (t - h.killed_at) as f64 / 1e6));
-        if first.is_none() {
+        if first.is_none() && !objects {
             healing_problems.push(format!("no append was acknowledged after {} stopped", h.what));
         }
         // What it missed: the payloads acknowledged while it was away.
@@ -1273,6 +1370,31 @@ fn run(scenario: Scenario) {
     );
 
     let mut problems = healing_problems;
+    problems.extend(object_problems);
+    if objects {
+        let committed = |after: u64| {
+            history
+                .events
+                .iter()
+                .filter(|e| matches!(e.op, Op::Transfer { .. }) && e.outcome == Outcome::Committed && e.start > after)
+                .count()
+        };
+        let after_kill = healed.first().map_or(0, |h| committed(h.killed_at));
+        let mut unknown: std::collections::BTreeMap<String, usize> = Default::default();
+        for e in &history.events {
+            if let Outcome::Unknown { error } = &e.outcome {
+                *unknown.entry(error.chars().take(120).collect()).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "object clients: {} events, {} transfers committed, {after_kill} of them begun after the first kill; unknown outcomes: {unknown:?}",
+            history.len(),
+            committed(0)
+        );
+        if after_kill == 0 {
+            problems.push("no transfer begun after the first kill committed".into());
+        }
+    }
     for v in &violations {
         eprintln!("{}", explain(&history, v, 6));
     }
@@ -1286,7 +1408,7 @@ fn run(scenario: Scenario) {
         ));
     }
     let acked = history.events.iter().filter(|e| matches!(e.outcome, Outcome::Appended { .. })).count();
-    if acked < 50 {
+    if acked < 50 && !objects {
         problems.push(format!("only {acked} appends were acknowledged: the load made too little progress"));
     }
     let mut wanted = if scenario == Scenario::Faults { vec![Kind::Kill, Kind::Stop] } else { Vec::new() };
@@ -1298,7 +1420,14 @@ fn run(scenario: Scenario) {
             problems.push(format!("the schedule never injected {k:?}"));
         }
     }
-    if problems.is_empty() {
+    if problems.is_empty() && std::env::var("NAXOS_FAULTS_KEEP").is_ok_and(|v| v == "1") {
+        let path = dump(&out_dir, &history, &schedule.trace);
+        eprintln!(
+            "NAXOS_FAULTS_KEEP=1: history in {}, fault trace and server logs in {}",
+            path.display(),
+            out_dir.display()
+        );
+    } else if problems.is_empty() {
         let _ = std::fs::remove_dir_all(&out_dir);
     } else {
         let path = dump(&out_dir, &history, &schedule.trace);
