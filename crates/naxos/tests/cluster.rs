@@ -232,6 +232,21 @@ async fn a_malformed_frame_closes_only_its_connection() {
     c.stop_all().await;
 }
 
+/// `stream` read from position 0 (payloads as text), and how many entries
+/// the first node's log unit read meanwhile.
+async fn read_stream_counted(
+    c: &Cluster,
+    client: &naxos_client::Client,
+    stream: StreamId,
+) -> (Vec<(Position, String)>, u64) {
+    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
+    let before = naxos_client::admin::status(net.clone(), &c.addrs[0]).await.unwrap().entries_read;
+    let got = client.read_stream(stream, Position(0)).await.unwrap();
+    let after = naxos_client::admin::status(net, &c.addrs[0]).await.unwrap().entries_read;
+    let got = got.into_iter().map(|(p, r)| (p, String::from_utf8(r.payload.to_vec()).unwrap())).collect();
+    (got, after - before)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_reads_return_exactly_the_stream_in_order_and_read_nothing_else() {
     let c = Cluster::start(1, 1, 1).await;
@@ -251,14 +266,9 @@ async fn stream_reads_return_exactly_the_stream_in_order_and_read_nothing_else()
     }
     let both = client.append_to(&[a, b], "ab".into()).await.unwrap();
     expect_a.push((both, "ab".into()));
-    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
-    let before = naxos_client::admin::status(net.clone(), &c.addrs[0]).await.unwrap().entries_read;
-    let got = client.read_stream(a, Position(0)).await.unwrap();
-    let after = naxos_client::admin::status(net, &c.addrs[0]).await.unwrap().entries_read;
-    let got: Vec<(Position, String)> =
-        got.into_iter().map(|(p, r)| (p, String::from_utf8(r.payload.to_vec()).unwrap())).collect();
+    let (got, read) = read_stream_counted(&c, &client, a).await;
     assert_eq!(got, expect_a);
-    assert_eq!(after - before, expect_a.len() as u64, "a stream read reads only the stream's entries");
+    assert_eq!(read, expect_a.len() as u64, "a stream read reads only the stream's entries");
     let from = expect_a[10].0;
     let tail_part = client.read_stream(a, from).await.unwrap();
     assert_eq!(tail_part.len(), expect_a.len() - 10);
@@ -281,20 +291,10 @@ async fn a_dense_stream_is_read_in_bulk_and_still_returns_only_its_entries() {
             expect_a.push((client.append_to(&[a], format!("a{i}").into()).await.unwrap(), format!("a{i}")));
         }
     }
-    let net = std::sync::Arc::new(naxos_wire::net::TcpNet);
-    let before = naxos_client::admin::status(net.clone(), &c.addrs[0]).await.unwrap().entries_read;
-    let got = client.read_stream(a, Position(0)).await.unwrap();
-    let after = naxos_client::admin::status(net, &c.addrs[0]).await.unwrap().entries_read;
-    let got: Vec<(Position, String)> =
-        got.into_iter().map(|(p, r)| (p, String::from_utf8(r.payload.to_vec()).unwrap())).collect();
+    let (got, read) = read_stream_counted(&c, &client, a).await;
     assert_eq!(got, expect_a);
     let span = expect_a.last().unwrap().0 .0 - expect_a[0].0 .0 + 1;
-    assert_eq!(
-        after - before,
-        span,
-        "every position of the span read once, in bulk (one by one would read {})",
-        expect_a.len()
-    );
+    assert_eq!(read, span, "every position of the span read once, in bulk (one by one would read {})", expect_a.len());
     c.stop_all().await;
 }
 
