@@ -45,6 +45,17 @@ impl Client {
         loglet::of_position(&layout, position)?.fill(self, position).await
     }
 
+    /// What the chains' tails hold of `[from, to)`, one bulk read per
+    /// segment's loglet; positions missing there are left to single reads.
+    pub(crate) async fn read_tails(&self, from: Position, to: Position) -> Result<BTreeMap<u64, Value>, Error> {
+        let layout = self.layout();
+        let mut got: BTreeMap<u64, Value> = BTreeMap::new();
+        for segment in loglet::segments_in(&layout, from, to) {
+            got.append(&mut loglet::of_segment(&layout, segment)?.read_range(self, from, to).await?);
+        }
+        Ok(got)
+    }
+
     /// Every position in `[from, to)` with its value, in order. Bulk reads go
     /// to each segment's loglet; positions a bulk read lacks are read one by
     /// one (with repair and hole filling). `to` is clipped to the tail.
@@ -54,12 +65,8 @@ impl Client {
         let mut out = Vec::new();
         let mut next = from;
         while next < to {
-            let layout = self.layout();
             let chunk_end = Position(to.0.min(next.0 + 4096));
-            let mut got: BTreeMap<u64, Value> = BTreeMap::new();
-            for segment in loglet::segments_in(&layout, next, chunk_end) {
-                got.append(&mut loglet::of_segment(&layout, segment)?.read_range(self, next, chunk_end).await?);
-            }
+            let mut got = self.read_tails(next, chunk_end).await?;
             // Positions the bulk reads lack are read one by one, but all at
             // once: a run of holes (a dead writer's batch, a restarted
             // sequencer's unused block) costs one hole-fill wait, not one per position.

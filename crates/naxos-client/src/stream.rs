@@ -201,17 +201,12 @@ impl Client {
     /// most entries belong to, as a busy object's is). Positions not there
     /// (unwritten, or not at the tail yet) are left to the single reads.
     async fn read_dense(&self, chunk: &[(u64, bool)]) -> Result<std::collections::BTreeMap<u64, Value>, Error> {
-        let mut got = std::collections::BTreeMap::new();
-        let (Some(&(first, _)), Some(&(last, _))) = (chunk.first(), chunk.last()) else { return Ok(got) };
-        let span = last - first + 1;
-        if chunk.len() < DENSE_MIN || span > 2 * chunk.len() as u64 {
-            return Ok(got);
+        let (Some(&(first, _)), Some(&(last, _))) = (chunk.first(), chunk.last()) else {
+            return Ok(Default::default());
+        };
+        if chunk.len() < DENSE_MIN || last - first + 1 > 2 * chunk.len() as u64 {
+            return Ok(Default::default());
         }
-        let layout = self.layout();
-        let (from, to) = (Position(first), Position(last + 1));
-        for segment in loglet::segments_in(&layout, from, to) {
-            got.append(&mut loglet::of_segment(&layout, segment)?.read_range(self, from, to).await?);
-        }
-        Ok(got)
+        self.read_tails(Position(first), Position(last + 1)).await
     }
 }
