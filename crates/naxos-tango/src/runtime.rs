@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     cataloged: std::sync::Mutex<std::collections::HashSet<StreamId>>,
     /// Whether objects it opens start from their latest checkpoint.
     use_checkpoints: AtomicBool,
+    /// Whether a background refresh is running (see `refresh_behind`).
+    refreshing: AtomicBool,
 }
 
 impl Runtime {
@@ -130,6 +132,7 @@ impl Runtime {
                 tickets: AtomicU64::new(0),
                 cataloged: std::sync::Mutex::new(std::collections::HashSet::new()),
                 use_checkpoints: AtomicBool::new(true),
+                refreshing: AtomicBool::new(false),
             }),
         }
     }
@@ -213,6 +216,88 @@ impl Runtime {
         let at = self.sync_locked(objects, None).await?;
         objects.last_sync = Some((covering, at));
         Ok(at)
+    }
+
+    /// Whether every hosted object has been synced at least once, and the
+    /// lowest position they all reached: a snapshot a transaction that
+    /// writes may run at without waiting for a sync (see `try_transaction`).
+    pub(crate) fn view(objects: &Objects) -> Option<Position> {
+        objects.last_sync?;
+        if objects.hosted.values().any(|h| !h.opened) {
+            return None;
+        }
+        objects.hosted.values().map(|h| h.applied).min()
+    }
+
+    /// Starts a background refresh if none is running; whether one was
+    /// running already. While transactions keep taking tickets, refreshes
+    /// run back to back, so the view they run on trails the tail by about
+    /// one sync.
+    pub(crate) fn refresh_behind(&self) -> bool {
+        if self.inner.refreshing.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        let rt = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let covering = rt.inner.tickets.load(Ordering::SeqCst);
+                if let Err(e) = rt.refresh(covering).await {
+                    tracing::debug!("background refresh: {e}");
+                    break;
+                }
+                if rt.inner.tickets.load(Ordering::SeqCst) == covering {
+                    break;
+                }
+            }
+            rt.inner.refreshing.store(false, Ordering::SeqCst);
+        });
+        false
+    }
+
+    /// One sync to the tail that holds the objects only to see where they
+    /// are and to play what it read, not while it reads (transactions run
+    /// meanwhile). It leaves what it cannot do so (opening an object, a
+    /// trim) to the next locked sync. `covering`: the tickets taken before
+    /// it began.
+    async fn refresh(&self, covering: u64) -> Result<(), Error> {
+        let client = &self.inner.client;
+        let from: Vec<(StreamId, Position)> = {
+            let objects = self.inner.objects.lock().await;
+            if Runtime::view(&objects).is_none() {
+                return Ok(());
+            }
+            objects.hosted.iter().map(|(s, h)| (*s, h.applied)).collect()
+        };
+        let to = Position(client.tails(&[]).await?.tail);
+        let stale: Vec<(StreamId, Position)> = from.into_iter().filter(|(_, a)| *a < to).collect();
+        let reads = stale.iter().map(|(s, at)| client.read_stream_settled(*s, *at, to));
+        let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
+        for found in futures::future::join_all(reads).await {
+            for (p, r) in found? {
+                merged.entry(p.0).or_insert(r.payload);
+            }
+        }
+        let mut objects = self.inner.objects.lock().await;
+        // Where each object is now: a locked sync may have moved it on
+        // meanwhile (never back), and what was read covers from there to `to`.
+        let starts: HashMap<StreamId, Position> = stale
+            .iter()
+            .filter_map(|(s, _)| Some((*s, objects.hosted.get(s)?.applied)))
+            .filter(|(_, a)| *a < to)
+            .collect();
+        for (p, payload) in merged {
+            self.play(&mut objects, &starts, Position(p), &payload);
+        }
+        for s in starts.keys() {
+            if let Some(h) = objects.hosted.get_mut(s) {
+                h.applied = to;
+            }
+        }
+        let served = objects.last_sync.map_or(0, |(t, _)| t);
+        if covering >= served && objects.hosted.values().all(|h| h.applied >= to) {
+            objects.last_sync = Some((covering, to));
+        }
+        Ok(())
     }
 
     /// The state of one object as of `position` (everything below it):

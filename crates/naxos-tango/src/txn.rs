@@ -1,6 +1,7 @@
 //! Optimistic transactions across objects. The body runs against one
-//! snapshot of every hosted object (the runtime syncs them to the tail and
-//! holds them still while it runs), records the version of each key it
+//! snapshot of every hosted object (the runtime's view, held still while it
+//! runs: synced to the tail first, unless the transaction writes and a
+//! background refresh keeps the view close behind it), records the version of each key it
 //! reads and buffers its writes; the commit is one append of a commit record
 //! to the streams of the objects written, whose token the sequencer refuses
 //! when a key read was written after the snapshot. Read-only transactions
@@ -244,7 +245,8 @@ impl Runtime {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_transaction(&mut body).await {
+            // After an abort, at a fresh snapshot: the view may be what made it fail.
+            match self.attempt(&mut body, attempt > 1).await {
                 Err(Error::Aborted { .. }) if attempt < retry.attempts_max => {
                     let jittered = pause.mul_f64(0.5 + self.jitter());
                     tokio::time::sleep(jittered).await;
@@ -259,19 +261,44 @@ impl Runtime {
     /// its cause) if the sequencer refused its commit.
     pub async fn try_transaction<T>(
         &self,
+        body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<Committed<T>, Error> {
+        self.attempt(body, false).await
+    }
+
+    /// One attempt. A transaction that writes need not see the tail: the
+    /// sequencer refuses its commit if a key it read was written after its
+    /// snapshot, so it commits only if what it read is still current when
+    /// it takes its position (it is serialized there, inside its own run).
+    /// So unless `fresh`, while a background refresh keeps the view near
+    /// the tail, the body runs on the view as it is; the price of a stale
+    /// view is an abort, and the retry runs fresh. A read-only transaction
+    /// is checked by no one, nor is a body's error: either runs again at a
+    /// fresh snapshot.
+    async fn attempt<T>(
+        &self,
         mut body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
+        fresh: bool,
     ) -> Result<Committed<T>, Error> {
         let ticket = self.ticket();
+        let mut current = !fresh && self.refresh_behind();
         let (value, outcome, snapshot) = loop {
             let mut objects = self.inner.objects.lock().await;
-            let snapshot = self.sync_for(&mut objects, ticket).await?;
+            let snapshot = match Runtime::view(&objects).filter(|_| current) {
+                Some(at) => at,
+                None => self.sync_for(&mut objects, ticket).await?,
+            };
             let mut tx = Tx::new(&objects, snapshot);
             match body(&mut tx) {
+                Ok(_) if current && tx.updates.is_empty() => current = false,
                 Ok(value) => break (value, tx.finish(), snapshot),
                 Err(Error::NotHosted(stream, kind)) => {
                     drop(tx);
                     host(&mut objects, stream, kind)?;
+                    current = false;
                 }
+                // An error the body drew from a stale view may not hold at the tail.
+                Err(_) if current => current = false,
                 Err(e) => return Err(e),
             }
         };
