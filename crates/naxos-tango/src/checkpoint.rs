@@ -10,7 +10,7 @@ use crate::object::{Dedup, Kind, State, Versioned};
 use bytes::{Bytes, BytesMut};
 use naxos_client::{Client, Position, StreamId, Value};
 use prost::Message;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// Marks a checkpoint record ("NXC1").
 const MAGIC: u32 = 0x4e58_4331;
@@ -118,6 +118,8 @@ pub(crate) fn encode(state: &State, dedup: &Dedup) -> Bytes {
                 .iter()
                 .map(|(k, v)| ImageEntry { key: k.clone(), value: v.value.clone(), version: v.version.0 + 1 })
                 .collect();
+            // In key order: the same state makes the same image.
+            image.entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             image.any = code(*any);
         }
         State::Counter { value, version } => {
@@ -156,7 +158,7 @@ pub(crate) fn decode(kind: Kind, raw: &[u8]) -> Option<(State, Dedup)> {
                 .entries
                 .into_iter()
                 .map(|e| Some((e.key, Versioned { value: e.value, version: decode_version(e.version)? })))
-                .collect::<Option<BTreeMap<_, _>>>()?,
+                .collect::<Option<HashMap<_, _>>>()?,
             any: decode_version(image.any),
         },
         Kind::Counter => State::Counter { value: image.counter, version: decode_version(image.version) },

@@ -84,7 +84,10 @@ handle!(Queue, Kind::Queue, "A replicated FIFO queue (see [`Runtime::queue`]).")
 pub(crate) fn map_entries(state: &State) -> Vec<(Bytes, Bytes)> {
     match state {
         State::Map { entries, .. } => {
-            entries.iter().filter_map(|(k, v)| v.value.clone().map(|v| (k.clone(), v))).collect()
+            let mut live: Vec<(Bytes, Bytes)> =
+                entries.iter().filter_map(|(k, v)| v.value.clone().map(|v| (k.clone(), v))).collect();
+            live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            live
         }
         _ => Vec::new(),
     }

@@ -7,7 +7,7 @@
 use crate::record::Op;
 use bytes::Bytes;
 use naxos_client::Position;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// The kinds of object; each object's stream holds updates of one kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,9 +49,12 @@ pub(crate) struct Versioned {
 /// The state of one object.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum State {
-    /// Keys in order; deleted keys stay as versions (tombstones); `any`:
-    /// the last write of any key (what a transaction that listed the map read).
-    Map { entries: BTreeMap<Bytes, Versioned>, any: Option<Position> },
+    /// Keys (hashed: a transaction looks up a few keys of a large map, and
+    /// a lookup in a tree of byte strings costs dozens of comparisons;
+    /// whoever walks them sorts them first); deleted keys stay as versions
+    /// (tombstones); `any`: the last write of any key (what a transaction
+    /// that listed the map read).
+    Map { entries: HashMap<Bytes, Versioned>, any: Option<Position> },
     /// The sum and the last write.
     Counter { value: i64, version: Option<Position> },
     /// The value and the last write.
@@ -64,7 +67,7 @@ impl State {
     /// An empty object of `kind`.
     pub fn new(kind: Kind) -> State {
         match kind {
-            Kind::Map => State::Map { entries: BTreeMap::new(), any: None },
+            Kind::Map => State::Map { entries: HashMap::new(), any: None },
             Kind::Counter => State::Counter { value: 0, version: None },
             Kind::Register => State::Register { value: None, version: None },
             Kind::Queue => State::Queue { items: VecDeque::new(), head: None, tail: None },
