@@ -34,6 +34,8 @@ mod stream;
 mod subscribe;
 
 use bytes::Bytes;
+/// An abort cause as a metric label value.
+pub use naxos_wire::error::abort_label;
 /// The deliberate protocol bugs of mutation tests (see `naxos_wire::mutation`).
 pub use naxos_wire::mutation;
 use naxos_wire::net::{Net, TcpNet};

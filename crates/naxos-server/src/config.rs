@@ -120,6 +120,11 @@ pub struct Config {
     /// It holds no chain until the managers give it the place of a node that
     /// stays away (see `health.spare_after`).
     pub join: Option<String>,
+    /// Where to serve the Prometheus metrics over HTTP (`HOST:PORT`, port 0
+    /// picks one; default `None`: no listener, and nothing is recorded).
+    /// Metrics are per process: the first server of a process to start
+    /// with a listener installs the recorder.
+    pub metrics_listen: Option<String>,
     /// The wall clock (milliseconds since the Unix epoch) a layout's
     /// history records; the simulator's reads 0, so that a seed replays.
     pub clock: fn() -> u64,
@@ -149,6 +154,7 @@ impl Config {
             clock: naxos_control::reconfig::unix_ms,
             health: naxos_control::health::Settings::default(),
             join: None,
+            metrics_listen: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod conflicts;
 pub mod fence;
 pub mod layout;
 pub mod logunit;
+pub mod metrics;
 pub mod node;
 pub mod recovery;
 pub mod reply;

@@ -220,6 +220,14 @@ impl LogUnit {
             ));
         }
         self.store.write(Position(w.position), entry).map_err(storage_error)?;
+        if let Some(h) = crate::metrics::get() {
+            if entry.kind == EntryKind::Hole as i32 {
+                h.fills.increment(1);
+            } else {
+                h.appends.increment(1);
+                h.appended_bytes.increment(entry.payload.len() as u64);
+            }
+        }
         Ok(ok())
     }
 
@@ -227,6 +235,9 @@ impl LogUnit {
         match self.store.read(p).map_err(storage_error)? {
             Some(entry) => {
                 self.entries_read += 1;
+                if let Some(h) = crate::metrics::get() {
+                    h.reads.increment(1);
+                }
                 Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) }))
             }
             None => Err(ServerError::at(ErrorCode::Unwritten, p, format!("position {p} is unwritten"))),
@@ -240,6 +251,9 @@ impl LogUnit {
         let max = (r.max_bytes as usize).clamp(1, self.read_range_bytes_max);
         let (entries, next) = self.store.read_range(Position(r.from), Position(r.to), max).map_err(storage_error)?;
         self.entries_read += entries.len() as u64;
+        if let Some(h) = crate::metrics::get() {
+            h.reads.increment(entries.len() as u64);
+        }
         let entries =
             entries.into_iter().map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) }).collect();
         Ok(response::Body::ReadRange(proto::ReadRangeOk { entries, next: next.0 }))
@@ -276,6 +290,9 @@ impl LogUnit {
 
     fn trim(&mut self, p: Position) -> Result<response::Body, ServerError> {
         self.store.trim(p).map_err(storage_error)?;
+        if let Some(h) = crate::metrics::get() {
+            h.trims.increment(1);
+        }
         Ok(ok())
     }
 
@@ -346,6 +363,15 @@ impl LogUnit {
         Ok(())
     }
 
+    /// `sync`, timed for the metrics.
+    fn timed_sync(&mut self) -> Result<(), ServerError> {
+        let Some(h) = crate::metrics::get() else { return self.sync() };
+        let started = std::time::Instant::now();
+        let synced = self.sync();
+        h.fsync_seconds.record(started.elapsed().as_secs_f64());
+        synced
+    }
+
     /// Runs the unit's task until every sender of `rx` is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut batch: Vec<Op> = Vec::with_capacity(256);
@@ -397,7 +423,10 @@ impl LogUnit {
                 let max_us = self.sync_delay_max.as_micros().max(1) as u64;
                 tokio::time::sleep(std::time::Duration::from_micros(self.delay_rng % max_us)).await;
             }
-            let synced = if wrote { self.sync() } else { Ok(()) };
+            let synced = if wrote { self.timed_sync() } else { Ok(()) };
+            if let Some(h) = crate::metrics::get() {
+                h.group_commit_requests.record(answers.len() as f64);
+            }
             for (reply, result, is_write) in answers.drain(..) {
                 match (&synced, is_write) {
                     (Err(e), _) if result.is_ok() => reply.send(Err(e.clone())),

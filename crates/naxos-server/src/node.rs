@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::fence::Fence;
 use crate::layout::LayoutStore;
 use crate::reply::Reply;
-use crate::{logunit, recovery, sequencer, Error};
+use crate::{logunit, metrics, recovery, sequencer, Error};
 use naxos_storage::{DiskStore, Options as StoreOptions};
 use naxos_wire::frame::{self, FrameReader};
 use naxos_wire::net::{BoxStream, Net};
@@ -58,6 +58,7 @@ struct Ctx {
 pub struct ServerHandle {
     addr: SocketAddr,
     advertise: String,
+    metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     storage_done: Option<oneshot::Receiver<()>>,
@@ -69,6 +70,11 @@ impl ServerHandle {
     /// The bound socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the metrics listener is bound (with `Config::metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address the server tells others (the layout names it so).
@@ -258,6 +264,10 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         unit_failed,
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
+    let metrics_addr = match ctx.config.metrics_listen.clone() {
+        Some(listen) => Some(http::start(&ctx, &listen).await?),
+        None => None,
+    };
     start_recovery(&ctx);
     watch_for_stalls(&ctx);
     manage::start_management(&ctx);
@@ -285,9 +295,13 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         conns.shutdown().await;
     });
     tracing::info!(%addr, roles = ?ctx.config.roles.names(), "naxos server listening");
-    Ok(ServerHandle { addr, advertise, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
+    if let Some(m) = metrics_addr {
+        tracing::info!(%addr, "metrics at http://{m}/metrics");
+    }
+    Ok(ServerHandle { addr, advertise, metrics_addr, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
 }
 
+mod http;
 mod manage;
 mod upkeep;
 use upkeep::{start_recovery, watch_for_stalls};
@@ -320,7 +334,11 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
                     continue;
                 }
                 inflight.fetch_add(1, Ordering::AcqRel);
-                dispatch(&ctx, req, Reply::conn(id, tx.clone(), inflight.clone()));
+                let kind = req.body.as_ref().map_or(metrics::Kind::Other, metrics::Kind::of);
+                if let Some(h) = metrics::get() {
+                    h.in_flight.increment(1.0);
+                }
+                dispatch(&ctx, req, Reply::conn(id, tx.clone(), inflight.clone()).timed(kind));
             }
             Ok(None) => break,
             Err(e) => {
@@ -492,12 +510,15 @@ fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
     if count == 0 {
         return reply.send(Ok(response::Body::Batch(proto::BatchOk { responses: Vec::new() })));
     }
+    if let Some(h) = metrics::get() {
+        h.batch_requests.record(count as f64);
+    }
     // Each role gets its share of the batch in one message, so the log unit
     // applies all of its writes in one group commit.
     let mut unit = Vec::new();
     let mut seq = Vec::new();
     for (mut sub, r) in batch.requests.into_iter().zip(Reply::batch(reply, count)) {
-        let r = r.with_id(sub.id);
+        let r = r.with_id(sub.id).timed(sub.body.as_ref().map_or(metrics::Kind::Other, metrics::Kind::of));
         sub.cluster_id.clone_from(&req.cluster_id);
         sub.epoch = req.epoch;
         match sub.body {

@@ -243,10 +243,16 @@ impl Sequencer {
         }
         let state = self.state.as_mut().expect("check_epoch returned a state, so the sequencer is ready");
         if let Some(c) = conflict {
-            state.conflicts.check(c.snapshot, &c.read_keys)?;
+            if let Err(e) = state.conflicts.check(c.snapshot, &c.read_keys) {
+                crate::metrics::sequencer_abort(naxos_wire::error::abort_label(e.abort));
+                return Err(e);
+            }
         }
         let start = state.next;
         state.next += u64::from(count);
+        if let Some(h) = crate::metrics::get() {
+            h.tokens.increment(u64::from(count));
+        }
         let last = state.next - 1;
         if let Some(c) = conflict {
             state.conflicts.record(last, &c.write_keys);

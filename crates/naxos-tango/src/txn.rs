@@ -248,6 +248,7 @@ impl Runtime {
             // After an abort, at a fresh snapshot: the view may be what made it fail.
             match self.attempt(&mut body, attempt > 1).await {
                 Err(Error::Aborted { .. }) if attempt < retry.attempts_max => {
+                    metrics::counter!("naxos_tango_retries_total").increment(1);
                     let jittered = pause.mul_f64(0.5 + self.jitter());
                     tokio::time::sleep(jittered).await;
                     pause = (pause * 2).min(retry.pause_max);
@@ -266,6 +267,29 @@ impl Runtime {
         self.attempt(body, false).await
     }
 
+    /// One attempt, counted in the metrics (commits, aborts by cause).
+    async fn attempt<T>(
+        &self,
+        body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
+        fresh: bool,
+    ) -> Result<Committed<T>, Error> {
+        let done = self.run_attempt(body, fresh).await;
+        match &done {
+            Ok(c) => {
+                let kind = if c.position.is_some() { "read_write" } else { "read_only" };
+                metrics::counter!("naxos_tango_commits_total", "kind" => kind).increment(1);
+            }
+            Err(Error::Aborted { cause, .. }) => {
+                metrics::counter!("naxos_tango_aborts_total", "cause" => naxos_client::abort_label(*cause))
+                    .increment(1);
+            }
+            Err(_) => {}
+        }
+        done
+    }
+}
+
+impl Runtime {
     /// One attempt. A transaction that writes need not see the tail: the
     /// sequencer refuses its commit if a key it read was written after its
     /// snapshot, so it commits only if what it read is still current when
@@ -275,7 +299,7 @@ impl Runtime {
     /// view is an abort, and the retry runs fresh. A read-only transaction
     /// is checked by no one, nor is a body's error: either runs again at a
     /// fresh snapshot.
-    async fn attempt<T>(
+    async fn run_attempt<T>(
         &self,
         mut body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
         fresh: bool,

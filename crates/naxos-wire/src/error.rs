@@ -57,6 +57,17 @@ pub fn abort_name(cause: AbortCause) -> &'static str {
     }
 }
 
+/// An abort cause as a metric label value (`abort_name` in snake case).
+pub fn abort_label(cause: AbortCause) -> &'static str {
+    match cause {
+        AbortCause::Unspecified => "unspecified",
+        AbortCause::Conflict => "conflict",
+        AbortCause::CacheOverflow => "cache_overflow",
+        AbortCause::NewSequencer => "new_sequencer",
+        AbortCause::SnapshotTrimmed => "trimmed",
+    }
+}
+
 impl std::fmt::Display for AbortCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(abort_name(*self))

@@ -34,6 +34,11 @@ pub struct ServerArgs {
     /// it is then caught up and takes the missing place.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics
+    /// (port 0 picks a free port; the URL is printed on stdout after the
+    /// address). Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -162,8 +167,32 @@ pub struct DevArgs {
     /// Directory kept across restarts.
     #[arg(long, default_value = "./naxos-data")]
     pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics (http://HOST:PORT/metrics); `off`
+    /// turns it off. Default: the --listen host at the next port (7401),
+    /// or a free port if that one is taken or --listen has port 0.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// `naxos dev`'s metrics address: the flag's, or the listen port + 1 if it
+/// is free, else a free port; `None` for `off`.
+fn dev_metrics_listen(flag: Option<&str>, listen: &str) -> Option<String> {
+    match flag {
+        Some("off") => return None,
+        Some(a) => return Some(a.to_string()),
+        None => {}
+    }
+    let (host, port) = listen.rsplit_once(':')?;
+    let next = port.parse::<u16>().ok().filter(|p| *p != 0).and_then(|p| p.checked_add(1));
+    if let Some(next) = next {
+        let candidate = format!("{host}:{next}");
+        if std::net::TcpListener::bind(&candidate).is_ok() {
+            return Some(candidate);
+        }
+    }
+    Some(format!("{host}:0"))
 }
 
 fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Config {
@@ -201,11 +230,15 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut c = config(&a.listen, a.data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
     c.join = a.join.clone();
+    c.metrics_listen = a.metrics_listen.clone();
     a.health.apply(&mut c)?;
     let handle = naxos_server::start(c, Arc::new(TcpNet))
         .await
         .with_context(|| format!("starting the server in {}", display_path(&a.data_dir).display()))?;
     println!("{}", handle.advertise());
+    if let Some(m) = handle.metrics_addr() {
+        println!("metrics: http://{m}/metrics");
+    }
     wait_for_signal().await;
     tracing::info!("stopping");
     handle.stop().await;
@@ -303,7 +336,8 @@ async fn wait_for_nodes(nodes: &[String], wait: Duration) -> anyhow::Result<()> 
 pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     init_logging("info");
     let dir = display_path(&a.data_dir);
-    let c = config(&a.listen, a.data_dir.clone(), Roles::ALL, &a.tuning);
+    let mut c = config(&a.listen, a.data_dir.clone(), Roles::ALL, &a.tuning);
+    c.metrics_listen = dev_metrics_listen(a.metrics_listen.as_deref(), &a.listen);
     let handle = naxos_server::start(c, Arc::new(TcpNet))
         .await
         .with_context(|| format!("starting the dev server in {}", dir.display()))?;
@@ -327,6 +361,9 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!("naxos dev is running on {addr} (data in {})", dir.display());
+    if let Some(m) = handle.metrics_addr() {
+        println!("metrics: http://{m}/metrics");
+    }
     println!("try:");
     println!("  naxos append 'hello, log'          # prints the position");
     println!("  naxos read 0                       # prints the payload");

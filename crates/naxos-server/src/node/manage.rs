@@ -172,6 +172,16 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                             Err(false)
                         }
                     };
+                    crate::metrics::reconfiguration(match &outcome {
+                        Ok(_) => crate::metrics::Outcome::Done,
+                        Err(naxos_control::reconfig::Error::Refused(_)) => crate::metrics::Outcome::Refused,
+                        Err(_) => crate::metrics::Outcome::Failed,
+                    });
+                    if let (Some(m), Ok((_, entries, _))) = (crate::metrics::get(), &outcome) {
+                        if *entries > 0 {
+                            m.catch_ups.increment(1);
+                        }
+                    }
                     if let Ok(mut h) = ctx.health.lock() {
                         h.copying = None;
                         h.last_error = match &outcome {
@@ -213,10 +223,17 @@ pub(super) fn start_management(ctx: &Arc<Ctx>) {
                             })),
                         };
                         tokio::spawn(async move {
+                            let sent = std::time::Instant::now();
                             let answer = match pool.call(&addr, req).await {
                                 Ok(response::Body::Heartbeat(ok)) => Some(ok),
                                 _ => None,
                             };
+                            if let Some(m) = crate::metrics::get() {
+                                match answer {
+                                    Some(_) => m.heartbeat_seconds.record(sent.elapsed().as_secs_f64()),
+                                    None => m.heartbeat_failures.increment(1),
+                                }
+                            }
                             let _ = tx.send((addr, answer));
                         });
                     }

@@ -135,6 +135,8 @@ pub fn data(payload: &[u8]) -> Entry {
 pub struct Proc {
     pub child: std::process::Child,
     pub addr: String,
+    /// The lines it printed on stdout after its address.
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -164,8 +166,27 @@ impl Proc {
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, addr }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, addr, lines: rx }
+    }
+
+    /// The next line it prints on stdout that `wanted` accepts (waiting up
+    /// to 30 s; `None` if it exits or stays silent first).
+    pub fn line(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if wanted(&l) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.
