@@ -221,6 +221,7 @@ impl LogUnit {
         }
         self.store.write(Position(w.position), entry).map_err(storage_error)?;
         if let Some(h) = crate::metrics::get() {
+            h.totals.appends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if entry.kind == EntryKind::Hole as i32 {
                 h.fills.increment(1);
             } else {
@@ -237,6 +238,7 @@ impl LogUnit {
                 self.entries_read += 1;
                 if let Some(h) = crate::metrics::get() {
                     h.reads.increment(1);
+                    h.totals.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) }))
             }
@@ -253,6 +255,7 @@ impl LogUnit {
         self.entries_read += entries.len() as u64;
         if let Some(h) = crate::metrics::get() {
             h.reads.increment(entries.len() as u64);
+            h.totals.reads.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let entries =
             entries.into_iter().map(|(p, e)| proto::PositionedEntry { position: p.0, entry: Some(e) }).collect();

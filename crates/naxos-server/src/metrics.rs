@@ -10,6 +10,7 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use naxos_wire::proto::request;
 use naxos_wire::ErrorCode;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 /// Buckets of every `_seconds` histogram: 50 µs to 10 s.
@@ -158,6 +159,8 @@ pub struct Handles {
     pub reads: Counter,
     /// Trims the log unit applied.
     pub trims: Counter,
+    /// `appends` and `reads` again, readable here (the status page's chart).
+    pub totals: Totals,
     /// Time of each group-commit fdatasync.
     pub fsync_seconds: Histogram,
     /// Requests applied per group commit.
@@ -193,6 +196,15 @@ pub struct Handles {
     pub suspected_nodes: Gauge,
     /// Automatic reconfigurations this node's manager ran, by outcome.
     reconfigurations: [Counter; 3],
+}
+
+/// Running totals the process reads back (a `Counter` cannot be read).
+#[derive(Default)]
+pub struct Totals {
+    /// Values and holes written.
+    pub appends: AtomicU64,
+    /// Entries served to reads.
+    pub reads: AtomicU64,
 }
 
 /// How an automatic reconfiguration ended (the `outcome` label).
@@ -254,6 +266,7 @@ fn register() -> Handles {
         fills: metrics::counter!("naxos_fills_total"),
         reads: metrics::counter!("naxos_reads_total"),
         trims: metrics::counter!("naxos_trims_total"),
+        totals: Totals::default(),
         fsync_seconds: metrics::histogram!("naxos_fsync_duration_seconds"),
         group_commit_requests: metrics::histogram!("naxos_group_commit_requests"),
         batch_requests: metrics::histogram!("naxos_batch_requests"),

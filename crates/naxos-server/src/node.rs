@@ -303,6 +303,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 
 mod http;
 mod manage;
+mod page;
 mod upkeep;
 use upkeep::{start_recovery, watch_for_stalls};
 

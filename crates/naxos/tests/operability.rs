@@ -1,5 +1,6 @@
 //! What an operator watches: the Prometheus metrics a real server serves
-//! over HTTP, scraped as Prometheus would, before and after some load.
+//! over HTTP, scraped as Prometheus would, before and after some load; and
+//! the status page, loaded in a real headless browser (Debian's chromium).
 
 mod common;
 
@@ -98,4 +99,111 @@ fn the_metrics_a_server_serves_move_with_its_load() {
 
     let (status, _) = get(&host, "/nothing-here");
     assert_eq!(status, 404);
+}
+
+/// The browser the status page is checked in: Debian's chromium, which
+/// `.ci/run` installs (the test fails without it rather than skip).
+fn chromium() -> &'static str {
+    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(c).exists() {
+            return c;
+        }
+    }
+    panic!("chromium is not installed: run ./.ci/run (it installs Debian's chromium) or apt-get install chromium");
+}
+
+/// The DOM of `url` as headless chromium renders it.
+fn rendered(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let out = std::process::Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the table row (`<tr>`) of `dom` that names `addr`.
+fn row_of<'a>(dom: &'a str, table: &str, addr: &str) -> &'a str {
+    let start = dom.find(&format!("id=\"{table}\"")).unwrap_or_else(|| panic!("no table {table} in {dom}"));
+    let rest = &dom[start..];
+    let rest = &rest[..rest.find("</table>").unwrap_or(rest.len())];
+    rest.split("<tr>")
+        .find(|r| r.contains(&format!("<td>{addr}</td>")))
+        .unwrap_or_else(|| panic!("{addr} not in {table}: {rest}"))
+}
+
+/// Three servers with the management role, one killed with -9: the status
+/// page of another, loaded in a real browser, shows the layout, the dead
+/// node taken out, the others healthy, the chart and the reconfiguration
+/// with its reason.
+#[test]
+fn the_status_page_shows_the_cluster_in_a_browser() {
+    // Before any server starts: no browser, no test.
+    chromium();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut procs: Vec<Proc> = dirs
+        .iter()
+        .map(|d| {
+            Proc::start(&[
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                d.path().to_str().expect("utf-8 path"),
+                "--heartbeat-interval",
+                "50ms",
+                "--failure-timeout",
+                "500ms",
+            ])
+        })
+        .collect();
+    let pages: Vec<String> = procs
+        .iter()
+        .map(|p| {
+            let l = p.line(|l| l.starts_with("metrics: ")).expect("the server prints its metrics URL");
+            l.trim_start_matches("metrics: ").trim_end_matches("metrics").to_string()
+        })
+        .collect();
+    let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let (code, _, err) = run_cli(&["bootstrap", "--cluster", &addrs[0], "--log-units", &addrs.join(",")], b"");
+    assert_eq!(code, 0, "bootstrap: {err}");
+    for i in 0..20 {
+        let (code, _, err) = run_cli(&["append", "--cluster", &addrs[0], &format!("e{i}")], b"");
+        assert_eq!(code, 0, "{err}");
+    }
+    let dom = rendered(&pages[0]);
+    assert!(dom.contains(&format!("Naxos — {}", addrs[0])), "title: {dom}");
+    for a in &addrs {
+        assert!(row_of(&dom, "nodes", a).contains("class=\"up\""), "{a} is healthy before the kill: {dom}");
+    }
+    assert!(dom.contains("<svg id=\"chart\""), "the chart is drawn");
+    assert!(dom.contains("operator: bootstrap"), "the bootstrap is the first reconfiguration: {dom}");
+
+    // The last node dies; the managers take it out with a recorded reason.
+    let dead = addrs[2].clone();
+    procs[2].kill9();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let client = rt.block_on(naxos_client::Client::connect(naxos_client::Config::new(addrs[..2].iter().cloned())));
+    let client = client.expect("client connects");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let layout = rt.block_on(client.refresh_layout());
+        if layout.is_ok_and(|l| l.away.iter().any(|a| a.addr == dead)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dead node was not taken out within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dom = rendered(&pages[0]);
+    assert!(row_of(&dom, "nodes", &dead).contains("away: taken out at epoch"), "{dom}");
+    assert!(row_of(&dom, "nodes", &addrs[1]).contains("class=\"up\""), "{dom}");
+    let history = &dom[dom.find("id=\"history\"").expect("a history table")..];
+    assert!(history.contains(&dead), "the reason names the dead node: {history}");
+    let segments = &dom[dom.find("id=\"segments\"").expect("a segments table")..];
+    assert!(segments.contains("(sealed)") && segments.contains("(open)"), "the kill sealed a segment: {segments}");
 }

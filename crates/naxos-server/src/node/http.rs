@@ -1,8 +1,10 @@
 //! The node's HTTP listener (`--metrics-listen`): the Prometheus metrics at
-//! `/metrics`, and the sampler that keeps the gauges current (epoch,
-//! chains, disk, catch-up, suspicions). It is plain TCP on real sockets
-//! only: the simulator never starts it.
+//! `/metrics`, the status page at `/` (see `page`), and the sampler that
+//! keeps the gauges and the page's rates current (epoch, chains, disk,
+//! catch-up, suspicions). It is plain TCP on real sockets only: the
+//! simulator never starts it.
 
+use super::page::{self, Rates};
 use super::{until_stopped, Ctx};
 use crate::{metrics, Error};
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the gauges are sampled.
@@ -29,7 +31,8 @@ pub(super) async fn start(ctx: &Arc<Ctx>, listen: &str) -> Result<SocketAddr, Er
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Io { context: "reading the metrics listener's address".into(), source })?;
-    let actx = ctx.clone();
+    let rates: Arc<Mutex<Rates>> = Arc::default();
+    let (actx, arates) = (ctx.clone(), rates.clone());
     tokio::spawn(async move {
         let mut shutdown = actx.shutdown.clone();
         loop {
@@ -37,11 +40,11 @@ pub(super) async fn start(ctx: &Arc<Ctx>, listen: &str) -> Result<SocketAddr, Er
                 _ = until_stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let ctx = actx.clone();
+                        let (ctx, rates) = (actx.clone(), arates.clone());
                         tokio::spawn(async move {
                             let service = hyper::service::service_fn(move |req| {
-                                let ctx = ctx.clone();
-                                async move { Ok::<_, Infallible>(route(&ctx, &req)) }
+                                let answer = route(&ctx, &rates, &req);
+                                async move { Ok::<_, Infallible>(answer) }
                             });
                             let io = hyper_util::rt::TokioIo::new(stream);
                             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
@@ -66,6 +69,10 @@ pub(super) async fn start(ctx: &Arc<Ctx>, listen: &str) -> Result<SocketAddr, Er
             tokio::select! {
                 _ = until_stopped(&mut shutdown) => break,
                 _ = tick.tick() => {
+                    if let (Some(m), Ok(mut r)) = (metrics::get(), rates.lock()) {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        r.sample(m.totals.appends.load(Relaxed), m.totals.reads.load(Relaxed));
+                    }
                     sample(&sctx, n.is_multiple_of(DATA_SIZE_EVERY)).await;
                     n = n.wrapping_add(1);
                 }
@@ -75,10 +82,16 @@ pub(super) async fn start(ctx: &Arc<Ctx>, listen: &str) -> Result<SocketAddr, Er
     Ok(addr)
 }
 
-fn route(_ctx: &Arc<Ctx>, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn route(ctx: &Arc<Ctx>, rates: &Mutex<Rates>, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render()),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found: try /metrics\n".to_string()),
+        "/" => match rates.lock() {
+            Ok(r) => reply(StatusCode::OK, "text/html; charset=utf-8", page::render(ctx, &r)),
+            Err(_) => {
+                reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "rates lock poisoned\n".into())
+            }
+        },
+        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found: try / or /metrics\n".to_string()),
     }
 }
 
