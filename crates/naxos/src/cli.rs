@@ -294,3 +294,12 @@ pub fn init_logging(default: &str) {
 pub fn display_path(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
+
+/// Whether flag `id` of `matches` was set by the user (on the command line
+/// or through its environment variable), not left at its default.
+pub fn set_by_user(matches: &clap::ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    )
+}

@@ -9,13 +9,14 @@ mod bench_failover;
 mod bench_tx;
 mod cli;
 mod client_cmd;
+mod config_file;
 mod exit;
 mod objects_cmd;
 mod reconfigure_cmd;
 mod server_cmd;
 mod verify_cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// A quarter of the cores, 1 to 4 (measured on 2 cores: one worker per
 /// process gave 134K appends/s against 76K with two; docs/performance.md).
@@ -25,8 +26,19 @@ fn default_worker_threads() -> usize {
 }
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let json = cli.json;
+    // `naxos server --config FILE`: the file fills the flags left unset.
+    if let (cli::Command::Server(a), Some(sub)) = (&mut cli.command, matches.subcommand_matches("server")) {
+        if let Some(path) = a.config.clone() {
+            let applied = config_file::load(&path)
+                .and_then(|f| config_file::apply(f, a, &mut cli.worker_threads, |id| cli::set_by_user(sub, id)));
+            if let Err(e) = applied {
+                std::process::exit(exit::report(&e, json));
+            }
+        }
+    }
     let workers = cli.worker_threads.unwrap_or_else(default_worker_threads).max(1);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,

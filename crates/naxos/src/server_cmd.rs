@@ -11,33 +11,41 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Flags of `naxos server`.
+/// Flags of `naxos server`. Each can also come from its `NAXOS_*`
+/// environment variable (named in `--help`) or from `--config FILE`; a flag
+/// on the command line wins over the variable, the variable over the file.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// A TOML file that sets any of these flags, by long name without the
+    /// dashes in front (`data-dir = "/var/lib/naxos"`, `failure-timeout =
+    /// "1s"`); see deploy/naxos.toml. An unknown key is an error.
+    #[arg(long, env = "NAXOS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (HOST:PORT; port 0 picks a free port, printed on stdout).
-    #[arg(long, default_value = DEV_ADDR)]
+    #[arg(long, env = "NAXOS_LISTEN", default_value = DEV_ADDR)]
     pub listen: String,
     /// Address the other nodes and clients use for this one (default: the listen address).
-    #[arg(long)]
+    #[arg(long, env = "NAXOS_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Directory for the layout, metadata and log segments (created if missing).
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    /// Directory for the layout, metadata and log segments (created if
+    /// missing). Required, here or in the config file.
+    #[arg(long, env = "NAXOS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Roles to run, comma-separated: logunit, sequencer, layout, management.
     /// Management heartbeats the other nodes; the first layout server that
     /// runs it and reaches a majority acts: it takes failed nodes out and
     /// puts returning ones back, caught up, with no command.
-    #[arg(long, default_value = "logunit,sequencer,layout,management")]
+    #[arg(long, env = "NAXOS_ROLES", default_value = "logunit,sequencer,layout,management")]
     pub roles: String,
     /// Start as a spare: announce this node to the cluster at ADDR. It holds
     /// no chain until a chain has been short of a replica for --spare-after;
     /// it is then caught up and takes the missing place.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "NAXOS_JOIN", value_name = "ADDR")]
     pub join: Option<String>,
-    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics
-    /// (port 0 picks a free port; the URL is printed on stdout after the
-    /// address). Off by default.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics and the
+    /// status page at http://HOST:PORT/ (port 0 picks a free port; the URL is
+    /// printed on stdout after the address). Off by default.
+    #[arg(long, env = "NAXOS_METRICS_LISTEN", value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
@@ -49,17 +57,17 @@ pub struct ServerArgs {
 #[derive(Args, Debug)]
 pub struct HealthArgs {
     /// How often the management role heartbeats every other node (e.g. 100ms).
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "NAXOS_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
     /// A node that has not answered heartbeats for this long is suspected and
     /// taken out of its chains (e.g. 1s, 300ms). Shorter fails over faster
     /// and risks suspecting a node that is only slow; a suspicion never costs
     /// data, only a reconfiguration.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "NAXOS_FAILURE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub failure_timeout: Duration,
     /// How long a chain may stay short of a replica before a spare (a server
     /// started with --join) takes the missing place (e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "NAXOS_SPARE_AFTER", default_value = "10s", value_parser = parse_duration)]
     pub spare_after: Duration,
 }
 
@@ -106,21 +114,21 @@ impl HealthArgs {
 #[derive(Args, Debug)]
 pub struct Tuning {
     /// Largest entry payload accepted, in bytes.
-    #[arg(long, default_value_t = naxos_wire::DEFAULT_ENTRY_BYTES_MAX)]
+    #[arg(long, env = "NAXOS_ENTRY_BYTES_MAX", default_value_t = naxos_wire::DEFAULT_ENTRY_BYTES_MAX)]
     pub entry_bytes_max: usize,
     /// UNSAFE, for experiments only: acknowledge writes without fsync. A crash
     /// or power loss then loses acknowledged entries.
-    #[arg(long)]
+    #[arg(long, env = "NAXOS_UNSAFE_NO_FSYNC")]
     pub unsafe_no_fsync: bool,
     /// Zeros (in bytes) each log segment file is extended by ahead of its
     /// records while the log unit is idle; syncs inside preallocated space
     /// skip the file system's journal commit. 0 turns it off.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, env = "NAXOS_PREALLOCATE_BYTES", default_value_t = 1 << 20)]
     pub preallocate_bytes: u64,
     /// Log segments whose position index (12 bytes a position) and open file
     /// stay in memory; older ones are loaded from their index files when
     /// read. Bounds memory however much is stored. 0: no limit.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "NAXOS_RESIDENT_SEGMENTS", default_value_t = 64)]
     pub resident_segments: usize,
 }
 
@@ -226,15 +234,26 @@ async fn wait_for_signal() {
 /// `naxos server`.
 pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     init_logging("info");
-    let roles = Roles::parse(&a.roles).map_err(anyhow::Error::msg)?;
-    let mut c = config(&a.listen, a.data_dir.clone(), roles, &a.tuning);
+    let roles = Roles::parse(&a.roles).map_err(|e| crate::exit::Coded {
+        code: crate::exit::USAGE,
+        kind: "usage",
+        message: format!("--roles: {e}"),
+    })?;
+    let Some(data_dir) = a.data_dir.clone() else {
+        bail!(crate::exit::Coded {
+            code: crate::exit::USAGE,
+            kind: "usage",
+            message: "no data directory: give --data-dir, NAXOS_DATA_DIR or data-dir in the --config file".into(),
+        });
+    };
+    let mut c = config(&a.listen, data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
     c.join = a.join.clone();
     c.metrics_listen = a.metrics_listen.clone();
     a.health.apply(&mut c)?;
     let handle = naxos_server::start(c, Arc::new(TcpNet))
         .await
-        .with_context(|| format!("starting the server in {}", display_path(&a.data_dir).display()))?;
+        .with_context(|| format!("starting the server in {}", display_path(&data_dir).display()))?;
     println!("{}", handle.advertise());
     if let Some(m) = handle.metrics_addr() {
         println!("metrics: http://{m}/metrics");

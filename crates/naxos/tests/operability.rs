@@ -207,3 +207,59 @@ fn the_status_page_shows_the_cluster_in_a_browser() {
     let segments = &dom[dom.find("id=\"segments\"").expect("a segments table")..];
     assert!(segments.contains("(sealed)") && segments.contains("(open)"), "the kill sealed a segment: {segments}");
 }
+
+/// `naxos server --config FILE` with `env`: (exit code, stderr) of a run
+/// that must end on its own (a configuration error).
+fn server_fails(config: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+        .args(["server", "--config", config.to_str().expect("utf-8 path")])
+        .envs(env.iter().copied())
+        .env_remove("NAXOS_ROLES")
+        .output()
+        .expect("naxos runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The config file sets the flags; a NAXOS_* variable beats the file and a
+/// flag beats the variable; an unknown key stops the server and is named.
+#[test]
+fn a_config_file_sets_server_flags_below_the_environment_and_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-the-file");
+    let config = dir.path().join("naxos.toml");
+    let body = format!(
+        "# a test config\nlisten = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\nroles = \"bogus\"\n",
+        data.display()
+    );
+    std::fs::write(&config, &body).unwrap();
+    // The file's roles are read (and refused, as a usage error).
+    let (code, err) = server_fails(&config, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown role 'bogus'"), "{err}");
+
+    // The environment beats the file; the rest of the file still applies.
+    let cfg = config.to_str().unwrap();
+    let all = "logunit,sequencer,layout,management";
+    let server = Proc::start_with(&["server", "--config", cfg], &[("NAXOS_ROLES", all)]);
+    assert!(server.line(|l| l.starts_with("metrics: ")).is_some(), "the file's metrics-listen applies");
+    assert!(data.join("log").is_dir(), "the file's data-dir is used");
+    drop(server);
+
+    // A flag beats the environment.
+    let (code, err) = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+            .args(["server", "--config", cfg, "--roles", "nonsense"])
+            .env("NAXOS_ROLES", all)
+            .output()
+            .expect("naxos runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown role 'nonsense'"), "{err}");
+
+    // An unknown key is named.
+    std::fs::write(&config, format!("{body}heartbeat-intervall = \"50ms\"\n")).unwrap();
+    let (code, err) = server_fails(&config, &[("NAXOS_ROLES", all)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("heartbeat-intervall"), "{err}");
+}

@@ -143,9 +143,15 @@ impl Proc {
     /// Starts `naxos ARGS...` and waits for the line on stdout that holds its
     /// address (the first token that parses as a socket address).
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with(args, &[])
+    }
+
+    /// As `start`, with environment variables set.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Proc {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
