@@ -31,6 +31,13 @@ impl Client {
         }
     }
 
+    /// What is committed at `position` (on its chain's tail), without
+    /// waiting for a slow writer and without filling: `None` if nothing is
+    /// there yet (a writer may hold the position, or it is past the tail).
+    pub async fn peek(&self, position: Position) -> Result<Option<Value>, Error> {
+        Ok(self.read_tails(position, Position(position.0.saturating_add(1))).await?.remove(&position.0))
+    }
+
     /// Fills `position` with a hole. Fails with `AlreadyWritten` (changing
     /// nothing) if it holds data or a hole already, and refuses positions at or
     /// above the tail, which a writer may still be given.

@@ -98,6 +98,14 @@ impl Client {
         Ok(None)
     }
 
+    /// The log's trim mark: the first position not trimmed (0 if nothing
+    /// was). A binary search of one-position index queries.
+    pub async fn trim_mark(&self) -> Result<Position, Error> {
+        let tail = self.tail().await?;
+        // The index query refuses a trimmed window whatever stream it names.
+        self.first_untrimmed(StreamId::from_name(""), tail).await
+    }
+
     /// The first position at or below `below` that is not trimmed where
     /// `stream`'s entries are indexed (a binary search of index queries of
     /// one position each: nothing is read or filled).

@@ -7,7 +7,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use naxos_client::{Client, Config, Position, Value};
+use naxos_client::{Client, Position, Value};
 use std::time::{Duration, Instant};
 
 /// What to measure.
@@ -106,7 +106,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     if a.workload == Workload::Checkpoint {
         return crate::bench_checkpoint::run(&a, json).await;
     }
-    let mut config = Config::new(a.cluster.cluster.iter().cloned());
+    let mut config = a.cluster.config();
     config.batches_in_flight = a.batches_in_flight;
     config.combined_append = !a.no_combined_append;
     let first = Client::connect(config.clone()).await.context("connecting")?;
@@ -203,8 +203,15 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{:?}: {} clients x {} in flight, {} B, {:.1} s: {:.0} entries/s, {:.1} MB/s, latency us p50 {} p99 {} p999 {} ({} ops, {} errors)",
+            "{:?}: {} clients x {} in flight, {} B, {:.1} s: {:.0} entries/s, {:.1} MB/s, latency us p50 {} p99 {} p999 {} ({} ok, {} errors)",
             a.workload, a.clients, a.depth, a.size, secs, rate, bytes, q(0.5), q(0.99), q(0.999), total.hist.len(), total.errors
+        );
+    }
+    if total.errors > 0 {
+        anyhow::bail!(
+            "{} ok, {} errors: operations failed (the figures above count only those that succeeded)",
+            total.hist.len(),
+            total.errors
         );
     }
     Ok(())

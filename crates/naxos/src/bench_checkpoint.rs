@@ -5,7 +5,7 @@
 
 use crate::bench::BenchArgs;
 use anyhow::{bail, Context};
-use naxos_client::{Client, Config};
+use naxos_client::Client;
 use naxos_tango::Runtime;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ const KEYS_PER_TX: u64 = 1000;
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
-    let config = Config::new(a.cluster.cluster.iter().cloned());
+    let config = a.cluster.config();
     let connect = || async { Client::connect(config.clone()).await.context("connecting") };
     let filler = Runtime::new(connect().await?);
     let name = format!("bench-checkpoint/{:016x}", filler.id() as u64);

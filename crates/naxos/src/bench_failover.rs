@@ -7,7 +7,7 @@
 use crate::bench::BenchArgs;
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use naxos_client::{Client, Config};
+use naxos_client::Client;
 use naxos_control::{Change, Options};
 use naxos_wire::net::TcpNet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,7 @@ const BETWEEN_CHANGES: Duration = Duration::from_millis(200);
 
 /// Runs the failover benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
-    let mut config = Config::new(a.cluster.cluster.iter().cloned());
+    let mut config = a.cluster.config();
     config.batches_in_flight = a.batches_in_flight;
     let client = Client::connect(config).await.context("connecting")?;
     let sequencers = client.layout().sequencers.clone();

@@ -8,7 +8,7 @@
 use crate::bench::BenchArgs;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use naxos_client::{AbortCause, Client, Config};
+use naxos_client::{AbortCause, Client};
 use naxos_tango::{Error, Runtime};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ fn account(i: u64) -> String {
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
     let accounts = a.accounts.max(2);
-    let mut config = Config::new(a.cluster.cluster.iter().cloned());
+    let mut config = a.cluster.config();
     config.batches_in_flight = a.batches_in_flight;
     let setup = Runtime::new(Client::connect(config.clone()).await.context("connecting")?);
     let name = format!("bench-tx/{:016x}", setup.id() as u64);
@@ -176,6 +176,9 @@ pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
             aborts as f64 / secs, if causes.is_empty() { "none".to_string() } else { causes.join(", ") },
             all.errors, q(0.5), q(0.99), all.bad_totals
         );
+    }
+    if all.errors > 0 {
+        bail!("{} ok, {} errors: transactions failed other than by aborting", all.commits + all.reads, all.errors);
     }
     if all.bad_totals > 0 || end_total != total {
         bail!(

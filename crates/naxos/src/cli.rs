@@ -26,12 +26,37 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the cluster is.
+/// Where the cluster is, and how long to wait for it.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArg {
     /// Addresses of cluster nodes (HOST:PORT, comma-separated); any node will do.
-    #[arg(long, env = "NAXOS_CLUSTER", default_value = DEV_ADDR, value_delimiter = ',')]
+    #[arg(long, env = "NAXOS_CLUSTER", default_value = DEV_ADDR, value_delimiter = ',', value_parser = parse_addr)]
     pub cluster: Vec<String>,
+    /// The longest wait for one node to connect or answer (500ms, 5s, 1m).
+    /// A command that retries (another node, a newer layout) may wait a few
+    /// times this.
+    #[arg(long, env = "NAXOS_TIMEOUT", default_value = "5s", value_parser = crate::server_cmd::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl ClusterArg {
+    /// The client configuration these flags ask for.
+    pub fn config(&self) -> naxos_client::Config {
+        let mut c = naxos_client::Config::new(self.cluster.iter().cloned());
+        c.rpc.timeout_call = self.timeout;
+        c.rpc.timeout_connect = self.timeout.min(c.rpc.timeout_connect);
+        c
+    }
+}
+
+/// Checks a `HOST:PORT` address's shape (the host is resolved when used).
+pub fn parse_addr(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("'{s}' is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("'{s}' has no host (HOST:PORT)"));
+    }
+    port.parse::<u16>().map_err(|_| format!("'{s}': the port must be a number from 0 to 65535"))?;
+    Ok(s.to_string())
 }
 
 /// The commands.
@@ -68,10 +93,17 @@ pub enum Command {
     },
     /// Write the payload at POSITION to stdout, byte for byte.
     ///
-    /// A hole, a trimmed or an unwritten position is an error (see the exit codes).
+    /// A hole, a trimmed or an unwritten position is an error (see the exit
+    /// codes). A position below the tail that no writer has written yet is
+    /// waited for briefly and then FILLED WITH A HOLE (the writer is taken
+    /// for dead, so that readers are not stuck behind it): that position then
+    /// reads as a hole for good. --no-fill reports it as unwritten instead.
     Read {
         #[command(flatten)]
         cluster: ClusterArg,
+        /// Never fill: an unwritten position is reported (exit 5), not filled.
+        #[arg(long)]
+        no_fill: bool,
         /// The position to read.
         position: u64,
     },
@@ -103,9 +135,9 @@ pub enum Command {
     Scan {
         #[command(flatten)]
         cluster: ClusterArg,
-        /// First position (default 0).
-        #[arg(long, default_value_t = 0)]
-        from: u64,
+        /// First position (default: the trim mark, the first one left).
+        #[arg(long)]
+        from: Option<u64>,
         /// End position, exclusive (default: the tail).
         #[arg(long, conflicts_with = "follow")]
         to: Option<u64>,
@@ -207,6 +239,17 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// bash: `naxos completions bash > /etc/bash_completion.d/naxos`;
+    /// zsh: `naxos completions zsh > "${fpath[1]}/_naxos"`;
+    /// fish: `naxos completions fish > ~/.config/fish/completions/naxos.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `naxos man > /usr/local/share/man/man1/naxos.1`.
+    Man,
     /// Checkpoint the objects (maps, counters, registers, queues) and,
     /// with --trim, trim the log below what they still need.
     ///
@@ -240,9 +283,9 @@ pub enum StreamCommand {
         cluster: ClusterArg,
         /// The stream's name.
         name: String,
-        /// First position to consider (default 0).
-        #[arg(long, default_value_t = 0)]
-        from: u64,
+        /// First position to consider (default: the trim mark).
+        #[arg(long)]
+        from: Option<u64>,
         /// Keep going at the end: print the stream's new entries as they are
         /// appended, like `tail -f`, until interrupted.
         #[arg(long, short = 'f')]
@@ -258,7 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bootstrap(a) => server_cmd::bootstrap(a, json).await,
         Command::Dev(a) => server_cmd::dev(a).await,
         Command::Append { cluster, streams, data } => client_cmd::append(&cluster, &streams, data, json).await,
-        Command::Read { cluster, position } => client_cmd::read(&cluster, position, json).await,
+        Command::Read { cluster, position, no_fill } => client_cmd::read(&cluster, position, no_fill, json).await,
         Command::Tail { cluster } => client_cmd::tail(&cluster, json).await,
         Command::Trim { cluster, position } => client_cmd::trim(&cluster, position, json).await,
         Command::Fill { cluster, position } => client_cmd::fill(&cluster, position, json).await,
@@ -275,19 +318,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Counter { cluster, name, command } => objects_cmd::counter(&cluster, &name, command, json).await,
         Command::Queue { cluster, name, command } => objects_cmd::queue(&cluster, &name, command, json).await,
         Command::Txn { cluster } => objects_cmd::txn(&cluster).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "naxos", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Checkpoint { cluster, behind, trim, every } => {
             objects_cmd::checkpoint(&cluster, behind, trim, every, json).await
         }
     }
 }
 
+/// How a server writes its log lines.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object a line (for log collectors).
+    Json,
+}
+
 /// Sets up logging to stderr: `default` unless `RUST_LOG` says otherwise.
 pub fn init_logging(default: &str) {
+    init_logging_as(default, LogFormat::Text)
+}
+
+/// As `init_logging`, in `format`.
+pub fn init_logging_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: logs redirected to a file stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => {
+            // Colours only on a terminal: logs redirected to a file stay plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+    };
 }
 
 /// A path given on the command line, made absolute for messages.

@@ -6,7 +6,7 @@ use crate::exit::{Coded, HOLE};
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use naxos_client::{Client, Config, Position, StreamId, Value};
+use naxos_client::{Client, Position, StreamId, Value};
 use naxos_wire::net::TcpNet;
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -17,9 +17,7 @@ const SCAN_CHUNK: u64 = 4096;
 
 async fn connect(c: &ClusterArg) -> anyhow::Result<Client> {
     init_logging("warn");
-    Client::connect(Config::new(c.cluster.iter().cloned()))
-        .await
-        .with_context(|| format!("connecting to {}", c.cluster.join(",")))
+    Client::connect(c.config()).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))
 }
 
 /// One entry as a JSON line: UTF-8 data as "data", anything else as "data_b64".
@@ -55,9 +53,19 @@ pub async fn append(c: &ClusterArg, streams: &[String], data: Option<String>, js
 }
 
 /// `naxos read`.
-pub async fn read(c: &ClusterArg, position: u64, json: bool) -> anyhow::Result<()> {
+pub async fn read(c: &ClusterArg, position: u64, no_fill: bool, json: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
-    match client.read(Position(position)).await.with_context(|| format!("reading position {position}"))? {
+    let value = if no_fill {
+        let found = client.peek(Position(position)).await.with_context(|| format!("reading position {position}"))?;
+        found.ok_or_else(|| Coded {
+            code: crate::exit::UNWRITTEN,
+            kind: "unwritten",
+            message: format!("position {position} is unwritten (--no-fill: nothing was filled)"),
+        })?
+    } else {
+        client.read(Position(position)).await.with_context(|| format!("reading position {position}"))?
+    };
+    match value {
         Value::Data(r) => {
             if json {
                 println!("{}", entry_json(position, &r.payload));
@@ -114,8 +122,22 @@ pub async fn fill(c: &ClusterArg, position: u64, json: bool) -> anyhow::Result<(
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 /// `naxos scan`.
-pub async fn scan(c: &ClusterArg, from: u64, to: Option<u64>, follow: bool) -> anyhow::Result<()> {
+pub async fn scan(c: &ClusterArg, from: Option<u64>, to: Option<u64>, follow: bool) -> anyhow::Result<()> {
+    if let (Some(f), Some(t)) = (from, to) {
+        if t < f {
+            return Err(Coded {
+                code: crate::exit::USAGE,
+                kind: "usage",
+                message: format!("--to {t} is below --from {f}: the range is [--from, --to)"),
+            }
+            .into());
+        }
+    }
     let client = connect(c).await?;
+    let from = match from {
+        Some(f) => f,
+        None => client.trim_mark().await.context("finding the trim mark")?.0,
+    };
     let mut tail = client.tail().await.context("querying the tail")?.0;
     let mut out = std::io::stdout().lock();
     let mut at = from;
@@ -146,9 +168,13 @@ pub async fn scan(c: &ClusterArg, from: u64, to: Option<u64>, follow: bool) -> a
 }
 
 /// `naxos stream read`.
-pub async fn stream_read(c: &ClusterArg, name: &str, from: u64, follow: bool) -> anyhow::Result<()> {
+pub async fn stream_read(c: &ClusterArg, name: &str, from: Option<u64>, follow: bool) -> anyhow::Result<()> {
     let client = connect(c).await?;
     let stream = StreamId::from_name(name);
+    let from = match from {
+        Some(f) => f,
+        None => client.trim_mark().await.context("finding the trim mark")?.0,
+    };
     let mut out = std::io::stdout().lock();
     if follow {
         let mut sub = client.subscribe(stream, Position(from));
@@ -237,7 +263,7 @@ fn when(unix_ms: u64) -> String {
 pub async fn status(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     // The nodes the layout names, or the given addresses if none answers with a layout.
-    let layout = Client::connect(Config::new(c.cluster.iter().cloned())).await.ok().map(|c| c.layout());
+    let layout = Client::connect(c.config()).await.ok().map(|c| c.layout());
     let mut nodes = layout.as_ref().map_or_else(|| c.cluster.clone(), |l| l.all_nodes());
     for a in layout.iter().flat_map(|l| l.away.iter()) {
         if !nodes.contains(&a.addr) {

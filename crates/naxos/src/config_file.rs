@@ -20,6 +20,7 @@ pub struct FileConfig {
     roles: Option<String>,
     join: Option<String>,
     metrics_listen: Option<String>,
+    log_format: Option<crate::cli::LogFormat>,
     entry_bytes_max: Option<usize>,
     unsafe_no_fsync: Option<bool>,
     preallocate_bytes: Option<u64>,
@@ -78,12 +79,23 @@ pub fn apply(
             }
         };
     }
+    for (key, v) in [
+        ("listen", &file.listen),
+        ("advertise", &file.advertise),
+        ("join", &file.join),
+        ("metrics-listen", &file.metrics_listen),
+    ] {
+        if let Some(v) = v {
+            crate::cli::parse_addr(v).map_err(|e| usage(format!("config file: {key}: {e}")))?;
+        }
+    }
     take!(listen, a.listen);
     take_some!(advertise, a.advertise);
     take_some!(data_dir, a.data_dir);
     take!(roles, a.roles);
     take_some!(join, a.join);
     take_some!(metrics_listen, a.metrics_listen);
+    take!(log_format, a.log_format);
     take!(entry_bytes_max, a.tuning.entry_bytes_max);
     take!(unsafe_no_fsync, a.tuning.unsafe_no_fsync);
     take!(preallocate_bytes, a.tuning.preallocate_bytes);

@@ -70,14 +70,46 @@ fn classify(e: &anyhow::Error) -> (i32, &'static str) {
     }
 }
 
+/// `e` and its causes as one line, each cause once: a layer whose message
+/// already quotes its cause (`binding X: invalid port`) is not followed by
+/// the cause again.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Prints `e` on stderr and returns its exit code.
 pub fn report(e: &anyhow::Error, json: bool) -> i32 {
     let (code, kind) = classify(e);
+    let text = chain_text(e);
     if json {
-        let v = serde_json::json!({ "error": format!("{e:#}"), "kind": kind, "exit_code": code });
+        let v = serde_json::json!({ "error": text, "kind": kind, "exit_code": code });
         eprintln!("{v}");
     } else {
-        eprintln!("naxos: {kind}: {e:#}");
+        eprintln!("naxos: {kind}: {text}");
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::other("Permission denied");
+        let inner = anyhow::Error::new(io).context("creating data directory /d: Permission denied");
+        let e = inner.context("starting the server");
+        assert_eq!(chain_text(&e), "starting the server: creating data directory /d: Permission denied");
+    }
 }

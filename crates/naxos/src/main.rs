@@ -25,9 +25,35 @@ fn default_worker_threads() -> usize {
     (cores / 4).clamp(1, 4)
 }
 
+/// Reports a command line clap refused (as JSON with `--json`; usage
+/// errors exit 2) and exits; help and version go to stdout as usual.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let json = std::env::args().any(|a| a == "--json");
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        _ if json => {
+            let message = e.render().to_string();
+            let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            let v = serde_json::json!({ "error": first, "kind": "usage", "exit_code": exit::USAGE });
+            eprintln!("{v}");
+            std::process::exit(exit::USAGE)
+        }
+        _ => {
+            let _ = e.print();
+            std::process::exit(exit::USAGE)
+        }
+    }
+}
+
 fn main() {
-    let matches = cli::Cli::command().get_matches();
-    let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = cli::Cli::command().try_get_matches().and_then(|m| cli::Cli::from_arg_matches(&m).map(|c| (m, c)));
+    let (matches, mut cli) = match matches {
+        Ok(parsed) => parsed,
+        Err(e) => usage_error(e),
+    };
     let json = cli.json;
     // `naxos server --config FILE`: the file fills the flags left unset.
     if let (cli::Command::Server(a), Some(sub)) = (&mut cli.command, matches.subcommand_matches("server")) {

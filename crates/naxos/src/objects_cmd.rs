@@ -7,7 +7,7 @@ use crate::exit::Coded;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::Subcommand;
-use naxos_client::{Client, Config};
+use naxos_client::Client;
 use naxos_tango::Runtime;
 use std::io::{Read, Write};
 
@@ -88,9 +88,7 @@ pub enum QueueCommand {
 
 async fn runtime(c: &ClusterArg) -> anyhow::Result<Runtime> {
     init_logging("warn");
-    let client = Client::connect(Config::new(c.cluster.iter().cloned()))
-        .await
-        .with_context(|| format!("connecting to {}", c.cluster.join(",")))?;
+    let client = Client::connect(c.config()).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))?;
     Ok(Runtime::new(client))
 }
 

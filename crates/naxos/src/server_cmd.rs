@@ -1,6 +1,6 @@
 //! `naxos server`, `naxos bootstrap` and `naxos dev`.
 
-use crate::cli::{display_path, init_logging, ClusterArg, DEV_ADDR};
+use crate::cli::{display_path, init_logging, init_logging_as, ClusterArg, LogFormat, DEV_ADDR};
 use anyhow::{bail, Context};
 use clap::Args;
 use naxos_server::{Config, Roles};
@@ -22,10 +22,10 @@ pub struct ServerArgs {
     #[arg(long, env = "NAXOS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (HOST:PORT; port 0 picks a free port, printed on stdout).
-    #[arg(long, env = "NAXOS_LISTEN", default_value = DEV_ADDR)]
+    #[arg(long, env = "NAXOS_LISTEN", default_value = DEV_ADDR, value_parser = crate::cli::parse_addr)]
     pub listen: String,
     /// Address the other nodes and clients use for this one (default: the listen address).
-    #[arg(long, env = "NAXOS_ADVERTISE")]
+    #[arg(long, env = "NAXOS_ADVERTISE", value_parser = crate::cli::parse_addr)]
     pub advertise: Option<String>,
     /// Directory for the layout, metadata and log segments (created if
     /// missing). Required, here or in the config file.
@@ -40,13 +40,17 @@ pub struct ServerArgs {
     /// Start as a spare: announce this node to the cluster at ADDR. It holds
     /// no chain until a chain has been short of a replica for --spare-after;
     /// it is then caught up and takes the missing place.
-    #[arg(long, env = "NAXOS_JOIN", value_name = "ADDR")]
+    #[arg(long, env = "NAXOS_JOIN", value_name = "ADDR", value_parser = crate::cli::parse_addr)]
     pub join: Option<String>,
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics and the
     /// status page at http://HOST:PORT/ (port 0 picks a free port; the URL is
     /// printed on stdout after the address). Off by default.
-    #[arg(long, env = "NAXOS_METRICS_LISTEN", value_name = "HOST:PORT")]
+    #[arg(long, env = "NAXOS_METRICS_LISTEN", value_name = "HOST:PORT", value_parser = crate::cli::parse_addr)]
     pub metrics_listen: Option<String>,
+    /// Log lines as `text` or `json` (one object a line), on stderr;
+    /// RUST_LOG sets the level (default info).
+    #[arg(long, env = "NAXOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -170,7 +174,7 @@ pub struct BootstrapArgs {
 #[derive(Args, Debug)]
 pub struct DevArgs {
     /// Address to listen on; clients use it by default.
-    #[arg(long, default_value = DEV_ADDR)]
+    #[arg(long, default_value = DEV_ADDR, value_parser = crate::cli::parse_addr)]
     pub listen: String,
     /// Directory kept across restarts.
     #[arg(long, default_value = "./naxos-data")]
@@ -180,6 +184,9 @@ pub struct DevArgs {
     /// or a free port if that one is taken or --listen has port 0.
     #[arg(long, value_name = "HOST:PORT|off")]
     pub metrics_listen: Option<String>,
+    /// Log lines as `text` or `json` (one object a line), on stderr.
+    #[arg(long, env = "NAXOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -201,6 +208,18 @@ fn dev_metrics_listen(flag: Option<&str>, listen: &str) -> Option<String> {
         }
     }
     Some(format!("{host}:0"))
+}
+
+/// Refuses a data directory path that names something other than a directory.
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(crate::exit::Coded {
+            code: crate::exit::USAGE,
+            kind: "usage",
+            message: format!("the data directory {} is a file, not a directory", display_path(dir).display()),
+        });
+    }
+    Ok(())
 }
 
 fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Config {
@@ -233,7 +252,7 @@ async fn wait_for_signal() {
 
 /// `naxos server`.
 pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
-    init_logging("info");
+    init_logging_as("info", a.log_format);
     let roles = Roles::parse(&a.roles).map_err(|e| crate::exit::Coded {
         code: crate::exit::USAGE,
         kind: "usage",
@@ -246,6 +265,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             message: "no data directory: give --data-dir, NAXOS_DATA_DIR or data-dir in the --config file".into(),
         });
     };
+    check_data_dir(&data_dir)?;
     let mut c = config(&a.listen, data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
     c.join = a.join.clone();
@@ -353,8 +373,9 @@ async fn wait_for_nodes(nodes: &[String], wait: Duration) -> anyhow::Result<()> 
 
 /// `naxos dev`.
 pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
-    init_logging("info");
+    init_logging_as("info", a.log_format);
     let dir = display_path(&a.data_dir);
+    check_data_dir(&a.data_dir)?;
     let mut c = config(&a.listen, a.data_dir.clone(), Roles::ALL, &a.tuning);
     c.metrics_listen = dev_metrics_listen(a.metrics_listen.as_deref(), &a.listen);
     let handle = naxos_server::start(c, Arc::new(TcpNet))

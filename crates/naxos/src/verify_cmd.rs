@@ -7,7 +7,7 @@ use crate::cli::{init_logging, ClusterArg};
 use crate::exit::{Coded, DEGRADED};
 use anyhow::Context;
 use clap::Args;
-use naxos_client::{Client, Config};
+use naxos_client::Client;
 use naxos_wire::net::TcpNet;
 use naxos_wire::proto::{request, response, RangeDigest, ReadRange, Request};
 use naxos_wire::rpc::{self, Pool};
@@ -113,7 +113,7 @@ async fn held(
 /// `naxos verify`.
 pub async fn run(a: VerifyArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
-    let client = Client::connect(Config::new(a.cluster.cluster.iter().cloned())).await.context("connecting")?;
+    let client = Client::connect(a.cluster.config()).await.context("connecting")?;
     let layout = client.refresh_layout().await.context("reading the layout")?;
     let tail = client.tail().await.context("reading the tail")?.0;
     let pool = Pool::new(Arc::new(TcpNet), rpc::Options::default());

@@ -148,6 +148,86 @@ fn usage_errors_and_an_unreachable_cluster_have_their_exit_codes() {
     let (code, out, _) = run_cli(&["server", "--help"], b"");
     assert_eq!(code, 0);
     assert!(String::from_utf8(out).unwrap().contains("unsafe-no-fsync"));
+
+    // Usage errors exit 2, as JSON with --json; each cause is printed once.
+    let (code, _, err) = run_cli(&["server", "--listen", "127.0.0.1:99999", "--data-dir", "/nonexistent"], b"");
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(&["tail", "--cluster", "nonsense"], b"");
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(&["--json", "tail", "--cluster", "nonsense"], b"");
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{err:?}: {e}"));
+    assert_eq!((v["kind"].as_str(), v["exit_code"].as_i64()), (Some("usage"), Some(2)), "{v}");
+    let (code, _, err) = run_cli(&["server", "--roles", "bogus", "--data-dir", "/nonexistent"], b"");
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(&["scan", "--from", "10", "--to", "5"], b"");
+    assert_eq!(code, 2, "{err}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (code, _, err) = run_cli(&["dev", "--listen", "127.0.0.1:0", "--data-dir", file.path().to_str().unwrap()], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a file, not a directory"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    // --timeout bounds the wait for a node that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (code, _, err) = run_cli(&["tail", "--cluster", &addr, "--timeout", "300ms"], b"");
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("within 300ms"), "{err}");
+    drop(silent);
+
+    // Completions and the man page come from the same definitions.
+    for (shell, needle) in [("bash", "complete -F"), ("zsh", "#compdef naxos"), ("fish", "complete -c naxos")] {
+        let (code, out, err) = run_cli(&["completions", shell], b"");
+        assert_eq!(code, 0, "{err}");
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains(needle) && script.contains("reconfigure"), "{shell}: {script}");
+    }
+    let (code, out, _) = run_cli(&["man"], b"");
+    assert_eq!(code, 0);
+    let page = String::from_utf8(out).unwrap();
+    assert!(page.contains(".TH naxos") && page.contains("Exit codes"), "{page}");
+}
+
+/// `read --no-fill` reports a position a writer holds instead of filling
+/// it; `scan` and `stream read` start at the trim mark by default.
+#[test]
+fn reads_that_do_not_fill_and_scans_from_the_trim_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let dev = Proc::start(&["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()]);
+    let addr = dev.addr.clone();
+    for i in 0..5 {
+        let (code, _, err) = cli(&addr, &["append", "--stream", "s", &format!("e{i}")]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // A position handed out and never written (a writer that died).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let held = rt.block_on(async {
+        let client = Client::connect(Config::new([addr.clone()])).await.unwrap();
+        client.reserve(1).await.unwrap()
+    });
+    let p = held.0.to_string();
+    let (code, _, err) = cli(&addr, &["read", "--no-fill", &p]);
+    assert_eq!(code, 5, "unwritten, and left alone: {err}");
+    let (code, _, err) = cli(&addr, &["read", &p]);
+    assert_eq!(code, 3, "a plain read fills the dead writer's position: {err}");
+    let (code, _, err) = cli(&addr, &["read", "--no-fill", &p]);
+    assert_eq!(code, 3, "the hole is there for good: {err}");
+
+    let (code, _, err) = cli(&addr, &["trim", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&addr, &["scan"]);
+    assert_eq!(code, 0, "{err}");
+    let first: serde_json::Value = serde_json::from_str(text(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["position"], 3, "{}", text(&out));
+    let (code, out, err) = cli(&addr, &["stream", "read", "s"]);
+    assert_eq!(code, 0, "{err}");
+    let positions: Vec<u64> = text(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![3, 4]);
 }
 
 /// A `naxos ... --follow` process whose stdout lines arrive on a channel;
