@@ -12,7 +12,7 @@ use crate::reply::Reply;
 use crate::{logunit, metrics, recovery, sequencer, Error};
 use naxos_storage::{DiskStore, Options as StoreOptions};
 use naxos_wire::frame::{self, FrameReader};
-use naxos_wire::net::{BoxStream, Net};
+use naxos_wire::net::{BoxStream, Net, Role};
 use naxos_wire::proto::{self, request, response, Request, Response};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::{Epoch, ErrorCode, Layout, NodeId, ServerError};
@@ -281,8 +281,8 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
                 biased; // deterministic polling order (the simulator replays seeds)
                 _ = until_stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        conns.spawn(serve_conn(actx.clone(), stream, peer));
+                    Ok((stream, peer, role)) => {
+                        conns.spawn(serve_conn(actx.clone(), stream, peer, role));
                     }
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -307,7 +307,27 @@ mod page;
 mod upkeep;
 use upkeep::{start_recovery, watch_for_stalls};
 
-async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
+/// Whether a request needs an admin's certificate (with TLS on): what
+/// changes the cluster rather than its data (bootstrap, layouts, seals,
+/// sequencer bootstrap and ceilings, trims, spare announcements).
+fn needs_admin(body: &request::Body) -> bool {
+    use request::Body as B;
+    match body {
+        B::Bootstrap(_)
+        | B::CommitLayout(_)
+        | B::LayoutPrepare(_)
+        | B::LayoutAccept(_)
+        | B::Seal(_)
+        | B::Trim(_)
+        | B::SeqBootstrap(_)
+        | B::StoreCeiling(_) => true,
+        B::Heartbeat(h) => h.spare,
+        B::Batch(b) => b.requests.iter().any(|r| r.body.as_ref().is_some_and(needs_admin)),
+        _ => false,
+    }
+}
+
+async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Role) {
     let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel::<Response>();
     let writer = tokio::spawn(frame::write_loop(w, rx));
@@ -331,6 +351,15 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr) {
                             ctx.config.inflight_max
                         ),
                     );
+                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+                    continue;
+                }
+                if !role.is_admin() && req.body.as_ref().is_some_and(needs_admin) {
+                    let e = ServerError::new(
+                        ErrorCode::Forbidden,
+                        "this request changes the cluster and needs an admin's certificate; this connection's is a client's",
+                    );
+                    tracing::warn!(%peer, "refused a request that needs an admin's certificate");
                     let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
                     continue;
                 }

@@ -2,7 +2,7 @@
 //! host names, so layouts in the simulator read like real ones.
 
 use async_trait::async_trait;
-use naxos_wire::net::{BoxStream, Listener, Net};
+use naxos_wire::net::{BoxStream, Listener, Net, Role};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -14,9 +14,9 @@ struct SimListener(turmoil::net::TcpListener);
 
 #[async_trait]
 impl Listener for SimListener {
-    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr)> {
+    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr, Role)> {
         let (s, peer) = self.0.accept().await?;
-        Ok((Box::new(s), peer))
+        Ok((Box::new(s), peer, Role::Unauthenticated))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

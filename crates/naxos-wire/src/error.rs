@@ -43,6 +43,7 @@ pub fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Overloaded => "overloaded",
         ErrorCode::NotEnoughReplicas => "not enough replicas",
         ErrorCode::Aborted => "aborted",
+        ErrorCode::Forbidden => "forbidden",
     }
 }
 

@@ -13,11 +13,34 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// A boxed byte stream.
 pub type BoxStream = Box<dyn Stream>;
 
+/// What the peer of an accepted connection may ask for, as its TLS
+/// certificate says (see `tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not authenticated (plain TCP, the simulator): everything, as a
+    /// cluster without TLS trusts everyone who can reach it.
+    Unauthenticated,
+    /// A client's certificate: the data path (append, read, fill, streams,
+    /// objects, status).
+    Client,
+    /// An admin's certificate (servers use theirs with each other): also
+    /// bootstrap, seal, layout changes, reconfiguration and trim.
+    Admin,
+}
+
+impl Role {
+    /// Whether it may change the cluster (bootstrap, seal, layouts, trim).
+    pub fn is_admin(self) -> bool {
+        !matches!(self, Role::Client)
+    }
+}
+
 /// A bound listening socket.
 #[async_trait]
 pub trait Listener: Send {
-    /// Waits for the next connection.
-    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr)>;
+    /// Waits for the next connection: the stream, the peer's address, and
+    /// what the peer may do.
+    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr, Role)>;
     /// The address actually bound (port 0 resolved).
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
@@ -39,10 +62,10 @@ struct TcpListener(tokio::net::TcpListener);
 
 #[async_trait]
 impl Listener for TcpListener {
-    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr)> {
+    async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr, Role)> {
         let (s, peer) = self.0.accept().await?;
         s.set_nodelay(true)?;
-        Ok((Box::new(s), peer))
+        Ok((Box::new(s), peer, Role::Unauthenticated))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

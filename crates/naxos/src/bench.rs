@@ -106,7 +106,7 @@ pub async fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     if a.workload == Workload::Checkpoint {
         return crate::bench_checkpoint::run(&a, json).await;
     }
-    let mut config = a.cluster.config();
+    let mut config = a.cluster.config()?;
     config.batches_in_flight = a.batches_in_flight;
     config.combined_append = !a.no_combined_append;
     let first = Client::connect(config.clone()).await.context("connecting")?;

@@ -14,7 +14,7 @@ const KEYS_PER_TX: u64 = 1000;
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
-    let config = a.cluster.config();
+    let config = a.cluster.config()?;
     let connect = || async { Client::connect(config.clone()).await.context("connecting") };
     let filler = Runtime::new(connect().await?);
     let name = format!("bench-checkpoint/{:016x}", filler.id() as u64);

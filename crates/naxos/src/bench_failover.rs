@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use naxos_client::Client;
 use naxos_control::{Change, Options};
-use naxos_wire::net::TcpNet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ const BETWEEN_CHANGES: Duration = Duration::from_millis(200);
 
 /// Runs the failover benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
-    let mut config = a.cluster.config();
+    let mut config = a.cluster.config()?;
     config.batches_in_flight = a.batches_in_flight;
     let client = Client::connect(config).await.context("connecting")?;
     let sequencers = client.layout().sequencers.clone();
@@ -53,7 +52,7 @@ pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
         tokio::time::sleep(BETWEEN_CHANGES).await;
         let target = sequencers[(i + 1) % sequencers.len()].clone();
         let report =
-            naxos_control::reconfigure(Arc::new(TcpNet), &a.cluster.cluster, &Change::Sequencer(target), &options)
+            naxos_control::reconfigure(a.cluster.tls.net()?, &a.cluster.cluster, &Change::Sequencer(target), &options)
                 .await
                 .with_context(|| format!("change {i}"))?;
         let start = report.layout.segments.last().map_or(0, |s| s.start);

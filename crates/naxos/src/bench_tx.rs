@@ -35,7 +35,7 @@ fn account(i: u64) -> String {
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
     let accounts = a.accounts.max(2);
-    let mut config = a.cluster.config();
+    let mut config = a.cluster.config()?;
     config.batches_in_flight = a.batches_in_flight;
     let setup = Runtime::new(Client::connect(config.clone()).await.context("connecting")?);
     let name = format!("bench-tx/{:016x}", setup.id() as u64);

@@ -3,7 +3,10 @@
 use crate::objects_cmd::{self, CounterCommand, MapCommand, QueueCommand};
 use crate::{bench, client_cmd, exit, reconfigure_cmd, server_cmd, verify_cmd};
 use clap::{Args, Parser, Subcommand};
+use naxos_wire::net::{Net, TcpNet};
+use naxos_wire::tls::{TlsFiles, TlsNet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The address `naxos dev` listens on and clients use by default.
 pub const DEV_ADDR: &str = "127.0.0.1:7400";
@@ -37,15 +40,59 @@ pub struct ClusterArg {
     /// times this.
     #[arg(long, env = "NAXOS_TIMEOUT", default_value = "5s", value_parser = crate::server_cmd::parse_duration)]
     pub timeout: std::time::Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS: this client's (or server's) certificate and key, and the cluster's
+/// CA; all three or none.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Certificate (PEM) to present, signed by the cluster's CA. Its subject's
+    /// OU=admin makes it an admin's (bootstrap, reconfigure, trim, seal);
+    /// any other is a client's. Needs --tls-key and --tls-ca.
+    #[arg(long, env = "NAXOS_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "NAXOS_TLS_KEY", value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, env = "NAXOS_TLS_CA", value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The network these flags ask for: TLS with them, plain TCP without.
+    pub fn net(&self) -> anyhow::Result<Arc<dyn Net>> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() };
+                let net = TlsNet::new(&files).map_err(|e| crate::exit::Coded {
+                    code: crate::exit::USAGE,
+                    kind: "usage",
+                    message: e.to_string(),
+                })?;
+                Ok(Arc::new(net))
+            }
+            (None, None, None) => Ok(Arc::new(TcpNet)),
+            _ => Err(crate::exit::Coded {
+                code: crate::exit::USAGE,
+                kind: "usage",
+                message: "TLS needs all three of --tls-cert, --tls-key and --tls-ca".into(),
+            }
+            .into()),
+        }
+    }
 }
 
 impl ClusterArg {
     /// The client configuration these flags ask for.
-    pub fn config(&self) -> naxos_client::Config {
+    pub fn config(&self) -> anyhow::Result<naxos_client::Config> {
         let mut c = naxos_client::Config::new(self.cluster.iter().cloned());
         c.rpc.timeout_call = self.timeout;
         c.rpc.timeout_connect = self.timeout.min(c.rpc.timeout_connect);
-        c
+        c.net = self.tls.net()?;
+        Ok(c)
     }
 }
 

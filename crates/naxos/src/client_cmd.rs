@@ -7,9 +7,7 @@ use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
 use naxos_client::{Client, Position, StreamId, Value};
-use naxos_wire::net::TcpNet;
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Positions read per chunk by `scan`.
@@ -17,7 +15,7 @@ const SCAN_CHUNK: u64 = 4096;
 
 async fn connect(c: &ClusterArg) -> anyhow::Result<Client> {
     init_logging("warn");
-    Client::connect(c.config()).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))
+    Client::connect(c.config()?).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))
 }
 
 /// One entry as a JSON line: UTF-8 data as "data", anything else as "data_b64".
@@ -263,14 +261,14 @@ fn when(unix_ms: u64) -> String {
 pub async fn status(c: &ClusterArg, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
     // The nodes the layout names, or the given addresses if none answers with a layout.
-    let layout = Client::connect(c.config()).await.ok().map(|c| c.layout());
+    let layout = Client::connect(c.config()?).await.ok().map(|c| c.layout());
     let mut nodes = layout.as_ref().map_or_else(|| c.cluster.clone(), |l| l.all_nodes());
     for a in layout.iter().flat_map(|l| l.away.iter()) {
         if !nodes.contains(&a.addr) {
             nodes.push(a.addr.clone());
         }
     }
-    let net: Arc<dyn naxos_wire::net::Net> = Arc::new(TcpNet);
+    let net = c.tls.net()?;
     let answers = futures::future::join_all(nodes.iter().map(|addr| {
         let net = net.clone();
         async move {

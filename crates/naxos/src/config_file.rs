@@ -21,6 +21,9 @@ pub struct FileConfig {
     join: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<crate::cli::LogFormat>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     entry_bytes_max: Option<usize>,
     unsafe_no_fsync: Option<bool>,
     preallocate_bytes: Option<u64>,
@@ -96,6 +99,9 @@ pub fn apply(
     take_some!(join, a.join);
     take_some!(metrics_listen, a.metrics_listen);
     take!(log_format, a.log_format);
+    take_some!(tls_cert, a.tls.tls_cert);
+    take_some!(tls_key, a.tls.tls_key);
+    take_some!(tls_ca, a.tls.tls_ca);
     take!(entry_bytes_max, a.tuning.entry_bytes_max);
     take!(unsafe_no_fsync, a.tuning.unsafe_no_fsync);
     take!(preallocate_bytes, a.tuning.preallocate_bytes);

@@ -23,6 +23,9 @@ pub const NOT_ENOUGH_REPLICAS: i32 = 8;
 /// `status`: a node is unreachable or a chain is short of replicas;
 /// `verify`: replicas disagree.
 pub const DEGRADED: i32 = 9;
+/// TLS: the server refused the connection's certificate for the request
+/// (an admin's is needed), or refused plaintext.
+pub const FORBIDDEN: i32 = 13;
 
 /// The help text's table of exit codes.
 pub const HELP: &str = "Exit codes:
@@ -39,7 +42,9 @@ pub const HELP: &str = "Exit codes:
      verify: replicas of a chain disagree
  10  map get: no such key; queue pop: the queue is empty
  11  map cas: the value is not the expected one (nothing was changed)
- 12  a transaction aborted on every attempt (nothing was applied)";
+ 12  a transaction aborted on every attempt (nothing was applied)
+ 13  forbidden: the server requires TLS, or the request needs an admin's
+     certificate (OU=admin) and this one is a client's";
 
 /// A failure a command reports with a specific exit code.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,7 @@ fn classify(e: &anyhow::Error) -> (i32, &'static str) {
         Some(Error::Invalid(_)) => (USAGE, "invalid"),
         Some(Error::TooLarge { .. }) => (USAGE, "too_large"),
         Some(Error::NotEnoughReplicas { .. }) => (NOT_ENOUGH_REPLICAS, "not_enough_replicas"),
+        Some(Error::Server(s)) if s.code == naxos_wire::ErrorCode::Forbidden => (FORBIDDEN, "forbidden"),
         _ => (OTHER, "error"),
     }
 }

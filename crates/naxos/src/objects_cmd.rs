@@ -88,7 +88,8 @@ pub enum QueueCommand {
 
 async fn runtime(c: &ClusterArg) -> anyhow::Result<Runtime> {
     init_logging("warn");
-    let client = Client::connect(c.config()).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))?;
+    let client =
+        Client::connect(c.config()?).await.with_context(|| format!("connecting to {}", c.cluster.join(",")))?;
     Ok(Runtime::new(client))
 }
 

@@ -8,8 +8,6 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use naxos_control::reconfig::Error as ReconfigError;
 use naxos_control::{Change, Options};
-use naxos_wire::net::TcpNet;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What to change.
@@ -96,7 +94,7 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
         transfer_bytes_per_s_max: a.transfer_bytes_per_s_max,
         ..Options::default()
     };
-    let report = match naxos_control::reconfigure(Arc::new(TcpNet), &cluster.cluster, &change, &options).await {
+    let report = match naxos_control::reconfigure(cluster.tls.net()?, &cluster.cluster, &change, &options).await {
         Ok(r) => r,
         Err(ReconfigError::Refused(why)) => {
             bail!(Coded { code: USAGE, kind: "refused", message: format!("{change}: refused: {why}") })

@@ -51,6 +51,13 @@ pub struct ServerArgs {
     /// RUST_LOG sets the level (default info).
     #[arg(long, env = "NAXOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// TLS: with all three, every connection (clients' and the other
+    /// servers') must present a certificate of --tls-ca, plaintext is
+    /// refused, and this server presents --tls-cert to the others (give
+    /// servers certificates with OU=admin: they change the cluster on each
+    /// other's behalf). docs/operations.md says how to make them.
+    #[command(flatten)]
+    pub tls: crate::cli::TlsArgs,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -271,7 +278,14 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     c.join = a.join.clone();
     c.metrics_listen = a.metrics_listen.clone();
     a.health.apply(&mut c)?;
-    let handle = naxos_server::start(c, Arc::new(TcpNet))
+    let net = a.tls.net()?;
+    if a.tls.tls_cert.is_some() {
+        tracing::info!(
+            "TLS on: every connection needs a certificate of {}",
+            a.tls.tls_ca.as_deref().map(display_path).unwrap_or_default().display()
+        );
+    }
+    let handle = naxos_server::start(c, net)
         .await
         .with_context(|| format!("starting the server in {}", display_path(&data_dir).display()))?;
     println!("{}", handle.advertise());
@@ -330,7 +344,7 @@ pub async fn bootstrap(a: BootstrapArgs, json: bool) -> anyhow::Result<()> {
     }
     layout.record(naxos_control::reconfig::unix_ms(), "operator: bootstrap");
     wait_for_nodes(&layout.all_nodes(), Duration::from_secs(a.wait_s)).await?;
-    naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping")?;
+    naxos_client::admin::bootstrap(a.cluster.tls.net()?, &layout).await.context("bootstrapping")?;
     if json {
         println!("{}", serde_json::to_string(&layout)?);
     } else {

@@ -8,12 +8,10 @@ use crate::exit::{Coded, DEGRADED};
 use anyhow::Context;
 use clap::Args;
 use naxos_client::Client;
-use naxos_wire::net::TcpNet;
 use naxos_wire::proto::{request, response, RangeDigest, ReadRange, Request};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::{ErrorCode, Layout};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Flags of `naxos verify`.
 #[derive(Args, Debug)]
@@ -113,10 +111,10 @@ async fn held(
 /// `naxos verify`.
 pub async fn run(a: VerifyArgs, json: bool) -> anyhow::Result<()> {
     init_logging("warn");
-    let client = Client::connect(a.cluster.config()).await.context("connecting")?;
+    let client = Client::connect(a.cluster.config()?).await.context("connecting")?;
     let layout = client.refresh_layout().await.context("reading the layout")?;
     let tail = client.tail().await.context("reading the tail")?.0;
-    let pool = Pool::new(Arc::new(TcpNet), rpc::Options::default());
+    let pool = Pool::new(a.cluster.tls.net()?, rpc::Options::default());
     let window = a.window.max(1);
     let mut differences: Vec<Difference> = Vec::new();
     let (mut positions, mut chains, mut trimmed_windows) = (0u64, 0usize, 0u64);
