@@ -137,6 +137,13 @@ pub async fn scan(c: &ClusterArg, from: Option<u64>, to: Option<u64>, follow: bo
         None => client.trim_mark().await.context("finding the trim mark")?.0,
     };
     let mut tail = client.tail().await.context("querying the tail")?.0;
+    // A bar while a large range goes into a file (not when following, not
+    // onto a terminal, where the lines themselves show the progress).
+    let bar = if follow || std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        crate::progress::bar(to.unwrap_or(tail).min(tail).saturating_sub(from), "scanning positions")
+    };
     let mut out = std::io::stdout().lock();
     let mut at = from;
     loop {
@@ -155,9 +162,11 @@ pub async fn scan(c: &ClusterArg, from: Option<u64>, to: Option<u64>, follow: bo
                 writeln!(out, "{line}").context("writing to stdout")?;
             }
             out.flush().context("writing to stdout")?;
+            bar.inc(chunk_end - at);
             at = chunk_end;
         }
         if !follow {
+            bar.finish_and_clear();
             return Ok(());
         }
         // Wait (a long poll of the sequencer) until the tail passes `at`.

@@ -12,6 +12,7 @@ mod client_cmd;
 mod config_file;
 mod exit;
 mod objects_cmd;
+mod progress;
 mod reconfigure_cmd;
 mod server_cmd;
 mod verify_cmd;

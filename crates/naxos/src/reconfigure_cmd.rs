@@ -89,12 +89,30 @@ pub async fn run(a: ReconfigureArgs, json: bool) -> anyhow::Result<()> {
             (cluster, Change::Segment { log_units, replication, stripes })
         }
     };
+    let progress = std::sync::Arc::new(naxos_client::loglet::Progress::default());
     let options = Options {
         timeout_call: Duration::from_millis(a.timeout_ms.max(1)),
         transfer_bytes_per_s_max: a.transfer_bytes_per_s_max,
+        progress: Some(progress.clone()),
         ..Options::default()
     };
-    let report = match naxos_control::reconfigure(cluster.tls.net()?, &cluster.cluster, &change, &options).await {
+    // The state transfer's progress, while the change runs (a bar on a terminal).
+    let bar = crate::progress::bar(0, "copying positions");
+    let shown = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            loop {
+                bar.set_length(progress.positions_total.load(Relaxed));
+                bar.set_position(progress.positions_done.load(Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let outcome = naxos_control::reconfigure(cluster.tls.net()?, &cluster.cluster, &change, &options).await;
+    shown.abort();
+    bar.finish_and_clear();
+    let report = match outcome {
         Ok(r) => r,
         Err(ReconfigError::Refused(why)) => {
             bail!(Coded { code: USAGE, kind: "refused", message: format!("{change}: refused: {why}") })

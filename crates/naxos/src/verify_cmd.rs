@@ -118,6 +118,12 @@ pub async fn run(a: VerifyArgs, json: bool) -> anyhow::Result<()> {
     let window = a.window.max(1);
     let mut differences: Vec<Difference> = Vec::new();
     let (mut positions, mut chains, mut trimmed_windows) = (0u64, 0usize, 0u64);
+    let to_compare: u64 = layout
+        .segments
+        .iter()
+        .map(|seg| seg.end.unwrap_or(tail).min(tail).saturating_sub(seg.start) * seg.stripes.len() as u64)
+        .sum();
+    let bar = crate::progress::bar(to_compare, "verifying positions");
     for seg in &layout.segments {
         let end = seg.end.unwrap_or(tail).min(tail);
         let count = seg.stripes.len() as u32;
@@ -147,6 +153,7 @@ pub async fn run(a: VerifyArgs, json: bool) -> anyhow::Result<()> {
                     }
                     to = shortest.max(at + 1);
                 };
+                bar.inc(to - at);
                 if digests.iter().any(|d| matches!(d, Digest::Trimmed)) {
                     trimmed_windows += 1;
                     at = to;
@@ -191,6 +198,7 @@ pub async fn run(a: VerifyArgs, json: bool) -> anyhow::Result<()> {
             }
         }
     }
+    bar.finish_and_clear();
     if json {
         println!(
             "{}",

@@ -228,6 +228,13 @@ fn reads_that_do_not_fill_and_scans_from_the_trim_mark() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["position"].as_u64().unwrap())
         .collect();
     assert_eq!(positions, vec![3, 4]);
+
+    // Progress bars are for terminals: piped, verify and scan print none.
+    let (code, _, err) = cli(&addr, &["verify"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err2) = cli(&addr, &["scan"]);
+    assert_eq!(code, 0, "{err2}");
+    assert!(!err.contains('\u{1b}') && !err2.contains('\u{1b}'), "escape codes off a terminal: {err:?} {err2:?}");
 }
 
 /// A `naxos ... --follow` process whose stdout lines arrive on a channel;
