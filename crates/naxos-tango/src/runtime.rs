@@ -109,7 +109,17 @@ pub(crate) struct Inner {
     use_checkpoints: AtomicBool,
     /// Whether a background refresh is running (see `refresh_behind`).
     refreshing: AtomicBool,
+    /// How transactions on the view (not fresh) fare: +1 a commit, -1 a
+    /// conflict, within ±`VIEW_SCORE_MAX`; below 0 they run fresh.
+    view_score: std::sync::atomic::AtomicI64,
+    /// Attempts while the score is below 0 (every `VIEW_PROBE_EVERY`th tries the view again).
+    view_skips: AtomicU64,
 }
+
+/// Bound of `Inner::view_score`: how much history it weighs.
+const VIEW_SCORE_MAX: i64 = 32;
+/// While views lose, one attempt in this many still runs on one.
+const VIEW_PROBE_EVERY: u64 = 32;
 
 impl Runtime {
     /// A runtime over `client`, with a random writer id.
@@ -133,6 +143,8 @@ impl Runtime {
                 cataloged: std::sync::Mutex::new(std::collections::HashSet::new()),
                 use_checkpoints: AtomicBool::new(true),
                 refreshing: AtomicBool::new(false),
+                view_score: std::sync::atomic::AtomicI64::new(0),
+                view_skips: AtomicU64::new(0),
             }),
         }
     }
@@ -227,6 +239,24 @@ impl Runtime {
             return None;
         }
         objects.hosted.values().map(|h| h.applied).min()
+    }
+
+    /// Whether the next transaction should try the view (see `view_score`).
+    pub(crate) fn view_pays(&self) -> bool {
+        if self.inner.view_score.load(Ordering::Relaxed) >= 0 {
+            return true;
+        }
+        self.inner.view_skips.fetch_add(1, Ordering::Relaxed).is_multiple_of(VIEW_PROBE_EVERY)
+    }
+
+    /// Scores an attempt on the view: `Some(true)` committed, `Some(false)`
+    /// refused for a conflict, `None` neither.
+    pub(crate) fn score_view(&self, committed: Option<bool>) {
+        let Some(ok) = committed else { return };
+        let step = if ok { 1 } else { -1 };
+        let _ = self.inner.view_score.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            Some((s + step).clamp(-VIEW_SCORE_MAX, VIEW_SCORE_MAX))
+        });
     }
 
     /// Starts a background refresh if none is running; whether one was

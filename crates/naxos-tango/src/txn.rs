@@ -273,7 +273,18 @@ impl Runtime {
         body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
         fresh: bool,
     ) -> Result<Committed<T>, Error> {
-        let done = self.run_attempt(body, fresh).await;
+        // Under contention a stale view costs more than it saves (nearly
+        // every attempt on it aborts): the runtime keeps score and runs
+        // fresh while views lose, trying one again now and then.
+        let stale_ok = !fresh && self.view_pays();
+        let (done, on_view) = self.run_attempt(body, !stale_ok).await;
+        if on_view {
+            self.score_view(match &done {
+                Ok(_) => Some(true),
+                Err(Error::Aborted { cause: naxos_client::AbortCause::Conflict, .. }) => Some(false),
+                _ => None,
+            });
+        }
         match &done {
             Ok(c) => {
                 let kind = if c.position.is_some() { "read_write" } else { "read_only" };
@@ -299,10 +310,22 @@ impl Runtime {
     /// view is an abort, and the retry runs fresh. A read-only transaction
     /// is checked by no one, nor is a body's error: either runs again at a
     /// fresh snapshot.
+    /// Also says whether it committed or aborted on the view (not fresh).
     async fn run_attempt<T>(
         &self,
         mut body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
         fresh: bool,
+    ) -> (Result<Committed<T>, Error>, bool) {
+        let mut on_view = false;
+        let done = self.run_attempt_inner(&mut body, fresh, &mut on_view).await;
+        (done, on_view)
+    }
+
+    async fn run_attempt_inner<T>(
+        &self,
+        mut body: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
+        fresh: bool,
+        on_view: &mut bool,
     ) -> Result<Committed<T>, Error> {
         let ticket = self.ticket();
         let mut current = !fresh && self.refresh_behind();
@@ -329,6 +352,7 @@ impl Runtime {
         if outcome.updates.is_empty() {
             return Ok(Committed { value, position: None });
         }
+        *on_view = current;
         let position = self.commit(outcome, snapshot).await?;
         Ok(Committed { value, position: Some(position) })
     }
