@@ -113,6 +113,9 @@ fn balance(r: &etcd_client::GetResponse) -> anyhow::Result<(i64, i64)> {
     Ok((v, kv.mod_revision()))
 }
 
+/// Keys per page when the total is summed.
+const TOTAL_PAGE: i64 = 10_000;
+
 #[async_trait]
 impl super::Bank for EtcdBank {
     async fn transfer(&self, _client: usize, from: u64, to: u64, amount: i64) -> anyhow::Result<super::Attempt> {
@@ -140,14 +143,30 @@ impl super::Bank for EtcdBank {
     async fn total(&self) -> anyhow::Result<i64> {
         let mut kv = self.client.kv_client();
         let end = range_end(&self.prefix);
-        // One Get of the whole range: one revision, so one point in time.
-        let all =
-            kv.get(self.prefix.clone(), Some(GetOptions::new().with_range(end))).await.context("etcd range Get")?;
-        let mut sum = 0;
-        for kv in all.kvs() {
-            sum += std::str::from_utf8(kv.value()).ok().and_then(|s| s.parse::<i64>().ok()).context("a balance")?;
+        // Pages of the range, every one at the revision of the first: one
+        // point in time (one Get of 100,000 keys exceeds the client's 4 MiB
+        // message limit).
+        let (mut from, mut revision, mut sum) = (self.prefix.clone().into_bytes(), 0i64, 0i64);
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(TOTAL_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let page = kv.get(from.clone(), Some(options)).await.context("etcd range Get")?;
+            if revision == 0 {
+                revision = page.header().map_or(0, |h| h.revision());
+            }
+            for kv in page.kvs() {
+                sum += std::str::from_utf8(kv.value()).ok().and_then(|s| s.parse::<i64>().ok()).context("a balance")?;
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(sum),
+            }
         }
-        Ok(sum)
     }
 
     fn method(&self) -> &'static str {
