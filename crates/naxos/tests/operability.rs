@@ -263,3 +263,76 @@ fn a_config_file_sets_server_flags_below_the_environment_and_the_command_line() 
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("heartbeat-intervall"), "{err}");
 }
+
+/// Starts `naxos dev ARGS` with stderr into a file; returns the process
+/// (address read from stdout) and the file's path.
+fn dev_logging_to_file(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String, std::path::PathBuf) {
+    use std::io::BufRead;
+    let log = dir.join("stderr.log");
+    let data = dir.join("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", data.to_str().unwrap()])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("naxos dev starts");
+    let stdout = child.stdout.take().unwrap();
+    let first = std::io::BufReader::new(stdout).lines().next().and_then(Result::ok).unwrap_or_default();
+    let addr = first.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()).unwrap_or_default();
+    (child, addr.to_string(), log)
+}
+
+/// Logs written to a file carry no colour codes; `--log-format json`
+/// writes one JSON object a line.
+#[test]
+fn server_logs_off_a_terminal_are_plain_or_json() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, addr, log) = dev_logging_to_file(dir.path(), &["--log-format", format]);
+        assert!(!addr.is_empty(), "naxos dev printed its address");
+        let (code, _, err) = run_cli(&["append", "--cluster", &addr, "x"], b"");
+        assert_eq!(code, 0, "{err}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.lines().count() >= 2, "{format}: some log lines: {text}");
+        assert!(!text.contains('\u{1b}'), "{format}: escape codes in a log file: {text:?}");
+        if format == "json" {
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+            }
+        }
+    }
+}
+
+/// A bench whose operations fail (the server dies under it) says how many
+/// failed and exits non-zero.
+#[test]
+fn a_bench_with_failed_operations_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, addr, _) = dev_logging_to_file(dir.path(), &[]);
+    let bench = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+        .args(["bench", "append", "--cluster", &addr, "--duration", "4", "--depth", "4", "--timeout", "300ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the bench starts");
+    // Kill the server once the bench has appended something.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, out, _) = run_cli(&["tail", "--cluster", &addr], b"");
+        if code == 0 && String::from_utf8_lossy(&out).trim().parse::<u64>().unwrap_or(0) > 100 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bench appended nothing");
+    }
+    let _ = dev.kill();
+    let _ = dev.wait();
+    let out = bench.wait_with_output().expect("the bench ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(" ok, ") && stderr.contains(" errors"), "{stderr}");
+}
