@@ -209,7 +209,12 @@ pub async fn layout(c: &ClusterArg, history: bool, json: bool) -> anyhow::Result
         }
         println!("{:>6}  {:<24}  WHY", "EPOCH", "WHEN (UTC)");
         for h in &l.history {
-            println!("{:>6}  {:<24}  {}", h.epoch, when(h.unix_ms), h.reason);
+            println!(
+                "{:>6}  {:<24}  {}",
+                h.epoch,
+                if h.unix_ms == 0 { "-".to_string() } else { naxos_control::reconfig::utc(h.unix_ms) },
+                h.reason
+            );
         }
         return Ok(());
     }
@@ -236,32 +241,6 @@ pub async fn layout(c: &ClusterArg, history: bool, json: bool) -> anyhow::Result
         );
     }
     Ok(())
-}
-
-/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` (UTC); "-" if unknown.
-fn when(unix_ms: u64) -> String {
-    if unix_ms == 0 {
-        return "-".into();
-    }
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
 }
 
 /// `naxos status`: every node the layout names (and those away and the

@@ -56,24 +56,12 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (0: unknown).
+/// A Unix time in milliseconds as UTC text ("unknown" for 0).
 fn utc(ms: u64) -> String {
     if ms == 0 {
         return "unknown".into();
     }
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{} UTC", naxos_control::reconfig::utc(ms))
 }
 
 /// The page.
@@ -295,8 +283,8 @@ mod tests {
     #[test]
     fn dates_and_escapes() {
         assert_eq!(utc(0), "unknown");
-        assert_eq!(utc(1_764_547_200_000), "2025-12-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000 + 3_723_000), "2000-02-29 01:02:03 UTC");
+        assert_eq!(utc(1_764_547_200_000), "2025-12-01 00:00:00.000 UTC");
+        assert_eq!(utc(951_782_400_000 + 3_723_004), "2000-02-29 01:02:03.004 UTC");
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
     }
 
