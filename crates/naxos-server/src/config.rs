@@ -80,6 +80,12 @@ pub struct Config {
     pub frame_bytes_max: usize,
     /// Requests in flight per connection before `Overloaded` (default 4096).
     pub inflight_max: usize,
+    /// Connections served at once (default 4096); one more is answered
+    /// `Overloaded` and closed.
+    pub connections_max: usize,
+    /// How long a frame that has begun to arrive may go without more bytes
+    /// before its connection is closed (default 10 s).
+    pub frame_stall_timeout: std::time::Duration,
     /// Most payload bytes one bulk read returns (default 16 MiB).
     pub read_range_bytes_max: usize,
     /// Positions per segment file (default 65536).
@@ -141,6 +147,8 @@ impl Config {
             entry_bytes_max: naxos_wire::DEFAULT_ENTRY_BYTES_MAX,
             frame_bytes_max: naxos_wire::DEFAULT_FRAME_BYTES_MAX,
             inflight_max: naxos_wire::DEFAULT_INFLIGHT_MAX,
+            connections_max: 4096,
+            frame_stall_timeout: std::time::Duration::from_secs(10),
             read_range_bytes_max: 16 << 20,
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,

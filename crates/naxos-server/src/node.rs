@@ -281,8 +281,12 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
                 biased; // deterministic polling order (the simulator replays seeds)
                 _ = until_stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer, role)) => {
+                    Ok((stream, peer, role)) if conns.len() < actx.config.connections_max => {
                         conns.spawn(serve_conn(actx.clone(), stream, peer, role));
+                    }
+                    Ok((stream, peer, _)) => {
+                        tracing::warn!(%peer, max = actx.config.connections_max, "refused a connection: too many connections");
+                        conns.spawn(refuse_conn(stream, actx.config.connections_max));
                     }
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -306,6 +310,23 @@ mod manage;
 mod page;
 mod upkeep;
 use upkeep::{start_recovery, watch_for_stalls};
+
+/// Answers a connection beyond `--connections-max` with one `Overloaded`
+/// frame (request id 0: the refusal comes before any request) and closes it.
+async fn refuse_conn(mut stream: BoxStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let e = ServerError::new(
+        ErrorCode::Overloaded,
+        format!("this server already serves {max} connections (--connections-max); try again later"),
+    );
+    let mut buf = bytes::BytesMut::new();
+    frame::encode(&Response { id: 0, body: Some(response::Body::Error(e.to_proto())) }, &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&buf).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
 
 /// Whether a request needs an admin's certificate (with TLS on): what
 /// changes the cluster rather than its data (bootstrap, layouts, seals,
@@ -332,7 +353,7 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Ro
     let (tx, rx) = mpsc::unbounded_channel::<Response>();
     let writer = tokio::spawn(frame::write_loop(w, rx));
     let inflight = Arc::new(AtomicUsize::new(0));
-    let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max);
+    let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max).with_stall_timeout(ctx.config.frame_stall_timeout);
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let next = tokio::select! {

@@ -29,6 +29,9 @@ pub enum Error {
     /// The connection ended inside a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// Part of a frame arrived, then nothing for the stall time-out.
+    #[error("a frame stalled: nothing more of it arrived for {0:?}")]
+    Stalled(std::time::Duration),
     /// The socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -52,7 +55,6 @@ pub fn try_split(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Error>
         return Err(Error::TooLarge { len, max });
     }
     if buf.len() < HEADER_BYTES + len {
-        buf.reserve(HEADER_BYTES + len - buf.len());
         return Ok(None);
     }
     buf.advance(HEADER_BYTES);
@@ -64,12 +66,22 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max: usize,
+    /// How long a frame that has begun may go without more bytes.
+    stall: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that refuses frames larger than `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
-        FrameReader { inner, buf: BytesMut::with_capacity(64 * 1024), max }
+        FrameReader { inner, buf: BytesMut::with_capacity(64 * 1024), max, stall: None }
+    }
+
+    /// Fails a frame (`Error::Stalled`) when, once it has begun, nothing
+    /// more of it arrives for `stall` (a waiting peer between frames is not
+    /// stalled).
+    pub fn with_stall_timeout(mut self, stall: std::time::Duration) -> Self {
+        self.stall = Some(stall);
+        self
     }
 
     /// The next frame's body, `None` at a clean end of stream.
@@ -78,13 +90,42 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = try_split(&mut self.buf, self.max)? {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
-            }
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            self.make_room();
+            let read = match self.stall.filter(|_| !self.buf.is_empty()) {
+                Some(stall) => match tokio::time::timeout(stall, self.inner.read_buf(&mut self.buf)).await {
+                    Ok(read) => read?,
+                    Err(_) => return Err(Error::Stalled(stall)),
+                },
+                None => self.inner.read_buf(&mut self.buf).await?,
+            };
+            if read == 0 {
                 return if self.buf.is_empty() { Ok(None) } else { Err(Error::Truncated) };
             }
         }
+    }
+
+    /// Whether part of a frame has arrived and the rest has not.
+    pub fn in_frame(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Room for the next read. The buffer grows with the bytes that have
+    /// arrived (doubling, up to what the frame being read still needs), not
+    /// with the length a frame announces: a peer that announces 64 MiB and
+    /// sends one byte costs 64 KiB, not 64 MiB.
+    fn make_room(&mut self) {
+        let free = self.buf.capacity() - self.buf.len();
+        if free >= 4096 {
+            return;
+        }
+        let wanted = if self.buf.len() >= HEADER_BYTES {
+            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            (HEADER_BYTES + len).saturating_sub(self.buf.len())
+        } else {
+            0
+        };
+        let grow = self.buf.len().max(64 * 1024).min(wanted.max(64 * 1024));
+        self.buf.reserve(grow);
     }
 
     /// The next frame decoded as `M`.

@@ -171,6 +171,16 @@ impl Conn {
                     _ = &mut stop_reading => break,
                 };
                 match next {
+                    // Id 0 is never a request's (ids start at 1): an error
+                    // about the whole connection (refused: too many
+                    // connections), for every call waiting on it.
+                    Ok(Some(resp)) if resp.id == 0 => {
+                        if let Ok(mut m) = pending.lock() {
+                            for (id, w) in std::mem::take(&mut *m) {
+                                let _ = w.send(Response { id, body: resp.body.clone() });
+                            }
+                        }
+                    }
                     Ok(Some(resp)) => {
                         let waiter = pending.lock().ok().and_then(|mut m| m.remove(&resp.id));
                         if let Some(w) = waiter {

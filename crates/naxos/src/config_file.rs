@@ -28,6 +28,8 @@ pub struct FileConfig {
     unsafe_no_fsync: Option<bool>,
     preallocate_bytes: Option<u64>,
     resident_segments: Option<usize>,
+    connections_max: Option<usize>,
+    frame_stall_timeout: Option<String>,
     heartbeat_interval: Option<String>,
     failure_timeout: Option<String>,
     spare_after: Option<String>,
@@ -106,6 +108,8 @@ pub fn apply(
     take!(unsafe_no_fsync, a.tuning.unsafe_no_fsync);
     take!(preallocate_bytes, a.tuning.preallocate_bytes);
     take!(resident_segments, a.tuning.resident_segments);
+    take!(connections_max, a.tuning.connections_max);
+    take_duration!(frame_stall_timeout, a.tuning.frame_stall_timeout);
     take_duration!(heartbeat_interval, a.health.heartbeat_interval);
     take_duration!(failure_timeout, a.health.failure_timeout);
     take_duration!(spare_after, a.health.spare_after);

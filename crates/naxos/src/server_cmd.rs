@@ -141,6 +141,35 @@ pub struct Tuning {
     /// read. Bounds memory however much is stored. 0: no limit.
     #[arg(long, env = "NAXOS_RESIDENT_SEGMENTS", default_value_t = 64)]
     pub resident_segments: usize,
+    /// Connections served at once; one more is answered "overloaded" and
+    /// closed. The open-file limit is raised at start as far as the system
+    /// allows (a warning says if it stays below this plus the files the
+    /// log unit needs).
+    #[arg(long, env = "NAXOS_CONNECTIONS_MAX", default_value_t = 4096)]
+    pub connections_max: usize,
+    /// A connection whose frame has begun and then gets no more bytes for
+    /// this long is closed (e.g. 10s, 500ms).
+    #[arg(long, env = "NAXOS_FRAME_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub frame_stall_timeout: Duration,
+}
+
+/// File descriptors kept for the log unit's files besides the connections.
+const FILES_RESERVE: u64 = 512;
+
+/// Raises the open-file limit as far as the system allows, and warns if it
+/// is too low for `connections_max` connections (running out of
+/// descriptors must not end in a failed segment roll).
+fn raise_open_files(connections_max: usize) {
+    let wanted = connections_max as u64 + FILES_RESERVE;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(got) if got < wanted => tracing::warn!(
+            limit = got,
+            wanted,
+            "the open-file limit is below --connections-max plus {FILES_RESERVE} for the log unit: lower --connections-max or raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        ),
+        Ok(got) => tracing::debug!(limit = got, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 /// Flags of `naxos bootstrap`.
@@ -235,6 +264,9 @@ fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Con
     c.entry_bytes_max = tuning.entry_bytes_max;
     c.preallocate_bytes = tuning.preallocate_bytes;
     c.resident_segments_max = tuning.resident_segments;
+    c.connections_max = tuning.connections_max.max(1);
+    c.frame_stall_timeout = tuning.frame_stall_timeout;
+    raise_open_files(c.connections_max);
     if tuning.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
         c.sync = SyncPolicy::UnsafeNoSync;

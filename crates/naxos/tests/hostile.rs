@@ -1,0 +1,159 @@
+//! Hostile and buggy clients, over raw frames against a real server
+//! process: frames announced and never sent, frames that stall half-way,
+//! more connections than the server serves. For each, the server stays up,
+//! answers or closes with a reason, stays within a memory budget, and keeps
+//! serving an honest client.
+
+mod common;
+
+use common::{run_cli, Proc};
+use naxos_wire::frame::{self, FrameReader};
+use naxos_wire::proto::{request, response, GetLayout, Request, Response};
+use naxos_wire::ErrorCode;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The private data memory (heap and anonymous mappings, touched or not)
+/// of process `pid`, in bytes (Linux): what a process has committed to,
+/// which a reserved but untouched buffer does not show in its RSS.
+fn data_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a VmData line");
+    kb * 1024
+}
+
+fn dev(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let data = dir.join("data");
+    let mut args =
+        vec!["dev", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+/// An honest append through the CLI, which must succeed.
+fn honest_append(addr: &str, what: &str) {
+    let (code, _, err) = run_cli(&["append", "--cluster", addr, "--timeout", "5s", what], b"");
+    assert_eq!(code, 0, "an honest append failed: {err}");
+}
+
+/// One framed request on a raw connection; the response.
+fn ask(s: &mut TcpStream, req: &Request) -> Option<Response> {
+    let mut buf = bytes::BytesMut::new();
+    frame::encode(req, &mut buf);
+    s.write_all(&buf).ok()?;
+    read_response(s)
+}
+
+fn read_response(s: &mut TcpStream) -> Option<Response> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let std = s.try_clone().ok()?;
+    std.set_nonblocking(true).ok()?;
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::from_std(std).ok()?;
+        let mut reader = FrameReader::new(stream, 1 << 20);
+        tokio::time::timeout(Duration::from_secs(20), reader.next::<Response>()).await.ok()?.ok()?
+    })
+}
+
+fn get_layout() -> Request {
+    Request { id: 1, body: Some(request::Body::GetLayout(GetLayout {})), ..Default::default() }
+}
+
+#[test]
+fn frames_announced_and_never_sent_cost_what_arrived_not_what_was_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    honest_append(&server.addr, "before");
+    let before = data_bytes(server.child.id());
+    // 50 connections each announce a 60 MiB frame and send 1 KiB of it
+    // (the old reader reserved the whole announced length: 3 GB).
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.write_all(&(60u32 << 20).to_be_bytes()).unwrap();
+        s.write_all(&[0u8; 1024]).unwrap();
+        conns.push(s);
+    }
+    // The server has read them by the time it answers this.
+    honest_append(&server.addr, "during");
+    let after = data_bytes(server.child.id());
+    let grew = after.saturating_sub(before);
+    assert!(grew < 64 << 20, "50 half-sent 60 MiB frames grew the server by {} MiB", grew >> 20);
+    drop(conns);
+}
+
+#[test]
+fn a_frame_that_stalls_half_way_is_closed_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &["--frame-stall-timeout", "300ms"]);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&100u32.to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 10]).unwrap();
+    // The server closes it (end of stream), well before our 30 s guard.
+    let mut byte = [0u8; 1];
+    let n = s.read(&mut byte).expect("the server closes the connection (not our read time-out)");
+    assert_eq!(n, 0, "the stalled connection was closed");
+    // A peer that waits between frames is not stalled: an idle connection
+    // still answers after the stall time-out has passed many times over.
+    let mut idle = TcpStream::connect(&server.addr).unwrap();
+    let first = ask(&mut idle, &get_layout()).expect("an answer");
+    assert!(matches!(first.body, Some(response::Body::Layout(_))), "{first:?}");
+    let mut other = TcpStream::connect(&server.addr).unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    other.write_all(&100u32.to_be_bytes()).unwrap();
+    // The second stalled frame is closed too; meanwhile the idle one waited.
+    let n = other.read(&mut byte).expect("closed");
+    assert_eq!(n, 0);
+    let again = ask(&mut idle, &get_layout()).expect("the idle connection still answers");
+    assert!(matches!(again.body, Some(response::Body::Layout(_))), "{again:?}");
+    honest_append(&server.addr, "after");
+}
+
+#[test]
+fn connections_beyond_the_maximum_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &["--connections-max", "8"]);
+    // Open connections until one is refused: within 8 (the server's own
+    // roles hold some of the places themselves).
+    let mut held: Vec<TcpStream> = Vec::new();
+    let refused = loop {
+        assert!(held.len() <= 8, "more than --connections-max connections were served");
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        let r = ask(&mut s, &get_layout()).expect("an answer");
+        match r.body {
+            Some(response::Body::Layout(_)) => held.push(s),
+            other => break other,
+        }
+    };
+    assert!(!held.is_empty(), "some connections were served");
+    match refused {
+        Some(response::Body::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::Overloaded as i32);
+            assert!(e.message.contains("connections-max"), "{}", e.message);
+        }
+        other => panic!("expected an overloaded error, got {other:?}"),
+    }
+    // The CLI hears the reason too.
+    let (code, _, err) = run_cli(&["tail", "--cluster", &server.addr, "--timeout", "2s"], b"");
+    assert_ne!(code, 0);
+    assert!(err.contains("connections-max"), "{err}");
+    // Served connections keep working, and a freed place is taken again.
+    let r = ask(&mut held[0], &get_layout()).expect("still served");
+    assert!(matches!(r.body, Some(response::Body::Layout(_))));
+    held.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        if ask(&mut s, &get_layout()).is_some_and(|r| matches!(r.body, Some(response::Body::Layout(_)))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a freed place was not taken again");
+    }
+}
