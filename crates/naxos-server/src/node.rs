@@ -16,6 +16,7 @@ use naxos_wire::net::{BoxStream, Net, Role};
 use naxos_wire::proto::{self, request, response, Request, Response};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::{Epoch, ErrorCode, Layout, NodeId, ServerError};
+use prost::Message;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -359,7 +360,33 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Ro
         let next = tokio::select! {
             biased;
             _ = until_stopped(&mut shutdown) => break,
-            next = reader.next::<Request>() => next,
+            next = reader.next_frame() => next,
+        };
+        let refuse = |id: u64, why: String| {
+            let e = ServerError::new(ErrorCode::BadRequest, why);
+            let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+        };
+        let next = match next {
+            // Looked at before it is decoded: two bodies, an oversized or
+            // nested batch are refused (the frame boundary is intact, so the
+            // connection goes on); bytes that do not decode are answered too.
+            Ok(Some(bytes)) => match naxos_wire::scan::check_request(&bytes, ctx.config.inflight_max) {
+                Err(why) => {
+                    tracing::warn!(%peer, "refused a request: {why}");
+                    refuse(naxos_wire::scan::request_id(&bytes), why.to_string());
+                    continue;
+                }
+                Ok(()) => match Request::decode(bytes.clone()) {
+                    Ok(req) => Ok(Some(req)),
+                    Err(e) => {
+                        tracing::warn!(%peer, "refused a malformed request: {e}");
+                        refuse(naxos_wire::scan::request_id(&bytes), format!("malformed request: {e}"));
+                        continue;
+                    }
+                },
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
         match next {
             Ok(Some(req)) => {
@@ -393,7 +420,20 @@ async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Ro
             }
             Ok(None) => break,
             Err(e) => {
+                // The framing is lost (an oversized length, a stalled or
+                // truncated frame): say why, to every call waiting (id 0).
                 tracing::warn!(%peer, "closing connection: {e}");
+                let code = match e {
+                    // The network's doing, maybe: worth another try.
+                    frame::Error::Stalled(_) => Some(ErrorCode::Unavailable),
+                    frame::Error::TooLarge { .. } | frame::Error::Decode(_) => Some(ErrorCode::BadRequest),
+                    // The peer is gone: nobody to tell.
+                    frame::Error::Truncated | frame::Error::Io(_) => None,
+                };
+                if let Some(code) = code {
+                    let e = ServerError::new(code, format!("closing the connection: {e}"));
+                    let _ = tx.send(Response { id: 0, body: Some(response::Body::Error(e.to_proto())) });
+                }
                 break;
             }
         }

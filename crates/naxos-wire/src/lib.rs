@@ -13,6 +13,7 @@ pub mod layout;
 pub mod mutation;
 pub mod net;
 pub mod rpc;
+pub mod scan;
 pub mod tls;
 pub mod tokens;
 

@@ -213,19 +213,34 @@ async fn a_wrong_cluster_id_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_frame_closes_only_its_connection() {
+async fn a_malformed_frame_is_answered_and_harms_no_other_connection() {
+    use prost::Message;
     let c = Cluster::start(1, 1, 1).await;
     let client = c.client().await;
     client.append("x".into()).await.unwrap();
-    // A frame whose body is not a protobuf message.
+    // One frame's answer: its length, then the response.
+    async fn answer(s: &mut tokio::net::TcpStream) -> naxos_wire::proto::Response {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        naxos_wire::proto::Response::decode(&body[..]).unwrap()
+    }
+    let error_code = |r: &naxos_wire::proto::Response| match &r.body {
+        Some(naxos_wire::proto::response::Body::Error(e)) => e.code,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // A frame whose body is not a protobuf message: answered, and the
+    // connection goes on (its framing is intact).
     let mut bad = tokio::net::TcpStream::connect(&c.addrs[0]).await.unwrap();
     bad.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(bad.read(&mut buf).await.unwrap(), 0, "server closes the bad connection");
-    // A frame announcing more than the limit.
+    assert_eq!(error_code(&answer(&mut bad).await), ErrorCode::BadRequest as i32);
+    // A frame announcing more than the limit: answered, then closed.
     let mut huge = tokio::net::TcpStream::connect(&c.addrs[0]).await.unwrap();
     huge.write_all(&[0xff, 0xff, 0xff, 0xf0]).await.unwrap();
-    assert_eq!(huge.read(&mut buf).await.unwrap(), 0);
+    assert_eq!(error_code(&answer(&mut huge).await), ErrorCode::BadRequest as i32);
+    let mut buf = [0u8; 16];
+    assert_eq!(huge.read(&mut buf).await.unwrap(), 0, "server closes the connection whose framing is lost");
     // Everyone else is still served.
     let p = client.append("still serving".into()).await.unwrap();
     assert!(matches!(client.read(p).await.unwrap(), Value::Data(_)));

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{run_cli, Proc};
-use naxos_wire::frame::{self, FrameReader};
+use naxos_wire::frame;
 use naxos_wire::proto::{request, response, GetLayout, Request, Response};
 use naxos_wire::ErrorCode;
 use std::io::{Read, Write};
@@ -50,15 +50,16 @@ fn ask(s: &mut TcpStream, req: &Request) -> Option<Response> {
     read_response(s)
 }
 
+/// The next response on `s` (waiting up to 20 s). Reads one frame's worth
+/// of bytes exactly, so that what follows stays on the socket.
 fn read_response(s: &mut TcpStream) -> Option<Response> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let std = s.try_clone().ok()?;
-    std.set_nonblocking(true).ok()?;
-    rt.block_on(async {
-        let stream = tokio::net::TcpStream::from_std(std).ok()?;
-        let mut reader = FrameReader::new(stream, 1 << 20);
-        tokio::time::timeout(Duration::from_secs(20), reader.next::<Response>()).await.ok()?.ok()?
-    })
+    use prost::Message;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Response::decode(&body[..]).ok()
 }
 
 fn get_layout() -> Request {
@@ -96,7 +97,10 @@ fn a_frame_that_stalls_half_way_is_closed_after_the_stall_timeout() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(&100u32.to_be_bytes()).unwrap();
     s.write_all(&[0u8; 10]).unwrap();
-    // The server closes it (end of stream), well before our 30 s guard.
+    // The server says why and closes it, well before our 30 s guard.
+    let (id, code, message) = refusal(read_response(&mut s));
+    assert_eq!((id, code), (0, ErrorCode::Unavailable as i32), "{message}");
+    assert!(message.contains("stalled"), "{message}");
     let mut byte = [0u8; 1];
     let n = s.read(&mut byte).expect("the server closes the connection (not our read time-out)");
     assert_eq!(n, 0, "the stalled connection was closed");
@@ -109,6 +113,8 @@ fn a_frame_that_stalls_half_way_is_closed_after_the_stall_timeout() {
     other.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     other.write_all(&100u32.to_be_bytes()).unwrap();
     // The second stalled frame is closed too; meanwhile the idle one waited.
+    let (_, code, _) = refusal(read_response(&mut other));
+    assert_eq!(code, ErrorCode::Unavailable as i32);
     let n = other.read(&mut byte).expect("closed");
     assert_eq!(n, 0);
     let again = ask(&mut idle, &get_layout()).expect("the idle connection still answers");
@@ -156,4 +162,82 @@ fn connections_beyond_the_maximum_are_refused_with_a_reason() {
         }
         assert!(std::time::Instant::now() < deadline, "a freed place was not taken again");
     }
+}
+
+/// Sends raw bytes as one frame; the response.
+fn ask_raw(s: &mut TcpStream, body: &[u8]) -> Option<Response> {
+    s.write_all(&(body.len() as u32).to_be_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    read_response(s)
+}
+
+fn refusal(r: Option<Response>) -> (u64, i32, String) {
+    match r {
+        Some(Response { id, body: Some(response::Body::Error(e)) }) => (id, e.code, e.message),
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn requests_with_two_bodies_huge_batches_or_bad_bytes_are_refused_and_nothing_runs() {
+    use naxos_wire::proto::{Batch, Read, Trim};
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    for i in 0..5 {
+        honest_append(&server.addr, &format!("e{i}"));
+    }
+    let cluster = {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+            Some(response::Body::Layout(l)) => l.layout.map(|l| l.cluster_id).unwrap_or_default(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    // `Read` then `Trim` in one frame: protobuf keeps the last, the trim.
+    let read = Request {
+        id: 7,
+        cluster_id: cluster.clone(),
+        body: Some(request::Body::Read(Read { position: 0 })),
+        ..Default::default()
+    };
+    let trim = Request {
+        id: 7,
+        cluster_id: cluster.clone(),
+        body: Some(request::Body::Trim(Trim { position: 4 })),
+        ..Default::default()
+    };
+    let mut both = read.encode_to_vec();
+    both.extend(trim.encode_to_vec());
+    let (id, code, message) = refusal(ask_raw(&mut s, &both));
+    assert_eq!((id, code), (7, ErrorCode::BadRequest as i32), "{message}");
+    assert!(message.contains("two bodies"), "{message}");
+    // A batch of more items than may be in flight is refused before it is built.
+    let item = Request { id: 1, body: Some(request::Body::Read(Read { position: 0 })), ..Default::default() };
+    let batch = Request {
+        id: 8,
+        cluster_id: cluster.clone(),
+        body: Some(request::Body::Batch(Batch { requests: vec![item; 5000] })),
+        ..Default::default()
+    };
+    let (id, code, message) = refusal(ask(&mut s, &batch));
+    assert_eq!((id, code), (8, ErrorCode::BadRequest as i32), "{message}");
+    assert!(message.contains("batch holds more than"), "{message}");
+    // Bytes that are not a request are answered, and the connection goes on.
+    let (_, code, message) = refusal(ask_raw(&mut s, &[0x0a, 0xff, 0xff]));
+    assert_eq!(code, ErrorCode::BadRequest as i32, "{message}");
+    let r = ask(&mut s, &get_layout()).expect("the connection still serves");
+    assert!(matches!(r.body, Some(response::Body::Layout(_))), "{r:?}");
+    // Nothing was trimmed: position 0 still reads.
+    let (code, out, err) = run_cli(&["read", "--cluster", &server.addr, "0"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).to_string()), (0, "e0".to_string()), "{err}");
+
+    // A frame longer than the limit: an error frame, then the close.
+    let mut big = TcpStream::connect(&server.addr).unwrap();
+    big.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let (id, code, message) = refusal(read_response(&mut big));
+    assert_eq!((id, code), (0, ErrorCode::BadRequest as i32), "{message}");
+    assert!(message.contains("exceeds the limit"), "{message}");
+    honest_append(&server.addr, "after");
 }
