@@ -15,6 +15,9 @@ const BATCH_FIELD: u64 = 50;
 const BATCH_ITEM_FIELD: u64 = 1;
 /// `Request.id`.
 const ID_FIELD: u64 = 1;
+/// `Request.token`, and its `count` (a `uint32`).
+const TOKEN_FIELD: u64 = 20;
+const TOKEN_COUNT_FIELD: u64 = 1;
 
 /// What the walk found wrong.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +34,9 @@ pub enum Refusal {
     /// A batch inside a batch's item.
     #[error("a batch may not hold a batch")]
     NestedBatch,
+    /// A `uint32` field whose value does not fit (protobuf would cut it).
+    #[error("{0} {1} is out of range (at most {max})", max = u32::MAX)]
+    OutOfRange(&'static str, u64),
 }
 
 fn varint(b: &[u8], at: &mut usize) -> Result<u64, Refusal> {
@@ -111,6 +117,14 @@ fn check(b: &[u8], batch_max: usize, in_batch: bool) -> Result<(), Refusal> {
             return Err(Refusal::TwoBodies(first, f.number));
         }
         body = Some(f.number);
+        if f.number == TOKEN_FIELD && f.wire == 2 {
+            fields(f.payload, |t| {
+                if t.number == TOKEN_COUNT_FIELD && t.wire == 0 && t.value > u64::from(u32::MAX) {
+                    return Err(Refusal::OutOfRange("token count", t.value));
+                }
+                Ok(())
+            })?;
+        }
         if f.number == BATCH_FIELD && f.wire == 2 {
             if in_batch {
                 return Err(Refusal::NestedBatch);
@@ -172,5 +186,34 @@ mod tests {
         };
         assert_eq!(check_request(&bytes(&nested), 4), Err(Refusal::NestedBatch));
         assert!(matches!(check_request(&[0x0a, 0xff], 4), Err(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn a_token_count_beyond_uint32_is_refused_not_cut() {
+        use crate::proto::Token;
+        let token = |count: u32| Request {
+            id: 1,
+            body: Some(request::Body::Token(Token { count, ..Default::default() })),
+            ..Default::default()
+        };
+        assert_eq!(check_request(&bytes(&token(64)), 4), Ok(()));
+        // The same request with a count of 2^32 + 5 written as a varint.
+        let mut wide = bytes(&Request { id: 1, ..Default::default() });
+        let mut inner = vec![0x08]; // field 1, varint
+        let mut v: u64 = (1 << 32) + 5;
+        while v >= 0x80 {
+            inner.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        inner.push(v as u8);
+        // Field 20, length-delimited: key (20 << 3 | 2) = 162, a two-byte varint.
+        wide.extend([0xa2, 0x01, inner.len() as u8]);
+        wide.extend(&inner);
+        assert_eq!(check_request(&wide, 4), Err(Refusal::OutOfRange("token count", (1 << 32) + 5)));
+        // Decoding would have cut it to 5.
+        match Request::decode(&wide[..]).unwrap().body {
+            Some(request::Body::Token(t)) => assert_eq!(t.count, 5),
+            other => panic!("{other:?}"),
+        }
     }
 }
