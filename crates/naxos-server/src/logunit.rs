@@ -209,6 +209,9 @@ impl LogUnit {
         let Some(entry) = &w.entry else {
             return Err(ServerError::new(ErrorCode::BadRequest, "write without an entry"));
         };
+        if w.position >= naxos_wire::POSITION_LIMIT {
+            return Err(naxos_wire::reserved_position("write", w.position));
+        }
         if entry.payload.len() > self.entry_bytes_max {
             return Err(ServerError::new(
                 ErrorCode::TooLarge,
@@ -292,6 +295,9 @@ impl LogUnit {
     }
 
     fn trim(&mut self, p: Position) -> Result<response::Body, ServerError> {
+        if p.0 > naxos_wire::POSITION_LIMIT {
+            return Err(naxos_wire::reserved_position("trim", p.0));
+        }
         self.store.trim(p).map_err(storage_error)?;
         if let Some(h) = crate::metrics::get() {
             h.trims.increment(1);

@@ -249,6 +249,9 @@ impl Sequencer {
             }
         }
         let start = state.next;
+        if start.saturating_add(u64::from(count)) > naxos_wire::POSITION_LIMIT {
+            return Err(naxos_wire::reserved_position("token", start));
+        }
         state.next += u64::from(count);
         if let Some(h) = crate::metrics::get() {
             h.tokens.increment(u64::from(count));
@@ -280,6 +283,9 @@ impl Sequencer {
     /// for the current one, once serving, it only raises: the tail and each
     /// stream's last position never go back.
     pub fn bootstrap(&mut self, epoch: Epoch, tail: u64, streams: &[(StreamId, u64)]) -> Result<(), ServerError> {
+        if tail > naxos_wire::POSITION_LIMIT {
+            return Err(naxos_wire::reserved_position("sequencer bootstrap", tail));
+        }
         self.fence.admit(epoch)?;
         self.fence.raise(epoch);
         if epoch == self.epoch {

@@ -37,3 +37,16 @@ pub const DEFAULT_INFLIGHT_MAX: usize = 4096;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Back-pointer value that means "the stream had no previous entry".
 pub const NO_BACKPOINTER: u64 = u64::MAX;
+/// Positions at or above this are reserved: no write, fill, trim, token or
+/// sequencer bootstrap may reach them, so that no tail can wrap past 2^64
+/// to 0 (and `NO_BACKPOINTER` never names a position). 2^62 positions is
+/// about 146 years at a billion appends a second.
+pub const POSITION_LIMIT: u64 = 1 << 62;
+
+/// The error for a position in the reserved range (`what`: "write", ...).
+pub fn reserved_position(what: &str, position: u64) -> ServerError {
+    ServerError::new(
+        ErrorCode::BadRequest,
+        format!("{what} at {position}: positions at or above {POSITION_LIMIT} (2^62) are reserved"),
+    )
+}

@@ -241,3 +241,45 @@ fn requests_with_two_bodies_huge_batches_or_bad_bytes_are_refused_and_nothing_ru
     assert!(message.contains("exceeds the limit"), "{message}");
     honest_append(&server.addr, "after");
 }
+
+/// The top of the position space is reserved: a write, a fill, a trim or a
+/// sequencer bootstrap there is refused, so no tail wraps to 0 and
+/// `Trim(2^64-1)` deletes nothing.
+#[test]
+fn positions_in_the_reserved_top_range_are_refused() {
+    use naxos_wire::proto::{Entry, EntryKind, SeqBootstrap, Trim, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    for i in 0..3 {
+        honest_append(&server.addr, &format!("e{i}"));
+    }
+    let (cluster, epoch) = {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+            Some(response::Body::Layout(l)) => l.layout.map(|l| (l.cluster_id, l.epoch)).unwrap_or_default(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let req = |id: u64, body: request::Body| Request { id, cluster_id: cluster.clone(), epoch, body: Some(body) };
+    let data = |kind: EntryKind| Entry { kind: kind as i32, payload: "x".into(), ..Default::default() };
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let cases = [
+        req(1, request::Body::Write(Write { position: u64::MAX - 1, entry: Some(data(EntryKind::Data)) })),
+        req(
+            2,
+            request::Body::Write(Write { position: naxos_wire::POSITION_LIMIT, entry: Some(data(EntryKind::Hole)) }),
+        ),
+        req(3, request::Body::Trim(Trim { position: u64::MAX })),
+        req(4, request::Body::SeqBootstrap(SeqBootstrap { tail: u64::MAX - 2, streams: Vec::new() })),
+    ];
+    for r in &cases {
+        let (id, code, message) = refusal(ask(&mut s, r));
+        assert_eq!((id, code), (r.id, ErrorCode::BadRequest as i32), "{message}");
+        assert!(message.contains("reserved"), "{message}");
+    }
+    // Nothing was lost, and the log goes on from where it was.
+    let (code, out, err) = run_cli(&["read", "--cluster", &server.addr, "0"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).to_string()), (0, "e0".to_string()), "{err}");
+    let (code, out, err) = run_cli(&["append", "--cluster", &server.addr, "e3"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).trim().to_string()), (0, "3".to_string()), "{err}");
+}
