@@ -11,6 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Prints a line on stdout for whoever started a running server; a closed
+/// stdout (`naxos dev | head -1`) is not a reason to stop serving.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Flags of `naxos server`. Each can also come from its `NAXOS_*`
 /// environment variable (named in `--help`) or from `--config FILE`; a flag
 /// on the command line wins over the variable, the variable over the file.
@@ -320,9 +329,9 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let handle = naxos_server::start(c, net)
         .await
         .with_context(|| format!("starting the server in {}", display_path(&data_dir).display()))?;
-    println!("{}", handle.advertise());
+    say!("{}", handle.advertise());
     if let Some(m) = handle.metrics_addr() {
-        println!("metrics: http://{m}/metrics");
+        say!("metrics: http://{m}/metrics");
     }
     wait_for_signal().await;
     tracing::info!("stopping");
@@ -446,15 +455,15 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
             naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.context("bootstrapping the dev cluster")?;
         }
     }
-    println!("naxos dev is running on {addr} (data in {})", dir.display());
+    say!("naxos dev is running on {addr} (data in {})", dir.display());
     if let Some(m) = handle.metrics_addr() {
-        println!("metrics: http://{m}/metrics");
+        say!("metrics: http://{m}/metrics");
     }
-    println!("try:");
-    println!("  naxos append 'hello, log'          # prints the position");
-    println!("  naxos read 0                       # prints the payload");
-    println!("  naxos tail; naxos scan; naxos status");
-    println!("other shells reach it with no flags (or --cluster {addr}); stop it with Ctrl-C");
+    say!("try:");
+    say!("  naxos append 'hello, log'          # prints the position");
+    say!("  naxos read 0                       # prints the payload");
+    say!("  naxos tail; naxos scan; naxos status");
+    say!("other shells reach it with no flags (or --cluster {addr}); stop it with Ctrl-C");
     wait_for_signal().await;
     tracing::info!("stopping");
     handle.stop().await;

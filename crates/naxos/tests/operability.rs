@@ -279,8 +279,11 @@ fn dev_logging_to_file(dir: &std::path::Path, extra: &[&str]) -> (std::process::
         .spawn()
         .expect("naxos dev starts");
     let stdout = child.stdout.take().unwrap();
-    let first = std::io::BufReader::new(stdout).lines().next().and_then(Result::ok).unwrap_or_default();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let addr = first.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()).unwrap_or_default();
+    // Keep reading what else it prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, addr.to_string(), log)
 }
 
@@ -301,7 +304,8 @@ fn server_logs_off_a_terminal_are_plain_or_json() {
         assert!(!text.contains('\u{1b}'), "{format}: escape codes in a log file: {text:?}");
         if format == "json" {
             for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}\nin {text:?}"));
                 assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
             }
         }
@@ -335,4 +339,32 @@ fn a_bench_with_failed_operations_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(" ok, ") && stderr.contains(" errors"), "{stderr}");
+}
+
+/// `naxos dev | head -1`: a server whose stdout is closed goes on serving
+/// (printing to it used to panic the process).
+#[test]
+fn a_server_whose_stdout_is_closed_goes_on_serving() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", data.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("naxos dev starts");
+    let first = {
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout).lines().next().and_then(Result::ok).unwrap_or_default()
+        // stdout is closed here, as `head -1` would.
+    };
+    let addr = first.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()).unwrap_or_default();
+    for i in 0..3 {
+        let (code, _, err) = run_cli(&["append", "--cluster", addr, &format!("after {i}")], b"");
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "naxos dev exited");
+    let _ = child.kill();
+    let _ = child.wait();
 }
