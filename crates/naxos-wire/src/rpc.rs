@@ -107,6 +107,10 @@ pub struct Conn {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    /// Why the server closed the connection, if it said (an answer with id
+    /// 0: too many connections, a stalled or oversized frame): what a call
+    /// that finds the connection gone reports instead of "lost".
+    farewell: Arc<Mutex<Option<ServerError>>>,
     permits: Arc<Semaphore>,
     timeout_call: Duration,
 }
@@ -146,6 +150,7 @@ impl Conn {
             pending: pending.clone(),
             next_id: Arc::new(AtomicU64::new(1)),
             closed: closed.clone(),
+            farewell: Arc::default(),
             permits: Arc::new(Semaphore::new(options.inflight_max.max(1))),
             timeout_call: options.timeout_call,
         };
@@ -164,6 +169,7 @@ impl Conn {
         });
         let mut reader = FrameReader::new(r, options.frame_bytes_max);
         let addr_r = conn.addr.clone();
+        let farewell = conn.farewell.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -175,6 +181,9 @@ impl Conn {
                     // about the whole connection (refused: too many
                     // connections), for every call waiting on it.
                     Ok(Some(resp)) if resp.id == 0 => {
+                        if let (Some(response::Body::Error(e)), Ok(mut f)) = (&resp.body, farewell.lock()) {
+                            *f = Some(ServerError::from_proto(e.clone()));
+                        }
                         if let Ok(mut m) = pending.lock() {
                             for (id, w) in std::mem::take(&mut *m) {
                                 let _ = w.send(Response { id, body: resp.body.clone() });
@@ -221,7 +230,10 @@ impl Conn {
 
     /// Like `call`, with an explicit time-out.
     pub async fn call_timeout(&self, mut req: Request, timeout: Duration) -> Result<response::Body, Error> {
-        let lost = || Error::ConnectionLost { addr: self.addr.to_string() };
+        let lost = || match self.farewell.lock().ok().and_then(|f| f.clone()) {
+            Some(error) => Error::Server { addr: self.addr.to_string(), error },
+            None => Error::ConnectionLost { addr: self.addr.to_string() },
+        };
         let _permit = self.permits.acquire().await.map_err(|_| lost())?;
         if self.is_closed() {
             return Err(lost());
