@@ -601,6 +601,25 @@ fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
     if count == 0 {
         return reply.send(Ok(response::Body::Batch(proto::BatchOk { responses: Vec::new() })));
     }
+    // The batch's one answer must fit a frame: bulk reads may each fill up
+    // to their byte limit (a 1 KB batch of them once built a 480 MiB answer).
+    let read_bytes: u64 = batch
+        .requests
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(request::Body::ReadRange(rr)) => Some(rr.max_bytes.min(ctx.config.read_range_bytes_max as u64)),
+            _ => None,
+        })
+        .sum();
+    if read_bytes > ctx.config.frame_bytes_max as u64 / 2 {
+        return reply.send(Err(ServerError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the bulk reads of this batch could answer {read_bytes} bytes, more than half the frame limit ({} bytes): send them in several batches",
+                ctx.config.frame_bytes_max
+            ),
+        )));
+    }
     if let Some(h) = metrics::get() {
         h.batch_requests.record(count as f64);
     }

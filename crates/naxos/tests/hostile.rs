@@ -283,3 +283,42 @@ fn positions_in_the_reserved_top_range_are_refused() {
     let (code, out, err) = run_cli(&["append", "--cluster", &server.addr, "e3"], b"");
     assert_eq!((code, String::from_utf8_lossy(&out).trim().to_string()), (0, "3".to_string()), "{err}");
 }
+
+/// A batch of bulk reads whose answers could not fit one frame is refused
+/// before any is served (a 1 KB request once built a 480 MiB answer).
+#[test]
+fn a_batch_of_bulk_reads_too_large_to_answer_is_refused() {
+    use naxos_wire::proto::{Batch, ReadRange};
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    for i in 0..3 {
+        honest_append(&server.addr, &format!("e{i}"));
+    }
+    let cluster = {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+            Some(response::Body::Layout(l)) => l.layout.map(|l| l.cluster_id).unwrap_or_default(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let range = |id: u64| Request {
+        id,
+        body: Some(request::Body::ReadRange(ReadRange { from: 0, to: 3, max_bytes: 16 << 20 })),
+        ..Default::default()
+    };
+    let batch = |n: u64| Request {
+        id: 100 + n,
+        cluster_id: cluster.clone(),
+        body: Some(request::Body::Batch(Batch { requests: (0..n).map(range).collect() })),
+        ..Default::default()
+    };
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let (id, code, message) = refusal(ask(&mut s, &batch(64)));
+    assert_eq!((id, code), (164, ErrorCode::BadRequest as i32), "{message}");
+    assert!(message.contains("bulk reads"), "{message}");
+    // Two such reads fit, and are served.
+    match ask(&mut s, &batch(2)).and_then(|r| r.body) {
+        Some(response::Body::Batch(b)) => assert_eq!(b.responses.len(), 2),
+        other => panic!("expected the batch's answers, got {other:?}"),
+    }
+}
