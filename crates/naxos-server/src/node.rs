@@ -11,14 +11,11 @@ use crate::layout::LayoutStore;
 use crate::reply::Reply;
 use crate::{logunit, metrics, recovery, sequencer, Error};
 use naxos_storage::{DiskStore, Options as StoreOptions};
-use naxos_wire::frame::{self, FrameReader};
-use naxos_wire::net::{BoxStream, Net, Role};
-use naxos_wire::proto::{self, request, response, Request, Response};
+use naxos_wire::net::Net;
+use naxos_wire::proto::{self, request, response, Request};
 use naxos_wire::rpc::{self, Pool};
 use naxos_wire::{Epoch, ErrorCode, Layout, NodeId, ServerError};
-use prost::Message;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -306,142 +303,13 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     Ok(ServerHandle { addr, advertise, metrics_addr, shutdown: shutdown_tx, accept, storage_done, sequencer_done, ctx })
 }
 
+mod conn;
 mod http;
 mod manage;
 mod page;
 mod upkeep;
+use conn::{refuse_conn, serve_conn};
 use upkeep::{start_recovery, watch_for_stalls};
-
-/// Answers a connection beyond `--connections-max` with one `Overloaded`
-/// frame (request id 0: the refusal comes before any request) and closes it.
-async fn refuse_conn(mut stream: BoxStream, max: usize) {
-    use tokio::io::AsyncWriteExt;
-    let e = ServerError::new(
-        ErrorCode::Overloaded,
-        format!("this server already serves {max} connections (--connections-max); try again later"),
-    );
-    let mut buf = bytes::BytesMut::new();
-    frame::encode(&Response { id: 0, body: Some(response::Body::Error(e.to_proto())) }, &mut buf);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(&buf).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
-}
-
-/// Whether a request needs an admin's certificate (with TLS on): what
-/// changes the cluster rather than its data (bootstrap, layouts, seals,
-/// sequencer bootstrap and ceilings, trims, spare announcements).
-fn needs_admin(body: &request::Body) -> bool {
-    use request::Body as B;
-    match body {
-        B::Bootstrap(_)
-        | B::CommitLayout(_)
-        | B::LayoutPrepare(_)
-        | B::LayoutAccept(_)
-        | B::Seal(_)
-        | B::Trim(_)
-        | B::SeqBootstrap(_)
-        | B::StoreCeiling(_) => true,
-        B::Heartbeat(h) => h.spare,
-        B::Batch(b) => b.requests.iter().any(|r| r.body.as_ref().is_some_and(needs_admin)),
-        _ => false,
-    }
-}
-
-async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Role) {
-    let (r, w) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel::<Response>();
-    let writer = tokio::spawn(frame::write_loop(w, rx));
-    let inflight = Arc::new(AtomicUsize::new(0));
-    let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max).with_stall_timeout(ctx.config.frame_stall_timeout);
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = until_stopped(&mut shutdown) => break,
-            next = reader.next_frame() => next,
-        };
-        let refuse = |id: u64, why: String| {
-            let e = ServerError::new(ErrorCode::BadRequest, why);
-            let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
-        };
-        let next = match next {
-            // Looked at before it is decoded: two bodies, an oversized or
-            // nested batch are refused (the frame boundary is intact, so the
-            // connection goes on); bytes that do not decode are answered too.
-            Ok(Some(bytes)) => match naxos_wire::scan::check_request(&bytes, ctx.config.inflight_max) {
-                Err(why) => {
-                    tracing::warn!(%peer, "refused a request: {why}");
-                    refuse(naxos_wire::scan::request_id(&bytes), why.to_string());
-                    continue;
-                }
-                Ok(()) => match Request::decode(bytes.clone()) {
-                    Ok(req) => Ok(Some(req)),
-                    Err(e) => {
-                        tracing::warn!(%peer, "refused a malformed request: {e}");
-                        refuse(naxos_wire::scan::request_id(&bytes), format!("malformed request: {e}"));
-                        continue;
-                    }
-                },
-            },
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        match next {
-            Ok(Some(req)) => {
-                let id = req.id;
-                if inflight.load(Ordering::Acquire) >= ctx.config.inflight_max {
-                    let e = ServerError::new(
-                        ErrorCode::Overloaded,
-                        format!(
-                            "more than {} requests in flight on one connection; wait for answers",
-                            ctx.config.inflight_max
-                        ),
-                    );
-                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
-                    continue;
-                }
-                if !role.is_admin() && req.body.as_ref().is_some_and(needs_admin) {
-                    let e = ServerError::new(
-                        ErrorCode::Forbidden,
-                        "this request changes the cluster and needs an admin's certificate; this connection's is a client's",
-                    );
-                    tracing::warn!(%peer, "refused a request that needs an admin's certificate");
-                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
-                    continue;
-                }
-                inflight.fetch_add(1, Ordering::AcqRel);
-                let kind = req.body.as_ref().map_or(metrics::Kind::Other, metrics::Kind::of);
-                if let Some(h) = metrics::get() {
-                    h.in_flight.increment(1.0);
-                }
-                dispatch(&ctx, req, Reply::conn(id, tx.clone(), inflight.clone()).timed(kind));
-            }
-            Ok(None) => break,
-            Err(e) => {
-                // The framing is lost (an oversized length, a stalled or
-                // truncated frame): say why, to every call waiting (id 0).
-                tracing::warn!(%peer, "closing connection: {e}");
-                let code = match e {
-                    // The network's doing, maybe: worth another try.
-                    frame::Error::Stalled(_) => Some(ErrorCode::Unavailable),
-                    frame::Error::TooLarge { .. } | frame::Error::Decode(_) => Some(ErrorCode::BadRequest),
-                    // The peer is gone: nobody to tell.
-                    frame::Error::Truncated | frame::Error::Io(_) => None,
-                };
-                if let Some(code) = code {
-                    let e = ServerError::new(code, format!("closing the connection: {e}"));
-                    let _ = tx.send(Response { id: 0, body: Some(response::Body::Error(e.to_proto())) });
-                }
-                break;
-            }
-        }
-    }
-    drop(tx);
-    // Let answers already produced reach the peer; bounded, as the peer may be gone.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-}
 
 /// Requests the log unit answers.
 fn for_logunit(body: &request::Body) -> bool {

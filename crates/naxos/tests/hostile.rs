@@ -62,6 +62,15 @@ fn read_response(s: &mut TcpStream) -> Option<Response> {
     Response::decode(&body[..]).ok()
 }
 
+/// The cluster id and epoch of the server at `addr`, from its layout.
+fn layout_of(addr: &str) -> (String, u64) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+        Some(response::Body::Layout(l)) => l.layout.map(|l| (l.cluster_id, l.epoch)).unwrap_or_default(),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn get_layout() -> Request {
     Request { id: 1, body: Some(request::Body::GetLayout(GetLayout {})), ..Default::default() }
 }
@@ -187,13 +196,7 @@ fn requests_with_two_bodies_huge_batches_or_bad_bytes_are_refused_and_nothing_ru
     for i in 0..5 {
         honest_append(&server.addr, &format!("e{i}"));
     }
-    let cluster = {
-        let mut s = TcpStream::connect(&server.addr).unwrap();
-        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
-            Some(response::Body::Layout(l)) => l.layout.map(|l| l.cluster_id).unwrap_or_default(),
-            other => panic!("{other:?}"),
-        }
-    };
+    let (cluster, _) = layout_of(&server.addr);
     let mut s = TcpStream::connect(&server.addr).unwrap();
     // `Read` then `Trim` in one frame: protobuf keeps the last, the trim.
     let read = Request {
@@ -253,13 +256,7 @@ fn positions_in_the_reserved_top_range_are_refused() {
     for i in 0..3 {
         honest_append(&server.addr, &format!("e{i}"));
     }
-    let (cluster, epoch) = {
-        let mut s = TcpStream::connect(&server.addr).unwrap();
-        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
-            Some(response::Body::Layout(l)) => l.layout.map(|l| (l.cluster_id, l.epoch)).unwrap_or_default(),
-            other => panic!("{other:?}"),
-        }
-    };
+    let (cluster, epoch) = layout_of(&server.addr);
     let req = |id: u64, body: request::Body| Request { id, cluster_id: cluster.clone(), epoch, body: Some(body) };
     let data = |kind: EntryKind| Entry { kind: kind as i32, payload: "x".into(), ..Default::default() };
     let mut s = TcpStream::connect(&server.addr).unwrap();
@@ -294,13 +291,7 @@ fn a_batch_of_bulk_reads_too_large_to_answer_is_refused() {
     for i in 0..3 {
         honest_append(&server.addr, &format!("e{i}"));
     }
-    let cluster = {
-        let mut s = TcpStream::connect(&server.addr).unwrap();
-        match ask(&mut s, &get_layout()).and_then(|r| r.body) {
-            Some(response::Body::Layout(l)) => l.layout.map(|l| l.cluster_id).unwrap_or_default(),
-            other => panic!("{other:?}"),
-        }
-    };
+    let (cluster, _) = layout_of(&server.addr);
     let range = |id: u64| Request {
         id,
         body: Some(request::Body::ReadRange(ReadRange { from: 0, to: 3, max_bytes: 16 << 20 })),
