@@ -11,6 +11,11 @@ use naxos_wire::proto::{request, response, Entry, EntryKind, Token, TokenConflic
 use naxos_wire::{Layout, Position, StreamId};
 use std::sync::Arc;
 
+/// Positions one append may lose (a reader filled them first, or a buggy
+/// client wrote there) before each further loss spends a retry: as many as
+/// the log units let a write land ahead of the tail unchecked.
+const LOST_POSITIONS_FREE: u32 = 4096;
+
 impl Client {
     /// Appends `payload`; returns its position once every replica has it durably.
     pub async fn append(&self, payload: Bytes) -> Result<Position, Error> {
@@ -116,6 +121,7 @@ impl Client {
     /// retry budget.
     pub(crate) async fn append_alone(&self, item: &Item) -> Result<Position, Error> {
         let mut retry = Retry::new(self.config());
+        let mut lost = 0;
         loop {
             if item.payload.is_some() {
                 self.check_replicas().await?;
@@ -132,7 +138,13 @@ impl Client {
             if self.write_at(&layout, pos, &entry).await? {
                 return Ok(pos);
             }
-            retry.wait(&format!("position {pos} was taken before the append reached it")).await?;
+            // The tail moved past the position: take the next one at once.
+            // Only a long run of losses (a buggy client writing ahead of
+            // the tail) spends the retry budget.
+            lost += 1;
+            if lost > LOST_POSITIONS_FREE {
+                retry.wait(&format!("position {pos} was taken before the append reached it")).await?;
+            }
         }
     }
 

@@ -90,8 +90,9 @@ impl LayoutStore {
         self.store(layout)
     }
 
-    /// Stores a newer layout of the same cluster durably; an older or equal
-    /// epoch is ignored (returns false).
+    /// Stores a newer layout of the same cluster durably; an older epoch or
+    /// the same layout again is ignored (returns false), another layout at
+    /// the held epoch refused.
     pub fn commit(&mut self, layout: Layout) -> Result<bool, ServerError> {
         let Some(current) = &self.layout else {
             return Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout; bootstrap it first"));
@@ -100,6 +101,12 @@ impl LayoutStore {
             return Err(ServerError::new(
                 ErrorCode::WrongCluster,
                 format!("layout of cluster {} offered to cluster {}", layout.cluster_id, current.cluster_id),
+            ));
+        }
+        if layout.epoch == current.epoch && layout != *current {
+            return Err(ServerError::new(
+                ErrorCode::BadRequest,
+                format!("a different layout is already chosen at epoch {}; it cannot be replaced", current.epoch),
             ));
         }
         if layout.epoch <= current.epoch {

@@ -50,6 +50,8 @@ struct Ctx {
     health: Mutex<manage::Health>,
     /// Raised when the log unit failed for good (it refuses every request).
     unit_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// How far ahead of the log's tail the log unit takes writes.
+    horizon: Horizon,
 }
 
 /// A running server: its address, and the way to stop it.
@@ -140,6 +142,10 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     let mut storage_done = None;
     let mut sequencer_done = None;
     let unit_failed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let horizon = Horizon::default();
+    if let Some(active) = layout.get().and_then(|l| l.segments.last()) {
+        horizon.raise(active.start);
+    }
     let logunit = if config.roles.logunit {
         let options = StoreOptions {
             segment_positions: config.segment_positions,
@@ -152,6 +158,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         };
         let store = DiskStore::open(&dir.join("log"), options)?;
         let meta = naxos_storage::Store::meta(&store).clone();
+        horizon.raise(naxos_storage::Store::tail(&store).0.max(meta.trim_mark.0));
         if let Some(c) = &layout_cluster {
             if !meta.cluster_id.is_empty() && meta.cluster_id != *c {
                 return Err(Error::Config(format!(
@@ -260,6 +267,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         started: tokio::time::Instant::now(),
         health: Mutex::new(manage::Health::default()),
         unit_failed,
+        horizon,
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     let metrics_addr = match ctx.config.metrics_listen.clone() {
@@ -304,11 +312,14 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
 }
 
 mod conn;
+mod guard;
 mod http;
 mod manage;
 mod page;
 mod upkeep;
 use conn::{refuse_conn, serve_conn};
+pub use guard::WRITE_WINDOW;
+use guard::{admit_epoch, check_ahead, check_trim, Horizon};
 use upkeep::{start_recovery, watch_for_stalls};
 
 /// Requests the log unit answers.
@@ -369,30 +380,41 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         request::Body::Batch(_) => {
             reply.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
         }
-        b if for_logunit(b) => match &ctx.logunit {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) =
-                    tx.send(logunit::Op::Request(req, reply))
-                {
-                    reply.send(Err(ServerError::new(ErrorCode::Unavailable, "log unit stopped")));
+        request::Body::Trim(t) if ctx.logunit.is_some() => {
+            let ctx = ctx.clone();
+            let position = t.position;
+            tokio::spawn(async move {
+                match check_trim(&ctx, position, req.epoch).await {
+                    Ok(()) => to_logunit(&ctx, req, reply),
+                    Err(e) => reply.send(Err(e)),
                 }
-            }
-            None => reply.send(Err(wrong_role(ctx, "logunit"))),
-        },
+            });
+        }
+        request::Body::Write(w) if ctx.logunit.is_some() && w.position >= ctx.horizon.limit() => {
+            let ctx = ctx.clone();
+            let position = w.position;
+            tokio::spawn(async move {
+                match check_ahead(&ctx, position, req.epoch).await {
+                    Ok(()) => to_logunit(&ctx, req, reply),
+                    Err(e) => reply.send(Err(e)),
+                }
+            });
+        }
+        request::Body::SeqBootstrap(_) if ctx.sequencer.is_some() => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                match admit_epoch(&ctx, req.epoch, 0, "a sequencer bootstrap").await {
+                    Ok(()) => to_sequencer(&ctx, req, reply),
+                    Err(e) => reply.send(Err(e)),
+                }
+            });
+        }
+        b if for_logunit(b) => to_logunit(ctx, req, reply),
         request::Body::SeqTail(_) if ctx.sequencer.is_some() => tail_query(ctx, req, reply),
         request::Body::EpochProbe(_) => {
             reply.send(Ok(response::Body::EpochProbe(proto::EpochProbeOk { epoch: highest_epoch(ctx) })))
         }
-        b if for_sequencer(b) => match &ctx.sequencer {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError(sequencer::Op::Request(_, reply))) =
-                    tx.send(sequencer::Op::Request(req, reply))
-                {
-                    reply.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer stopped")));
-                }
-            }
-            None => reply.send(Err(wrong_role(ctx, "sequencer"))),
-        },
+        b if for_sequencer(b) => to_sequencer(ctx, req, reply),
         request::Body::Append(_) => match &ctx.sequencer {
             Some(_) => {
                 let ctx = ctx.clone();
@@ -442,7 +464,13 @@ fn dispatch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
         request::Body::Seal(s) => {
             let ctx = ctx.clone();
             let epoch = Epoch(s.epoch);
-            tokio::spawn(async move { reply.send(seal(&ctx, req, epoch).await) });
+            tokio::spawn(async move {
+                // A seal comes one epoch ahead of the chosen layout.
+                match admit_epoch(&ctx, epoch.0, 1, "a seal").await {
+                    Ok(()) => reply.send(seal(&ctx, req, epoch).await),
+                    Err(e) => reply.send(Err(e)),
+                }
+            });
         }
         request::Body::Status(_) => {
             let ctx = ctx.clone();
@@ -503,6 +531,9 @@ fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             Some(request::Body::Batch(_)) => {
                 r.send(Err(ServerError::new(ErrorCode::BadRequest, "a batch may not hold a batch")))
             }
+            // Checked first, on their own (see `guard`).
+            Some(request::Body::Trim(_) | request::Body::SeqBootstrap(_)) => dispatch(ctx, sub, r),
+            Some(request::Body::Write(ref w)) if w.position >= ctx.horizon.limit() => dispatch(ctx, sub, r),
             Some(ref b) if for_logunit(b) && ctx.logunit.is_some() => unit.push((sub, r)),
             Some(request::Body::SeqTail(_)) => dispatch(ctx, sub, r),
             Some(ref b) if for_sequencer(b) && ctx.sequencer.is_some() => seq.push((sub, r)),
@@ -522,6 +553,34 @@ fn dispatch_batch(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
                 r.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer stopped")));
             }
         }
+    }
+}
+
+/// Hands one request to the node's log unit.
+fn to_logunit(ctx: &Ctx, req: Request, reply: Reply) {
+    match &ctx.logunit {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError(logunit::Op::Request(_, reply))) =
+                tx.send(logunit::Op::Request(req, reply))
+            {
+                reply.send(Err(ServerError::new(ErrorCode::Unavailable, "log unit stopped")));
+            }
+        }
+        None => reply.send(Err(wrong_role(ctx, "logunit"))),
+    }
+}
+
+/// Hands one request to the node's sequencer.
+fn to_sequencer(ctx: &Ctx, req: Request, reply: Reply) {
+    match &ctx.sequencer {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError(sequencer::Op::Request(_, reply))) =
+                tx.send(sequencer::Op::Request(req, reply))
+            {
+                reply.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer stopped")));
+            }
+        }
+        None => reply.send(Err(wrong_role(ctx, "sequencer"))),
     }
 }
 
@@ -678,6 +737,19 @@ async fn vote(ctx: &Arc<Ctx>, req: Request) -> Result<response::Body, ServerErro
         commit(ctx, Some(base)).await?;
     }
     let chosen = ctx.layout.lock().map_err(|_| stopped())?.get().cloned();
+    let wanted = match &req.body {
+        Some(request::Body::LayoutPrepare(p)) => p.epoch,
+        Some(request::Body::LayoutAccept(a)) => a.layout.as_ref().map_or(0, |l| l.epoch),
+        _ => 0,
+    };
+    // A proposal builds on the chosen layout (sent as its base): a ballot
+    // further ahead would shut out every honest proposer for good.
+    if let Some(c) = chosen.as_ref().filter(|c| wanted > c.epoch.saturating_add(1)) {
+        return Err(ServerError::new(
+            ErrorCode::BadRequest,
+            format!("a proposal at epoch {wanted} does not build on the chosen epoch {}", c.epoch),
+        ));
+    }
     let Some(acceptor) = &ctx.acceptor else { return Err(wrong_role(ctx, "layout")) };
     let mut acceptor = acceptor.lock().map_err(|_| stopped())?;
     let vote = match req.body {
@@ -757,7 +829,15 @@ async fn commit(ctx: &Arc<Ctx>, layout: Option<Layout>) -> Result<(), ServerErro
         return enroll(ctx, layout).await;
     }
     let epoch = Epoch(layout.epoch);
+    let held = ctx.layout.lock().map_err(|_| stopped())?.get().map_or(0, |l| l.epoch);
+    if layout.epoch > held {
+        layout.validate().map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("invalid layout: {e}")))?;
+        admit_epoch(ctx, layout.epoch, 0, "a layout").await?;
+    }
     let newer = ctx.layout.lock().map_err(|_| stopped())?.commit(layout)?;
+    if let Some(active) = ctx.layout.lock().map_err(|_| stopped())?.get().and_then(|l| l.segments.last()) {
+        ctx.horizon.raise(active.start);
+    }
     if newer {
         tracing::info!(%epoch, "layout committed");
         ctx.fence.raise(epoch);

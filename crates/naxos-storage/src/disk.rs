@@ -655,7 +655,14 @@ impl Store for DiskStore {
             self.touched.remove(&n);
         }
         if self.dir_dirty && durable {
-            if let Err(e) = fs::sync_dir(self.options.fs.as_ref(), &self.dir) {
+            if let Err(e) = self.options.fs.sync_dir(&self.dir) {
+                // Out of descriptors, the directory could not even be opened:
+                // nothing failed on disk. The batch is not acknowledged and
+                // the directory is synced again with the next one.
+                if e.raw_os_error().is_some_and(is_out_of_descriptors) {
+                    return Err(fs::io(format!("syncing data directory {}", self.dir.display()), e));
+                }
+                let e = fs::io(format!("syncing data directory {}", self.dir.display()), e);
                 self.failed = Some(e.to_string());
                 return Err(e);
             }
@@ -871,4 +878,12 @@ impl Store for DiskStore {
     fn corruptions(&self) -> Vec<Corruption> {
         self.corruptions.clone()
     }
+}
+
+/// Whether an OS error number says the process (EMFILE) or the system
+/// (ENFILE) is out of file descriptors: not a failed write or sync.
+pub(crate) fn is_out_of_descriptors(errno: i32) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    errno == EMFILE || errno == ENFILE
 }

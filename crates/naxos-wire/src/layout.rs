@@ -39,6 +39,15 @@ pub enum Error {
     /// The cluster id is empty.
     #[error("layout has an empty cluster id")]
     NoClusterId,
+    /// The last segment has an end, so no position could be appended.
+    #[error("the last segment (starting at {0}) is closed: no append could ever succeed")]
+    LastClosed(u64),
+    /// A segment bound lies in the reserved top range of positions.
+    #[error("segment bound {0} is in the reserved top range of positions (at or above 2^62)")]
+    Reserved(u64),
+    /// The epoch lies in the reserved top range.
+    #[error("epoch {0} is in the reserved top range of epochs (at or above 2^62)")]
+    ReservedEpoch(u64),
 }
 
 /// Epochs a layout's history keeps.
@@ -154,8 +163,14 @@ impl Layout {
         if self.layout_servers.is_empty() {
             return Err(Error::Missing("layout server"));
         }
+        if self.epoch >= crate::POSITION_LIMIT {
+            return Err(Error::ReservedEpoch(self.epoch));
+        }
         let mut expect = 0;
         for (i, seg) in self.segments.iter().enumerate() {
+            if let Some(bound) = Some(seg.start).into_iter().chain(seg.end).find(|b| *b >= crate::POSITION_LIMIT) {
+                return Err(Error::Reserved(bound));
+            }
             if seg.stripes.is_empty() || seg.stripes.iter().any(|s| s.chain.is_empty()) {
                 return Err(Error::EmptyStripe(seg.start));
             }
@@ -166,6 +181,7 @@ impl Layout {
                 return Err(Error::Segments);
             }
             match seg.end {
+                Some(_) if i + 1 == self.segments.len() => return Err(Error::LastClosed(seg.start)),
                 Some(end) if end > seg.start => expect = end,
                 None if i + 1 == self.segments.len() => {}
                 _ => return Err(Error::Segments),

@@ -165,19 +165,32 @@ pub struct Tuning {
 /// File descriptors kept for the log unit's files besides the connections.
 const FILES_RESERVE: u64 = 512;
 
-/// Raises the open-file limit as far as the system allows, and warns if it
-/// is too low for `connections_max` connections (running out of
-/// descriptors must not end in a failed segment roll).
-fn raise_open_files(connections_max: usize) {
+/// Raises the open-file limit as far as the system allows; returns how many
+/// connections the server may take. If the limit is below `connections_max`
+/// plus a reserve for the log unit's files, fewer (with a warning): running
+/// out of descriptors to idle connections once failed a segment roll's
+/// directory sync, and the log unit then refused everything until restarted.
+fn raise_open_files(connections_max: usize) -> usize {
     let wanted = connections_max as u64 + FILES_RESERVE;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(got) if got < wanted => tracing::warn!(
-            limit = got,
-            wanted,
-            "the open-file limit is below --connections-max plus {FILES_RESERVE} for the log unit: lower --connections-max or raise the hard limit (ulimit -Hn, LimitNOFILE=)"
-        ),
-        Ok(got) => tracing::debug!(limit = got, "open-file limit"),
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+        Ok(got) if got < wanted => {
+            let allowed = got.saturating_sub(FILES_RESERVE).max(got / 2).max(1) as usize;
+            tracing::warn!(
+                limit = got,
+                wanted,
+                connections_max = allowed,
+                "the open-file limit is below --connections-max plus {FILES_RESERVE} for the log unit: taking fewer connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) for more"
+            );
+            allowed.min(connections_max)
+        }
+        Ok(got) => {
+            tracing::debug!(limit = got, "open-file limit");
+            connections_max
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            connections_max
+        }
     }
 }
 
@@ -275,7 +288,7 @@ fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Con
     c.resident_segments_max = tuning.resident_segments;
     c.connections_max = tuning.connections_max.max(1);
     c.frame_stall_timeout = tuning.frame_stall_timeout;
-    raise_open_files(c.connections_max);
+    c.connections_max = raise_open_files(c.connections_max);
     if tuning.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
         c.sync = SyncPolicy::UnsafeNoSync;

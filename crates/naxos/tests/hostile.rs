@@ -313,3 +313,224 @@ fn a_batch_of_bulk_reads_too_large_to_answer_is_refused() {
         other => panic!("expected the batch's answers, got {other:?}"),
     }
 }
+
+/// The server's layout, whole.
+fn full_layout(addr: &str) -> naxos_wire::Layout {
+    let mut s = TcpStream::connect(addr).unwrap();
+    match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+        Some(response::Body::Layout(l)) => l.layout.expect("a layout"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One message that would once delete the log or brick the cluster for good
+/// (a trim above the tail, a write far ahead, an epoch jump, a layout
+/// nobody chose) is refused with a reason; nothing is lost, the log goes
+/// on, and it still does after a restart.
+#[test]
+fn trims_writes_and_epochs_beyond_the_log_are_refused() {
+    use naxos_wire::proto::{
+        Batch, CommitLayout, Entry, EntryKind, LayoutPrepare, Rank, Seal, SeqBootstrap, Trim, Write,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = dev(dir.path(), &[]);
+    for i in 0..5 {
+        honest_append(&server.addr, &format!("e{i}"));
+    }
+    let layout = full_layout(&server.addr);
+    let (cluster, epoch) = (layout.cluster_id.clone(), layout.epoch);
+    let at =
+        |id: u64, epoch: u64, body: request::Body| Request { id, cluster_id: cluster.clone(), epoch, body: Some(body) };
+    let req = |id: u64, body: request::Body| at(id, epoch, body);
+    let data = |kind: EntryKind| Entry { kind: kind as i32, payload: "x".into(), ..Default::default() };
+    let commit =
+        |l: &naxos_wire::Layout| request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(l.clone())) });
+    let mut far = layout.clone();
+    far.epoch = u64::MAX;
+    far.sequencers = vec!["10.255.255.1:1".into()];
+    let mut next = far.clone();
+    next.epoch = epoch + 7;
+    let mut same = far.clone();
+    same.epoch = epoch;
+    let mut closed = layout.clone();
+    closed.epoch = epoch + 1;
+    if let Some(last) = closed.segments.last_mut() {
+        last.end = Some(last.start + 10);
+    }
+    let cases: Vec<(Request, &str)> = vec![
+        (req(1, request::Body::Trim(Trim { position: 6 })), "above the log's tail"),
+        (req(2, request::Body::Trim(Trim { position: 1005 })), "above the log's tail"),
+        (
+            req(3, request::Body::Write(Write { position: 5 + 1_000_000_000_000, entry: Some(data(EntryKind::Data)) })),
+            "above the log's tail",
+        ),
+        (
+            req(4, request::Body::Write(Write { position: 5 + 5000, entry: Some(data(EntryKind::Hole)) })),
+            "above the log's tail",
+        ),
+        (req(5, request::Body::Seal(Seal { epoch: u64::MAX })), "ahead of every epoch"),
+        (req(6, request::Body::Seal(Seal { epoch: epoch + 5 })), "ahead of every epoch"),
+        (
+            req(
+                7,
+                request::Body::LayoutPrepare(LayoutPrepare {
+                    epoch: u64::MAX,
+                    rank: Some(Rank { round: 1, proposer: 1 }),
+                    base: None,
+                }),
+            ),
+            "does not build on",
+        ),
+        (req(8, commit(&far)), "reserved"),
+        (req(9, commit(&next)), "ahead of every epoch"),
+        (req(10, commit(&same)), "different layout is already chosen"),
+        (req(11, commit(&closed)), "last segment"),
+        (
+            at(12, u64::MAX, request::Body::SeqBootstrap(SeqBootstrap { tail: 5, streams: Vec::new() })),
+            "ahead of every epoch",
+        ),
+    ];
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    for (r, why) in &cases {
+        let (id, code, message) = refusal(ask(&mut s, r));
+        assert_eq!((id, code), (r.id, ErrorCode::BadRequest as i32), "case {}: {message}", r.id);
+        assert!(message.contains(why), "case {}: {message}", r.id);
+    }
+    // In a batch too, each refused on its own.
+    let batch =
+        req(20, request::Body::Batch(Batch { requests: cases.iter().take(4).map(|(r, _)| r.clone()).collect() }));
+    match ask(&mut s, &batch).and_then(|r| r.body) {
+        Some(response::Body::Batch(b)) => {
+            for answer in b.responses {
+                let (_, code, message) = refusal(Some(answer));
+                assert_eq!(code, ErrorCode::BadRequest as i32, "{message}");
+                assert!(message.contains("above the log's tail"), "{message}");
+            }
+        }
+        other => panic!("expected the batch's answers, got {other:?}"),
+    }
+    // Nothing was lost and the log goes on, at its epoch, from its tail.
+    assert_eq!(full_layout(&server.addr), layout);
+    let read = |addr: &str, p: &str| {
+        let (code, out, err) = run_cli(&["read", "--cluster", addr, "--timeout", "5s", p], b"");
+        (code, String::from_utf8_lossy(&out).to_string(), err)
+    };
+    for i in 0..5 {
+        let (code, out, err) = read(&server.addr, &i.to_string());
+        assert_eq!((code, out), (0, format!("e{i}")), "{err}");
+    }
+    let (code, out, err) = run_cli(&["append", "--cluster", &server.addr, "e5"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).trim().to_string()), (0, "5".to_string()), "{err}");
+    // A trim at or below the tail still works.
+    let (code, _, err) = run_cli(&["trim", "--cluster", &server.addr, "3"], b"");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = read(&server.addr, "2");
+    assert_ne!(code, 0, "position 2 is trimmed: {err}");
+    // And after a restart.
+    server.terminate();
+    let data = dir.path().join("data");
+    let server = Proc::start(&[
+        "dev",
+        "--listen",
+        &server.addr,
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let (code, out, err) = read(&server.addr, "3");
+    assert_eq!((code, out), (0, "e3".to_string()), "{err}");
+    let (code, out, err) = run_cli(&["append", "--cluster", &server.addr, "e6"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).trim().to_string()), (0, "6".to_string()), "{err}");
+}
+
+/// A buggy client's holes just ahead of the tail (inside the window a log
+/// unit takes unchecked) cost an honest append new tokens, not an error
+/// after its retries; further ahead they are refused.
+#[test]
+fn holes_written_just_ahead_of_the_tail_cost_appends_new_tokens_not_errors() {
+    use naxos_wire::proto::{Batch, Entry, EntryKind, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    for i in 0..3 {
+        honest_append(&server.addr, &format!("e{i}"));
+    }
+    let (cluster, epoch) = layout_of(&server.addr);
+    let hole = |p: u64| Request {
+        id: p,
+        body: Some(request::Body::Write(Write {
+            position: p,
+            entry: Some(Entry { kind: EntryKind::Hole as i32, ..Default::default() }),
+        })),
+        ..Default::default()
+    };
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    for first in (3..1003).step_by(250) {
+        let batch = Request {
+            id: 1,
+            cluster_id: cluster.clone(),
+            epoch,
+            body: Some(request::Body::Batch(Batch { requests: (first..first + 250).map(hole).collect() })),
+        };
+        match ask(&mut s, &batch).and_then(|r| r.body) {
+            Some(response::Body::Batch(b)) => {
+                assert!(b.responses.iter().all(|r| !matches!(r.body, Some(response::Body::Error(_)))), "{b:?}")
+            }
+            other => panic!("expected the batch's answers, got {other:?}"),
+        }
+    }
+    // The next honest append loses 1,000 positions and lands after them.
+    let (code, out, err) = run_cli(&["append", "--cluster", &server.addr, "--timeout", "30s", "after"], b"");
+    assert_eq!((code, String::from_utf8_lossy(&out).trim().to_string()), (0, "1003".to_string()), "{err}");
+    // Beyond the window, a hole is refused: no token was handed out there.
+    let far = Request { cluster_id: cluster.clone(), epoch, ..hole(1004 + 2 * naxos_server::node::WRITE_WINDOW) };
+    let (_, code, message) = refusal(ask(&mut s, &far));
+    assert_eq!(code, ErrorCode::BadRequest as i32, "{message}");
+    assert!(message.contains("above the log's tail"), "{message}");
+}
+
+/// Under a low open-file limit, idle connections cannot take the
+/// descriptors the log unit needs: the server takes fewer connections than
+/// `--connections-max` (refusing the rest with a reason), and once they are
+/// gone it serves as before.
+#[test]
+fn idle_connections_cannot_take_the_log_units_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::Proc::start_with_files_limit(
+        &["dev", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir", data.to_str().unwrap()],
+        256,
+    );
+    honest_append(&server.addr, "before");
+    let idle: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(&server.addr).ok()).collect();
+    // Each connection is either served (it answers) or refused with a reason.
+    let mut served = 0;
+    for mut s in idle.iter().map(|s| s.try_clone().unwrap()) {
+        match ask(&mut s, &get_layout()).map(|r| r.body) {
+            Some(Some(response::Body::Layout(_))) => served += 1,
+            Some(Some(response::Body::Error(e))) => {
+                assert_eq!(e.code, ErrorCode::Overloaded as i32, "{e:?}");
+                assert!(e.message.contains("connections"), "{e:?}");
+            }
+            other => panic!("neither served nor refused with a reason: {other:?}"),
+        }
+    }
+    assert!((1..256).contains(&served), "{served} connections served under a limit of 256 files");
+    let open_files = std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).unwrap().count();
+    assert!(open_files < 256, "{open_files} descriptors open");
+    // The connections go; the log unit never took the shortage for a failed disk.
+    drop(idle);
+    // Wait until the server has seen them close: a new connection is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        if matches!(ask(&mut s, &get_layout()).and_then(|r| r.body), Some(response::Body::Layout(_))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed connections were never let go");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..20 {
+        honest_append(&server.addr, &format!("after idle connections {i}"));
+    }
+}

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-fn io(context: String, source: std::io::Error) -> Error {
+pub(crate) fn io(context: String, source: std::io::Error) -> Error {
     Error::Io { context, source }
 }
 

@@ -148,10 +148,28 @@ impl Proc {
 
     /// As `start`, with environment variables set.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"));
+        command.args(args).envs(env.iter().copied());
+        Proc::spawn(command, args)
+    }
+
+    /// As `start`, under an open-file limit of `files` (soft and hard), as
+    /// `ulimit -n FILES` would set.
+    #[allow(dead_code)]
+    pub fn start_with_files_limit(args: &[&str], files: u64) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"));
+        command.args(args);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, files, files));
+        }
+        Proc::spawn(command, args)
+    }
+
+    fn spawn(mut command: std::process::Command, args: &[&str]) -> Proc {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
-            .args(args)
-            .envs(env.iter().copied())
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
