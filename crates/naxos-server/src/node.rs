@@ -319,7 +319,7 @@ mod page;
 mod upkeep;
 use conn::{refuse_conn, serve_conn};
 pub use guard::WRITE_WINDOW;
-use guard::{admit_epoch, check_ahead, check_trim, Horizon};
+use guard::{admit_epoch, check_ahead, check_trim, confirm_epoch, highest_epoch, Horizon};
 use upkeep::{start_recovery, watch_for_stalls};
 
 /// Requests the log unit answers.
@@ -605,81 +605,6 @@ fn tail_query(ctx: &Arc<Ctx>, req: Request, reply: Reply) {
             None => reply.send(Err(ServerError::new(ErrorCode::Unavailable, "sequencer gave no answer"))),
         }
     });
-}
-
-/// The highest epoch this node knows a layout may have been chosen for:
-/// its layout's and (on a layout server) the last one its acceptor accepted.
-/// Not its seal's nor a promise's: a reconfiguration that stalled after
-/// them chose nothing, and must not stop tail queries until it is rolled
-/// forward.
-fn highest_epoch(ctx: &Ctx) -> u64 {
-    let layout = ctx.layout.lock().ok().and_then(|l| l.get().map(|l| l.epoch)).unwrap_or(0);
-    let acceptor = ctx.acceptor.as_ref().and_then(|a| a.lock().ok().map(|a| a.accepted_epoch())).unwrap_or(0);
-    layout.max(acceptor)
-}
-
-/// Confirms that no epoch above `epoch` may have been chosen: a majority of
-/// the layout servers know of no layout for a later one. A primary
-/// sequencer cut off by a partition keeps its state and would answer clients
-/// that still hold its layout with a tail below positions the next epoch's
-/// sequencer has handed out (soak seed 10004301: a tail of 55 after position
-/// 68 was acknowledged). Asked after the answer was computed, so a newer
-/// epoch chosen before the query began is always seen: Paxos chose it
-/// through a majority of acceptances, which meets this majority. A server
-/// that accepted a later layout only takes its vote away: a proposal
-/// accepted by a minority and abandoned chose nothing.
-async fn confirm_epoch(ctx: &Arc<Ctx>, epoch: u64) -> Result<(), ServerError> {
-    use futures::stream::{FuturesUnordered, StreamExt};
-    let Some(layout) = ctx.layout.lock().map_err(|_| stopped())?.get().cloned() else {
-        return Err(ServerError::new(ErrorCode::NotBootstrapped, "node holds no layout"));
-    };
-    let majority = layout.layout_servers.len() / 2 + 1;
-    let (mut confirmed, mut newest) = (0, None::<u64>);
-    let mut seen = |at: u64, confirmed: &mut usize| {
-        if at > epoch {
-            newest = newest.max(Some(at));
-        } else {
-            *confirmed += 1;
-        }
-    };
-    let mut asks = FuturesUnordered::new();
-    for server in &layout.layout_servers {
-        if *server == ctx.advertise {
-            seen(highest_epoch(ctx), &mut confirmed);
-            continue;
-        }
-        let req = Request {
-            id: 0,
-            cluster_id: layout.cluster_id.clone(),
-            epoch,
-            body: Some(request::Body::EpochProbe(proto::EpochProbe {})),
-        };
-        let pool = &ctx.pool;
-        asks.push(async move { pool.call(server, req).await });
-    }
-    let mut errors = Vec::new();
-    while confirmed < majority {
-        if confirmed + asks.len() < majority {
-            // Too few left to make a majority.
-            break;
-        }
-        match asks.next().await {
-            Some(Ok(response::Body::EpochProbe(p))) => seen(p.epoch, &mut confirmed),
-            Some(Ok(_)) => errors.push("a layout server answered an epoch probe with something else".to_string()),
-            Some(Err(e)) => errors.push(e.to_string()),
-            None => break,
-        }
-    }
-    if confirmed >= majority {
-        return Ok(());
-    }
-    match newest {
-        Some(newer) => Err(ServerError::wrong_epoch(Epoch(newer), Epoch(epoch))),
-        None => Err(ServerError::new(
-            ErrorCode::Unavailable,
-            format!("cannot confirm epoch {epoch} with a majority of the layout servers: {}", errors.join("; ")),
-        )),
-    }
 }
 
 fn wrong_role(ctx: &Ctx, role: &str) -> ServerError {
