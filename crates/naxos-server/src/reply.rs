@@ -1,14 +1,183 @@
-//! Where a role sends its answer: back to the connection that asked (which also
-//! releases the connection's in-flight slot), to an in-process waiter, or into
-//! its slot of a `Batch`, whose one answer goes out when its last slot is filled.
+//! Where a role sends its answer: back to the connection that asked (through
+//! its `Outbox`, which counts the answer against the connection until it is
+//! written to the socket), to an in-process waiter, or into its slot of a
+//! `Batch`, whose one answer goes out when its last slot is filled.
 
 use crate::metrics::{self, Kind};
+use bytes::BytesMut;
 use naxos_wire::proto::{response, Response};
 use naxos_wire::ServerError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use prost::Message;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Bytes of answers one connection may have queued and not yet written
+/// before the server stops reading its requests (docs/operations.md): a
+/// client that does not read its answers is held back by TCP, not by the
+/// server's memory (12,000 unread 64 KiB reads once cost 747 MiB).
+pub const BACKLOG_BYTES_MAX: usize = 16 << 20;
+
+/// Reads (`Read`, `ReadRange`, `RangeDigest`, or a batch holding one) one
+/// connection may have dispatched and not yet answered: their answers'
+/// sizes are known only once built, so without a bound a client that sends
+/// thousands of reads at once has them all built before the backlog is
+/// seen to be full.
+pub const READS_PENDING_MAX: usize = 64;
+
+/// Most answers the writer coalesces into one socket write.
+const COALESCE_BYTES_MAX: usize = 256 * 1024;
+
+/// A connection's answers on their way to the socket.
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    backlog: Arc<Backlog>,
+}
+
+/// What a connection has taken and not yet written back: shared by its
+/// reader, its answers' `Reply`s and its writer.
+#[derive(Default)]
+pub struct Backlog {
+    /// Requests taken whose answers are not written yet.
+    inflight: AtomicUsize,
+    /// Bytes of answers queued and not written yet.
+    queued: AtomicUsize,
+    /// Reads dispatched whose answers are not queued yet.
+    reads_pending: AtomicUsize,
+    /// The writer stopped (the socket failed or closed).
+    closed: AtomicBool,
+    /// Woken when the writer wrote or stopped.
+    drained: Notify,
+}
+
+/// One queued answer: its size, and whether it holds an in-flight slot.
+pub struct Outgoing {
+    resp: Response,
+    bytes: usize,
+    slot: bool,
+}
+
+impl Outbox {
+    /// A connection's outbox and the queue its writer (`write_loop`) drains.
+    pub fn new() -> (Arc<Outbox>, mpsc::UnboundedReceiver<Outgoing>, Arc<Backlog>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(Backlog::default());
+        (Arc::new(Outbox { tx, backlog: backlog.clone() }), rx, backlog)
+    }
+
+    /// Queues an answer given without taking an in-flight slot (a refusal).
+    pub fn refuse(&self, resp: Response) {
+        self.push(resp, false, false);
+    }
+
+    fn push(&self, resp: Response, slot: bool, read: bool) {
+        let bytes = resp.encoded_len();
+        self.backlog.queued.fetch_add(bytes, Ordering::AcqRel);
+        if read {
+            self.backlog.reads_pending.fetch_sub(1, Ordering::AcqRel);
+            self.backlog.drained.notify_waiters();
+        }
+        if let Err(lost) = self.tx.send(Outgoing { resp, bytes, slot }) {
+            // The writer is gone: nothing will be written, release it all.
+            self.backlog.release(&[lost.0]);
+        }
+    }
+
+    /// Takes an in-flight slot for a request about to be dispatched
+    /// (`read`: one whose answer may be large, see [`READS_PENDING_MAX`]).
+    pub fn take_slot(&self, read: bool) {
+        if read {
+            self.backlog.reads_pending.fetch_add(1, Ordering::AcqRel);
+        }
+        self.backlog.inflight.fetch_add(1, Ordering::AcqRel);
+        if let Some(h) = metrics::get() {
+            h.in_flight.increment(1.0);
+        }
+    }
+
+    /// Requests taken whose answers are not written yet.
+    pub fn inflight(&self) -> usize {
+        self.backlog.inflight.load(Ordering::Acquire)
+    }
+
+    /// Waits until at most `max` bytes of answers are queued and fewer than
+    /// [`READS_PENDING_MAX`] reads are being answered (or the writer
+    /// stopped): the reader calls it before taking the next request.
+    pub async fn drained_to(&self, max: usize) {
+        let b = &self.backlog;
+        loop {
+            let woken = b.drained.notified();
+            let room =
+                b.queued.load(Ordering::Acquire) <= max && b.reads_pending.load(Ordering::Acquire) < READS_PENDING_MAX;
+            if room || b.closed.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+impl Backlog {
+    fn release(&self, written: &[Outgoing]) {
+        let bytes: usize = written.iter().map(|o| o.bytes).sum();
+        let slots = written.iter().filter(|o| o.slot).count();
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        if slots > 0 {
+            self.inflight.fetch_sub(slots, Ordering::AcqRel);
+            if let Some(h) = metrics::get() {
+                h.in_flight.decrement(slots as f64);
+            }
+        }
+        self.drained.notify_waiters();
+    }
+
+    /// Writes every queued answer as frames, coalescing those that are
+    /// ready into one write, and releases each (its bytes, its in-flight
+    /// slot) once written; returns when every `Outbox` and `Reply` of the
+    /// connection is gone or the socket fails.
+    pub async fn write_loop<W: AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        mut w: W,
+        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    ) -> std::io::Result<()> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut batch = Vec::new();
+        let result = async {
+            while let Some(first) = rx.recv().await {
+                naxos_wire::frame::encode(&first.resp, &mut buf);
+                batch.push(first);
+                while buf.len() < COALESCE_BYTES_MAX {
+                    match rx.try_recv() {
+                        Ok(o) => {
+                            naxos_wire::frame::encode(&o.resp, &mut buf);
+                            batch.push(o);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                w.write_all(&buf).await?;
+                w.flush().await?;
+                buf.clear();
+                self.release(&batch);
+                batch.clear();
+            }
+            w.shutdown().await.ok();
+            Ok(())
+        }
+        .await;
+        // Whatever was not written never will be: release it, and wake a
+        // reader waiting for room.
+        self.closed.store(true, Ordering::Release);
+        rx.close();
+        while let Ok(o) = rx.try_recv() {
+            batch.push(o);
+        }
+        self.release(&batch);
+        result
+    }
+}
 
 /// The answer address of one request.
 pub struct Reply {
@@ -20,7 +189,7 @@ pub struct Reply {
 }
 
 enum To {
-    Conn { tx: mpsc::UnboundedSender<Response>, inflight: Arc<AtomicUsize> },
+    Conn { outbox: Arc<Outbox>, read: bool },
     Once(oneshot::Sender<Response>),
     Batch { collector: Arc<Collector>, index: usize },
 }
@@ -37,9 +206,10 @@ struct Gathering {
 }
 
 impl Reply {
-    /// Answer on a connection; `inflight` is the connection's count, released on send.
-    pub fn conn(id: u64, tx: mpsc::UnboundedSender<Response>, inflight: Arc<AtomicUsize>) -> Reply {
-        Reply { id, to: To::Conn { tx, inflight }, timed: None }
+    /// Answer on a connection, whose in-flight slot (taken by the caller
+    /// with the same `read`) the answer holds until the writer wrote it.
+    pub fn conn(id: u64, outbox: Arc<Outbox>, read: bool) -> Reply {
+        Reply { id, to: To::Conn { outbox, read }, timed: None }
     }
 
     /// Answer an in-process waiter.
@@ -85,13 +255,7 @@ impl Reply {
         };
         let resp = Response { id: self.id, body: Some(body) };
         match self.to {
-            To::Conn { tx, inflight } => {
-                inflight.fetch_sub(1, Ordering::AcqRel);
-                if let Some(h) = metrics::get() {
-                    h.in_flight.decrement(1.0);
-                }
-                let _ = tx.send(resp);
-            }
+            To::Conn { outbox, read } => outbox.push(resp, true, read),
             To::Once(tx) => {
                 let _ = tx.send(resp);
             }

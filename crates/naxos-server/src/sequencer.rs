@@ -166,6 +166,11 @@ impl Sequencer {
         let ceiling = self.ceiling?;
         let state = self.state.as_ref()?;
         let end = match &req.body {
+            // A count the token handler refuses needs no ceiling: raised for
+            // `Token(count 2^32-1)`, the durable ceiling jumped 2^32 ahead and
+            // the next sequencer started there (the byzantine simulator
+            // client found it).
+            Some(request::Body::Token(t)) if t.count == 0 || t.count > TOKEN_COUNT_MAX => return None,
             Some(request::Body::Token(t)) => state.next.checked_add(u64::from(t.count))?,
             Some(request::Body::SeqTail(_)) => state.next,
             _ => return None,
@@ -739,6 +744,21 @@ mod tests {
         let mut again = Sequencer::with_ceiling(c, 16);
         again.bootstrap(Epoch(0), 0, &[]).unwrap();
         assert!(again.token(Epoch(0), 1, &[], None).unwrap().start >= 3);
+    }
+
+    #[test]
+    fn a_token_count_out_of_range_raises_no_ceiling() {
+        let mut s = Sequencer::with_ceiling(0, 16);
+        s.bootstrap(Epoch(0), 0, &[]).unwrap();
+        s.raise_ceiling(16);
+        for count in [0, TOKEN_COUNT_MAX + 1, u32::MAX] {
+            let req = Request {
+                body: Some(request::Body::Token(proto::Token { count, streams: vec![], conflict: None })),
+                ..Default::default()
+            };
+            assert_eq!(s.ceiling_needed(&req), None, "count {count}");
+            assert!(s.token(Epoch(0), count, &[], None).is_err(), "count {count} was granted");
+        }
     }
 
     #[test]

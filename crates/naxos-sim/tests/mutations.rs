@@ -9,13 +9,20 @@ use naxos_wire::mutation::Mutation;
 const SEEDS_MAX: u64 = 40;
 
 fn caught(mutation: Mutation, tune: impl Fn(&mut SimConfig)) -> (u64, String) {
+    let (seed, why, _) = caught_by(mutation, tune);
+    (seed, why)
+}
+
+/// Like `caught`, also naming the invariants broken.
+fn caught_by(mutation: Mutation, tune: impl Fn(&mut SimConfig)) -> (u64, String, Vec<&'static str>) {
     for seed in 0..SEEDS_MAX {
         let mut c = SimConfig::new(seed);
         c.mutation = Some(mutation);
         tune(&mut c);
         match run(&c) {
             Ok(r) if !r.violations.is_empty() => {
-                return (seed, format!("{:.1}s simulated\n{}", r.sim_time.as_secs_f64(), r.explain()))
+                let broken = r.violations.iter().map(|v| v.invariant).collect();
+                return (seed, format!("{:.1}s simulated\n{}", r.sim_time.as_secs_f64(), r.explain()), broken);
             }
             Ok(_) => {}
             Err(e) => panic!("seed {seed} broke the simulation under {mutation:?}: {e}"),
@@ -108,4 +115,20 @@ fn a_checkpoint_labelled_past_its_state_is_caught() {
     // the label: the counter reads below what was acknowledged.
     let (seed, why) = caught(Mutation::CheckpointAhead, |c| c.objects = true);
     eprintln!("CheckpointAhead caught at seed {seed}:\n{why}");
+}
+
+#[test]
+fn a_trim_above_the_tail_let_through_is_caught() {
+    // The byzantine client trims far above the tail at every unit: let
+    // through, it deletes acknowledged entries, which honest reads then find
+    // trimmed with no trim of theirs covering them.
+    let (seed, why, broken) = caught_by(Mutation::TrimAboveTail, |c| {
+        c.faults = false;
+        c.ops_per_client = 20;
+    });
+    assert!(
+        broken.contains(&naxos_check::invariant::DURABILITY),
+        "the history's checkers missed the lost entries:\n{why}"
+    );
+    eprintln!("TrimAboveTail caught at seed {seed}:\n{why}");
 }

@@ -35,6 +35,10 @@ pub enum Mutation {
     /// A checkpoint is labelled with the tail when it is written instead of
     /// the position its state is as of: openers skip what lies between.
     CheckpointAhead = 11,
+    /// A node takes a trim above what its log unit holds without checking it
+    /// against the sequencer's tail (a hostile `Trim(tail+10^6)` then
+    /// deletes every acknowledged entry).
+    TrimAboveTail = 12,
 }
 
 #[cfg(feature = "mutations")]

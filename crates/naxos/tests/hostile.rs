@@ -534,3 +534,83 @@ fn idle_connections_cannot_take_the_log_units_descriptors() {
         honest_append(&server.addr, &format!("after idle connections {i}"));
     }
 }
+
+/// A line of /proc/PID/status in bytes (`VmRSS`, `VmHWM`: the peak RSS).
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("the status line");
+    kb * 1024
+}
+
+/// A client that sends 12,000 reads of a 64 KiB entry and reads none of
+/// the answers (once +747 MiB: the answers queued without bound) holds
+/// the server to a bounded backlog: the server stops reading from it, an
+/// honest client is served meanwhile, and every request is answered once
+/// the client reads.
+#[test]
+fn answers_a_client_does_not_read_are_bounded() {
+    use naxos_wire::proto::Read;
+    const READS: u64 = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    let big = "x".repeat(64 << 10);
+    honest_append(&server.addr, &big);
+    let (cluster, epoch) = layout_of(&server.addr);
+    let pid = server.child.id();
+    let before = status_bytes(pid, "VmRSS");
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    for id in 0..READS {
+        let read =
+            Request { id, cluster_id: cluster.clone(), epoch, body: Some(request::Body::Read(Read { position: 0 })) };
+        frame::encode(&read, &mut buf);
+    }
+    // The server may stop reading before all of it arrived: write from a thread.
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&buf).is_ok());
+    // Wait until the server has done what it will: its RSS stays put for a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = (status_bytes(pid, "VmRSS"), std::time::Instant::now());
+    while last.1.elapsed() < Duration::from_secs(1) {
+        assert!(std::time::Instant::now() < deadline, "the server's memory never stopped growing");
+        std::thread::sleep(Duration::from_millis(50));
+        let now = status_bytes(pid, "VmRSS");
+        if now.abs_diff(last.0) > 1 << 20 {
+            last = (now, std::time::Instant::now());
+        }
+    }
+    let started = std::time::Instant::now();
+    honest_append(&server.addr, "while a client reads nothing");
+    let honest = started.elapsed();
+    let peak = status_bytes(pid, "VmHWM");
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "{READS} unread 64 KiB reads: peak RSS {} MiB (+{} MiB), an honest append meanwhile took {} ms",
+        peak >> 20,
+        grew >> 20,
+        honest.as_millis()
+    );
+    assert!(grew < 64 << 20, "unread answers grew the server by {} MiB", grew >> 20);
+    // Nothing is lost: reading now, every request has its answer.
+    let mut answered = 0;
+    let mut data = 0;
+    while answered < READS {
+        match read_response(&mut s).and_then(|r| r.body) {
+            Some(response::Body::Read(r)) => {
+                assert_eq!(r.entry.map(|e| e.payload.len()), Some(big.len()));
+                data += 1;
+            }
+            Some(response::Body::Error(e)) => assert_eq!(e.code, ErrorCode::Overloaded as i32, "{e:?}"),
+            other => panic!("answer {answered}: {other:?}"),
+        }
+        answered += 1;
+    }
+    assert!(writer.join().unwrap(), "the server closed the connection instead of holding it back");
+    assert!(data > 0, "no read was served");
+    honest_append(&server.addr, "after");
+}

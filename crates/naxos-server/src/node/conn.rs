@@ -1,22 +1,21 @@
 //! One client connection: its reader decodes frames (after a walk of their
 //! bytes that refuses what decoding would silently accept), enforces the
-//! in-flight limit and the admin-only requests of TLS roles, and hands each
-//! request to `dispatch`; its writer coalesces answers. Also the refusal of
-//! a connection beyond `--connections-max`.
+//! in-flight limit and the admin-only requests of TLS roles, stops reading
+//! while too many bytes of answers wait for the peer to read them, and hands
+//! each request to `dispatch`; its writer coalesces answers. Also the
+//! refusal of a connection beyond `--connections-max`.
 
 use super::{dispatch, until_stopped, Ctx};
 use crate::metrics;
-use crate::reply::Reply;
+use crate::reply::{Outbox, Reply, BACKLOG_BYTES_MAX};
 use naxos_wire::frame::{self, FrameReader};
 use naxos_wire::net::{BoxStream, Role};
 use naxos_wire::proto::{request, response, Request, Response};
 use naxos_wire::{ErrorCode, ServerError};
 use prost::Message;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Answers a connection beyond `--connections-max` with one `Overloaded`
 /// frame (request id 0: the refusal comes before any request) and closes it.
@@ -55,22 +54,36 @@ fn needs_admin(body: &request::Body) -> bool {
     }
 }
 
+/// Whether a request's answer may be large (bulk bytes read back).
+fn is_read(body: &request::Body) -> bool {
+    use request::Body as B;
+    match body {
+        B::Read(_) | B::ReadRange(_) | B::RangeDigest(_) | B::StreamQuery(_) => true,
+        B::Batch(b) => b.requests.iter().any(|r| r.body.as_ref().is_some_and(is_read)),
+        _ => false,
+    }
+}
+
 pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAddr, role: Role) {
     let (r, w) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel::<Response>();
-    let writer = tokio::spawn(frame::write_loop(w, rx));
-    let inflight = Arc::new(AtomicUsize::new(0));
+    let (outbox, rx, backlog) = Outbox::new();
+    let writer = tokio::spawn(backlog.write_loop(w, rx));
     let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max).with_stall_timeout(ctx.config.frame_stall_timeout);
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let next = tokio::select! {
             biased;
             _ = until_stopped(&mut shutdown) => break,
-            next = reader.next_frame() => next,
+            // A peer that does not read its answers is not read from either
+            // until they drain: TCP holds it back, not the server's memory.
+            next = async {
+                outbox.drained_to(BACKLOG_BYTES_MAX).await;
+                reader.next_frame().await
+            } => next,
         };
         let refuse = |id: u64, why: String| {
             let e = ServerError::new(ErrorCode::BadRequest, why);
-            let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+            outbox.refuse(Response { id, body: Some(response::Body::Error(e.to_proto())) });
         };
         let next = match next {
             // Looked at before it is decoded: two bodies, an oversized or
@@ -97,7 +110,7 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
         match next {
             Ok(Some(req)) => {
                 let id = req.id;
-                if inflight.load(Ordering::Acquire) >= ctx.config.inflight_max {
+                if outbox.inflight() >= ctx.config.inflight_max {
                     let e = ServerError::new(
                         ErrorCode::Overloaded,
                         format!(
@@ -105,7 +118,7 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
                             ctx.config.inflight_max
                         ),
                     );
-                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+                    outbox.refuse(Response { id, body: Some(response::Body::Error(e.to_proto())) });
                     continue;
                 }
                 if !role.is_admin() && req.body.as_ref().is_some_and(needs_admin) {
@@ -114,15 +127,13 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
                         "this request changes the cluster and needs an admin's certificate; this connection's is a client's",
                     );
                     tracing::warn!(%peer, "refused a request that needs an admin's certificate");
-                    let _ = tx.send(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+                    outbox.refuse(Response { id, body: Some(response::Body::Error(e.to_proto())) });
                     continue;
                 }
-                inflight.fetch_add(1, Ordering::AcqRel);
+                let read = req.body.as_ref().is_some_and(is_read);
+                outbox.take_slot(read);
                 let kind = req.body.as_ref().map_or(metrics::Kind::Other, metrics::Kind::of);
-                if let Some(h) = metrics::get() {
-                    h.in_flight.increment(1.0);
-                }
-                dispatch(&ctx, req, Reply::conn(id, tx.clone(), inflight.clone()).timed(kind));
+                dispatch(&ctx, req, Reply::conn(id, outbox.clone(), read).timed(kind));
             }
             Ok(None) => break,
             Err(e) => {
@@ -138,13 +149,13 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
                 };
                 if let Some(code) = code {
                     let e = ServerError::new(code, format!("closing the connection: {e}"));
-                    let _ = tx.send(Response { id: 0, body: Some(response::Body::Error(e.to_proto())) });
+                    outbox.refuse(Response { id: 0, body: Some(response::Body::Error(e.to_proto())) });
                 }
                 break;
             }
         }
     }
-    drop(tx);
+    drop(outbox);
     // Let answers already produced reach the peer; bounded, as the peer may be gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }

@@ -87,7 +87,9 @@ pub async fn check_trim(ctx: &Arc<Ctx>, position: u64, epoch: u64) -> Result<(),
     let (otx, orx) = oneshot::channel();
     tx.send(logunit::Op::Info(otx)).map_err(|_| stopped())?;
     let info = orx.await.map_err(|_| stopped())?;
-    if position <= info.tail.0.max(info.meta.trim_mark.0) {
+    if position <= info.tail.0.max(info.meta.trim_mark.0)
+        || naxos_wire::mutation::active(naxos_wire::mutation::Mutation::TrimAboveTail)
+    {
         return Ok(());
     }
     let tail = sequencer_tail(ctx, epoch, &format!("the trim at {position}")).await?;
