@@ -110,6 +110,9 @@ pub struct DiskStore {
     dir: PathBuf,
     options: Options,
     meta: Meta,
+    /// The first positions of the segment files the directory must hold
+    /// (the manifest kept in meta.json beside `meta`).
+    manifest: BTreeSet<u64>,
     /// Segments by number (`first / segment_positions`).
     segments: BTreeMap<u64, Segment>,
     streams: StreamIndex,
@@ -178,11 +181,35 @@ impl DiskStore {
         let idxs: BTreeSet<u64> = names.iter().filter_map(|n| parse_name(n, ".idx")).collect();
         let mut options = options;
         options.segment_positions = load_format(dir, &options, !logs.is_empty())?;
-        let meta = load_meta(dir, &options)?;
+        let loaded = load_meta(dir, &options, &logs)?;
+        let meta = loaded.meta;
+        let s = options.segment_positions;
+        let live = |first: u64| first.saturating_add(s) > meta.trim_mark.0;
+        // Every segment file the manifest lists (and no trim deleted) must
+        // be here: one that is not would be served as holes.
+        if let Some(listed) = &loaded.segments {
+            let missing: Vec<u64> = listed.iter().copied().filter(|f| live(*f) && !logs.contains(f)).collect();
+            if !missing.is_empty() {
+                let names: Vec<String> =
+                    missing.iter().map(|f| format!("{} (positions {f}..{})", log_name(*f), f + s)).collect();
+                return Err(Error::Directory {
+                    path: dir.display().to_string(),
+                    reason: format!(
+                        "segment file(s) that {META_FILE} lists are missing: {}; serving without them would \
+                         answer their entries as never written. Restore them from a backup, or move this \
+                         directory away and start the node empty so that its replicas re-copy the log",
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+        let manifest: BTreeSet<u64> = logs.iter().copied().filter(|f| live(*f)).collect();
+        let manifest_changed = loaded.segments.as_ref() != Some(&manifest);
         let mut store = DiskStore {
             dir: dir.to_path_buf(),
             options,
             meta,
+            manifest,
             segments: BTreeMap::new(),
             streams: StreamIndex::default(),
             high: 0,
@@ -197,7 +224,6 @@ impl DiskStore {
             tick: 0,
             _lock: lock,
         };
-        let s = store.options.segment_positions;
         let mut removed = false;
         for first in idxs.iter().filter(|f| !logs.contains(f)) {
             fs::remove(files, dir, &idx_name(*first))?;
@@ -227,6 +253,11 @@ impl DiskStore {
         }
         if removed {
             fs::sync_dir(files, dir)?;
+        }
+        if manifest_changed {
+            // A directory from before the manifest, or a segment created
+            // just before a crash that kept it out of the list.
+            store.persist_meta(&store.meta)?;
         }
         // Closed segments that had to be scanned get an index now, so the next
         // start-up does not scan them again.
@@ -316,6 +347,9 @@ impl DiskStore {
         let file = fs::DataFile::open(self.fs(), &self.dir.join(log_name(first)))?;
         let file_len = file.len()?;
         let index = fs::read(self.fs(), &self.dir, &idx_name(first))?;
+        if let Some(bytes) = &index {
+            self.check_not_truncated(first, bytes, file_len)?;
+        }
         let seg = self.segments.get_mut(&n).expect("make_resident found it");
         seg.file = Some(file);
         let decoded = index.map(|bytes| index::decode(&bytes, first, s, file_len));
@@ -394,6 +428,7 @@ impl DiskStore {
         let mut seg = Segment::new(first, s, file);
         let mut from = 0;
         if let Some(bytes) = fs::read(self.fs(), &self.dir, &idx_name(first))? {
+            self.check_not_truncated(first, &bytes, file_len)?;
             match index::decode(&bytes, first, s, file_len) {
                 Ok(ix) => {
                     seg.held = ix.slots.iter().filter(|slot| slot.kind() != SlotKind::Empty).count() as u64;
@@ -434,6 +469,25 @@ impl DiskStore {
         Ok(())
     }
 
+    /// Refuses a segment whose data file is shorter than its sound index
+    /// file says was synced: the records past the cut were durable, so
+    /// possibly acknowledged, and scanning what is left would serve them as
+    /// never written.
+    fn check_not_truncated(&self, first: u64, index: &[u8], file_len: u64) -> Result<()> {
+        match index::covered_len(index, first) {
+            Some(covered) if covered > file_len => Err(Error::Directory {
+                path: self.dir.display().to_string(),
+                reason: format!(
+                    "{} was truncated: it is {file_len} bytes, but its index file says {covered} bytes were \
+                     synced; the records past byte {file_len} are lost. Restore it from a backup, or move this \
+                     directory away and start the node empty so that its replicas re-copy the log",
+                    log_name(first)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the index files of the dirty segments (all, or all but the newest).
     fn write_indexes(&mut self, include_newest: bool) -> Result<()> {
         let newest = self.segments.keys().next_back().copied();
@@ -469,14 +523,29 @@ impl DiskStore {
         Ok(())
     }
 
+    /// Replaces meta.json with `meta` and the current manifest.
     fn persist_meta(&self, meta: &Meta) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(meta).expect("Meta has only plain fields and always serializes");
+        let file = files::MetaFile { meta: meta.clone(), segments: Some(self.manifest.clone()) };
+        let bytes = serde_json::to_vec_pretty(&file).expect("MetaFile has only plain fields and always serializes");
         fs::write_atomic(self.fs(), &self.dir, META_FILE, &bytes)
     }
 
     fn create_segment(&mut self, n: u64) -> Result<()> {
         let first = n * self.options.segment_positions;
         let file = fs::DataFile::create(self.fs(), &self.dir.join(log_name(first)))?;
+        // Listed before anything is written to it (the atomic replace of
+        // meta.json also makes the new file's directory entry durable).
+        self.manifest.insert(first);
+        if let Err(e) = self.persist_meta(&self.meta) {
+            // Unlisted, the file must not stay either: the next write that
+            // needs it creates it again.
+            self.manifest.remove(&first);
+            drop(file);
+            if let Err(remove) = fs::remove(self.fs(), &self.dir, &log_name(first)) {
+                tracing::warn!(file = %log_name(first), %remove, "could not remove an unlisted new segment file");
+            }
+            return Err(e);
+        }
         self.dir_dirty = true;
         if self.segments.keys().next_back().is_some_and(|newest| *newest < n) {
             self.index_due = true;
@@ -843,7 +912,13 @@ impl Store for DiskStore {
         // The mark is durable before anything is deleted: a crash in between
         // leaves files that the next open deletes.
         let meta = Meta { trim_mark: position, ..self.meta.clone() };
-        self.persist_meta(&meta)?;
+        let s = self.options.segment_positions;
+        let kept = self.manifest.iter().copied().filter(|f| f.saturating_add(s) > position.0).collect();
+        let listed = std::mem::replace(&mut self.manifest, kept);
+        if let Err(e) = self.persist_meta(&meta) {
+            self.manifest = listed;
+            return Err(e);
+        }
         self.meta = meta;
         self.streams.trim(position.0);
         let doomed: Vec<u64> =

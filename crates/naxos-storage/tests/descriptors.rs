@@ -71,15 +71,25 @@ fn a_directory_sync_out_of_descriptors_fails_the_batch_not_the_store() {
         store.write(Position(p), &data(format!("e{p}").as_bytes(), &[])).unwrap();
     }
     store.sync().unwrap();
-    // The write that starts the next segment file, then a sync without descriptors.
+    // The write that starts the next segment file lists it in meta.json,
+    // whose atomic replace syncs the directory: without descriptors, the
+    // write fails and leaves no unlisted file behind.
     fs.out.store(true, Ordering::Relaxed);
-    store.write(Position(4), &data(b"e4", &[])).unwrap();
-    let e = store.sync().expect_err("the directory could not be opened");
-    assert!(e.to_string().contains("syncing data directory"), "{e}");
-    // Descriptors are back: the same store syncs, reads and writes again.
+    let e = store.write(Position(4), &data(b"e4", &[])).expect_err("the directory could not be opened");
+    assert!(e.to_string().contains("Too many open files"), "{e}");
+    // Descriptors are back: the same store writes, syncs and reads again.
     fs.out.store(false, Ordering::Relaxed);
-    store.sync().expect("the store did not take EMFILE for a failed disk");
+    store.write(Position(4), &data(b"e4", &[])).expect("the store did not take EMFILE for a failed disk");
+    store.sync().unwrap();
+    // A sync that cannot open the directory fails the batch only.
     store.write(Position(5), &data(b"e5", &[])).unwrap();
+    store.sync().unwrap();
+    store.write(Position(8), &data(b"e8", &[])).unwrap();
+    fs.out.store(true, Ordering::Relaxed);
+    let e = store.sync().expect_err("the directory could not be opened");
+    fs.out.store(false, Ordering::Relaxed);
+    assert!(e.to_string().contains("syncing data directory"), "{e}");
+    store.sync().expect("the store did not take EMFILE for a failed disk");
     store.sync().unwrap();
     for p in 0..6 {
         let entry = store.read(Position(p)).unwrap().expect("written");
@@ -87,5 +97,5 @@ fn a_directory_sync_out_of_descriptors_fails_the_batch_not_the_store() {
     }
     drop(store);
     let store = DiskStore::open(dir.path(), options).unwrap();
-    assert_eq!(store.tail(), Position(6));
+    assert_eq!(store.tail(), Position(9));
 }

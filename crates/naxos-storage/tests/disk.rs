@@ -681,3 +681,95 @@ fn only_a_bounded_number_of_segments_stay_in_memory() {
     store.close().expect("close");
     assert!(seg_path(dir.path(), 16, "idx").exists(), "the scanned segment got its index file back");
 }
+
+/// The refusal of opening `dir` (which must fail with a directory error);
+/// its message.
+fn refused(dir: &Path) -> String {
+    match DiskStore::open(dir, options(4)) {
+        Err(e @ Error::Directory { .. }) => e.to_string(),
+        Err(other) => panic!("expected a directory error, got {other:?}"),
+        Ok(_) => panic!("the damaged directory was opened and would be served"),
+    }
+}
+
+#[test]
+fn a_missing_meta_json_next_to_segments_is_refused_not_reset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6]);
+    store.set_meta(Meta { sealed_epoch: Epoch(3), ..store.meta().clone() }).expect("seal");
+    store.trim(p(2)).expect("trim");
+    store.close().expect("close");
+    fs::remove_file(dir.path().join("meta.json")).expect("delete meta.json");
+    let why = refused(dir.path());
+    assert!(why.contains("meta.json is missing next to 2 segment file(s)"), "{why}");
+    assert!(why.contains("trim mark") && why.contains("replicas re-copy"), "{why}");
+    // Still refused at the next try: nothing was reset meanwhile.
+    assert!(!dir.path().join("meta.json").exists(), "the refusal wrote a fresh meta.json");
+    refused(dir.path());
+}
+
+#[test]
+fn a_deleted_segment_file_is_refused_not_served_as_holes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    store.close().expect("close");
+    fs::remove_file(seg_path(dir.path(), 4, "log")).expect("delete a segment");
+    let why = refused(dir.path());
+    assert!(why.contains("seg-00000000000000000004.log (positions 4..8)"), "{why}");
+    assert!(why.contains("missing"), "{why}");
+    // The newest one too, and its index with it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6]);
+    store.close().expect("close");
+    fs::remove_file(seg_path(dir.path(), 4, "log")).expect("delete the newest segment");
+    let _ = fs::remove_file(seg_path(dir.path(), 4, "idx"));
+    assert!(refused(dir.path()).contains("positions 4..8"));
+}
+
+#[test]
+fn segment_files_a_trim_deleted_are_not_missing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    store.trim(p(8)).expect("trim");
+    store.close().expect("close");
+    let mut store = open(dir.path(), 4);
+    assert_eq!(store.read(p(9)).expect("read"), Some(data(&payload(10), &[])));
+}
+
+#[test]
+fn a_truncated_segment_whose_index_says_more_was_synced_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    store.close().expect("close");
+    let log = seg_path(dir.path(), 4, "log");
+    assert!(seg_path(dir.path(), 4, "idx").exists(), "an older segment is indexed at close");
+    let len = file_len(&log);
+    fs::OpenOptions::new().write(true).open(&log).expect("open").set_len(len / 2).expect("truncate");
+    let why = refused(dir.path());
+    assert!(why.contains("seg-00000000000000000004.log was truncated"), "{why}");
+    assert!(why.contains(&format!("{} bytes were synced", len)), "{why}");
+}
+
+#[test]
+fn a_directory_from_before_the_manifest_gets_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = open(dir.path(), 4);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4, 5, 6]);
+    store.close().expect("close");
+    // meta.json as the store wrote it before it kept a manifest.
+    let meta_path = dir.path().join("meta.json");
+    let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).expect("read meta")).expect("parse meta");
+    fs::write(&meta_path, serde_json::to_vec(&meta).expect("encode")).expect("write meta");
+    let store = open(dir.path(), 4);
+    assert_eq!(store.tail(), p(6));
+    drop(store);
+    let text = String::from_utf8(fs::read(&meta_path).expect("read meta")).expect("utf-8");
+    assert!(text.contains("\"segments\""), "{text}");
+    fs::remove_file(seg_path(dir.path(), 0, "log")).expect("delete a segment");
+    assert!(refused(dir.path()).contains("positions 0..4"));
+}

@@ -1,6 +1,7 @@
 //! The data directory's own files and names: `format.json` (what the
 //! directory was created with, checked at every open), `meta.json` (the
-//! store's [`Meta`]), and the names of the segment and index files.
+//! store's [`Meta`] and the manifest of the segment files the directory
+//! must hold), and the names of the segment and index files.
 
 use super::{fs, Options, SEGMENT_POSITIONS_MAX};
 use crate::{Error, Meta, Result};
@@ -16,6 +17,19 @@ pub(super) const META_FILE: &str = "meta.json";
 struct Format {
     format_version: u32,
     segment_positions: u64,
+}
+
+/// `meta.json`: the store's metadata and its manifest.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct MetaFile {
+    #[serde(flatten)]
+    pub(super) meta: Meta,
+    /// The first positions of the segment files the directory must hold
+    /// (those not wholly below the trim mark): a segment file that goes
+    /// missing is reported, never served as holes. Absent in directories
+    /// written before the manifest; the next open builds it from the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) segments: Option<std::collections::BTreeSet<u64>>,
 }
 
 /// A segment's record file.
@@ -82,8 +96,12 @@ pub(super) fn load_format(dir: &Path, options: &Options, has_segments: bool) -> 
     Ok(format.segment_positions)
 }
 
-/// Reads `meta.json`, or creates it with `options.node_id` (or a random one).
-pub(super) fn load_meta(dir: &Path, options: &Options) -> Result<Meta> {
+/// Reads `meta.json`, or creates it with `options.node_id` (or a random
+/// one) for a directory that holds no segment file yet. One missing next
+/// to segment files is refused: the trim mark and sealed epoch it kept are
+/// unknown, and serving without them brings trimmed entries back and takes
+/// a stale epoch's writes.
+pub(super) fn load_meta(dir: &Path, options: &Options, segments: &std::collections::BTreeSet<u64>) -> Result<MetaFile> {
     let files = options.fs.as_ref();
     match fs::read(files, dir, META_FILE)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -92,12 +110,24 @@ pub(super) fn load_meta(dir: &Path, options: &Options) -> Result<Meta> {
                 format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"),
             )
         }),
+        None if !segments.is_empty() => Err(directory_error(
+            dir,
+            format!(
+                "{META_FILE} is missing next to {} segment file(s) ({} to {}): the trim mark and the sealed epoch it \
+                 kept are unknown, and serving without them would bring trimmed entries back and take a stale \
+                 epoch's writes. Restore it from a backup, or move this directory away and start the node empty so \
+                 that its replicas re-copy the log",
+                segments.len(),
+                segments.first().map(|f| log_name(*f)).unwrap_or_default(),
+                segments.last().map(|f| log_name(*f)).unwrap_or_default(),
+            ),
+        )),
         None => {
             let node_id = options.node_id.unwrap_or_else(crate::meta::random_node_id);
-            let meta = Meta { node_id, ..Meta::default() };
-            let bytes = serde_json::to_vec_pretty(&meta).expect("Meta has only plain fields and always serializes");
+            let file = MetaFile { meta: Meta { node_id, ..Meta::default() }, segments: Some(Default::default()) };
+            let bytes = serde_json::to_vec_pretty(&file).expect("MetaFile has only plain fields and always serializes");
             fs::write_atomic(files, dir, META_FILE, &bytes)?;
-            Ok(meta)
+            Ok(file)
         }
     }
 }

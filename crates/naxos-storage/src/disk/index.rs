@@ -206,6 +206,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The data file length a sound index file (its CRC, magic and segment
+/// check out) says was synced, whatever else it holds: a data file shorter
+/// than that was truncated after the sync.
+pub(crate) fn covered_len(b: &[u8], first: u64) -> Option<u64> {
+    if b.len() < HEADER_BYTES + 4 {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return None;
+    }
+    let mut c = Cursor { b: body, at: 0 };
+    if c.take(8).ok()? != MAGIC || c.u64().ok()? != first {
+        return None;
+    }
+    c.u64().ok()
+}
+
 /// Decodes and checks an index file of the segment starting at `first` with
 /// `positions` positions, whose data file is `file_len` bytes long. Any
 /// inconsistency makes the whole index invalid.
