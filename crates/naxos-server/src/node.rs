@@ -317,6 +317,7 @@ mod http;
 mod manage;
 mod page;
 mod upkeep;
+pub use conn::TOKEN_POSITIONS_PER_S;
 use conn::{refuse_conn, serve_conn};
 pub use guard::WRITE_WINDOW;
 use guard::{admit_epoch, check_ahead, check_trim, confirm_epoch, highest_epoch, Horizon};

@@ -584,16 +584,23 @@ fn answers_a_client_does_not_read_are_bounded() {
             last = (now, std::time::Instant::now());
         }
     }
-    let started = std::time::Instant::now();
-    honest_append(&server.addr, "while a client reads nothing");
-    let honest = started.elapsed();
+    // An honest client meanwhile: one append at a time for 2 s, its latency
+    // as `naxos bench` measures it (the figure for the closing note).
+    let (code, out, err) =
+        run_cli(&["bench", "append", "--cluster", &server.addr, "--depth", "1", "--duration", "2", "--json"], b"");
+    assert_eq!(code, 0, "the honest client was not served: {err}");
+    let bench: serde_json::Value = serde_json::from_slice(&out).expect("bench prints JSON");
+    assert_eq!(bench["errors"], 0, "{bench}");
+    assert!(bench["ops"].as_u64().unwrap_or(0) > 0, "{bench}");
     let peak = status_bytes(pid, "VmHWM");
     let grew = peak.saturating_sub(before);
     eprintln!(
-        "{READS} unread 64 KiB reads: peak RSS {} MiB (+{} MiB), an honest append meanwhile took {} ms",
+        "{READS} unread 64 KiB reads: peak RSS {} MiB (+{} MiB); an honest client meanwhile: {} appends, p50 {} us, p99 {} us",
         peak >> 20,
         grew >> 20,
-        honest.as_millis()
+        bench["ops"],
+        bench["latency_us_p50"],
+        bench["latency_us_p99"]
     );
     assert!(grew < 64 << 20, "unread answers grew the server by {} MiB", grew >> 20);
     // Nothing is lost: reading now, every request has its answer.
@@ -612,5 +619,59 @@ fn answers_a_client_does_not_read_are_bounded() {
     }
     assert!(writer.join().unwrap(), "the server closed the connection instead of holding it back");
     assert!(data > 0, "no read was served");
+    honest_append(&server.addr, "after");
+}
+
+/// A client that asks for the most positions a token request may reserve,
+/// again and again (each burnt position costs readers a hole fill), is held
+/// to its connection's rate: beyond a burst its requests are refused
+/// `Overloaded`, and the tail moves by no more than it was granted.
+#[test]
+fn token_requests_beyond_a_connections_rate_are_refused() {
+    use naxos_wire::proto::Token;
+    const REQUESTS: u64 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev(dir.path(), &[]);
+    honest_append(&server.addr, "before");
+    let (cluster, epoch) = layout_of(&server.addr);
+    let count = naxos_server::sequencer::TOKEN_COUNT_MAX;
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    for id in 0..REQUESTS {
+        let token = Request {
+            id,
+            cluster_id: cluster.clone(),
+            epoch,
+            body: Some(request::Body::Token(Token { count, ..Default::default() })),
+        };
+        frame::encode(&token, &mut buf);
+    }
+    let started = std::time::Instant::now();
+    s.write_all(&buf).unwrap();
+    let (mut granted, mut refused) = (0u64, 0u64);
+    for _ in 0..REQUESTS {
+        match read_response(&mut s).and_then(|r| r.body) {
+            Some(response::Body::Token(t)) => {
+                assert_eq!(t.count, count);
+                granted += 1;
+            }
+            Some(response::Body::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::Overloaded as i32, "{e:?}");
+                assert!(e.message.contains("positions a second"), "{e:?}");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = naxos_server::node::TOKEN_POSITIONS_PER_S as f64;
+    let allowed = ((2.0 * rate + elapsed * rate) / f64::from(count)).ceil() as u64;
+    assert!(refused > 0, "{REQUESTS} requests of {count} positions in {elapsed:.2}s were all granted");
+    assert!(granted <= allowed, "{granted} granted, at most {allowed} allowed in {elapsed:.2}s");
+    let (code, out, err) = run_cli(&["tail", "--cluster", &server.addr], b"");
+    assert_eq!(code, 0, "{err}");
+    let tail: u64 = String::from_utf8_lossy(&out).trim().parse().expect("a tail");
+    assert!(tail <= 1 + granted * u64::from(count), "tail {tail} after {granted} grants");
+    // Other connections are not held back.
     honest_append(&server.addr, "after");
 }

@@ -54,6 +54,49 @@ fn needs_admin(body: &request::Body) -> bool {
     }
 }
 
+/// Positions one connection may reserve per second, sustained (`Token`
+/// counts, one per entry of an `Append`), with bursts of twice as many;
+/// beyond, its token requests are answered `Overloaded` (docs/operations.md).
+/// Each position burnt and never written costs readers a hole fill: one
+/// request once burnt 2^28.
+pub const TOKEN_POSITIONS_PER_S: u64 = 1 << 22;
+
+/// A connection's allowance of positions: a token bucket.
+struct PositionBudget {
+    left: f64,
+    at: tokio::time::Instant,
+}
+
+impl PositionBudget {
+    fn new() -> PositionBudget {
+        PositionBudget { left: 2.0 * TOKEN_POSITIONS_PER_S as f64, at: tokio::time::Instant::now() }
+    }
+
+    /// Takes `n` positions if the budget has them.
+    fn take(&mut self, n: u64) -> bool {
+        let now = tokio::time::Instant::now();
+        let rate = TOKEN_POSITIONS_PER_S as f64;
+        self.left = (self.left + now.duration_since(self.at).as_secs_f64() * rate).min(2.0 * rate);
+        self.at = now;
+        if n as f64 > self.left {
+            return false;
+        }
+        self.left -= n as f64;
+        true
+    }
+}
+
+/// The positions a request asks the sequencer for.
+fn positions_asked(body: &request::Body) -> u64 {
+    use request::Body as B;
+    match body {
+        B::Token(t) => u64::from(t.count),
+        B::Append(a) => a.entries.len() as u64,
+        B::Batch(b) => b.requests.iter().filter_map(|r| r.body.as_ref()).map(positions_asked).sum(),
+        _ => 0,
+    }
+}
+
 /// Whether a request's answer may be large (bulk bytes read back).
 fn is_read(body: &request::Body) -> bool {
     use request::Body as B;
@@ -70,6 +113,7 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
     let writer = tokio::spawn(backlog.write_loop(w, rx));
     let mut reader = FrameReader::new(r, ctx.config.frame_bytes_max).with_stall_timeout(ctx.config.frame_stall_timeout);
     let mut shutdown = ctx.shutdown.clone();
+    let mut budget = PositionBudget::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -116,6 +160,17 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
                         format!(
                             "more than {} requests in flight on one connection; wait for answers",
                             ctx.config.inflight_max
+                        ),
+                    );
+                    outbox.refuse(Response { id, body: Some(response::Body::Error(e.to_proto())) });
+                    continue;
+                }
+                let positions = req.body.as_ref().map_or(0, positions_asked);
+                if positions > 0 && !budget.take(positions) {
+                    let e = ServerError::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "this connection asked for more than {TOKEN_POSITIONS_PER_S} positions a second; slow down"
                         ),
                     );
                     outbox.refuse(Response { id, body: Some(response::Body::Error(e.to_proto())) });
