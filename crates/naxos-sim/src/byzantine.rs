@@ -2,9 +2,9 @@
 //! requests with extreme values, as a buggy or hostile client with nothing
 //! but a socket and the cluster id would (issue 12): trims above the tail,
 //! writes far ahead of it or in the reserved top range, seals and layouts
-//! far ahead of every chosen epoch, token counts out of range, and hole
-//! fills just ahead of the tail. Each request the servers must refuse that
-//! is answered OK is a violation of its own ([`REFUSED`]); what an accepted
+//! far ahead of every chosen epoch, token counts out of range. Each request
+//! the servers must refuse that is answered OK is a violation of its own
+//! ([`REFUSED`]); what an accepted
 //! one did to the log (a trim above the tail deletes acknowledged entries)
 //! is left for the history's checkers to find. It records no operations:
 //! nothing it sends may change what honest clients read.
@@ -103,19 +103,18 @@ fn attempt(rng: &mut Rng, layout: &naxos_wire::Layout, tail: u64) -> Attempt {
                 base: Some(Box::new(layout.clone())),
             }),
         ),
-        // Hole fills just ahead of the tail, to the whole chain of the
-        // position: allowed (a buggy client's), and honest appends that meet
-        // them take new tokens.
+        // A trim above the tail at one unit only. (Hole fills just ahead of
+        // the tail, which the log units take within their write window, are
+        // not sent: a hole above the tail breaks the `tail` invariant of the
+        // history, which holds only for honest clients; hostile.rs covers
+        // what they cost honest appends.)
         _ => {
-            let p = tail + rng.range(0, 8);
-            let chain = layout.placement(naxos_wire::Position(p)).map(|pl| pl.chain.to_vec()).unwrap_or_default();
-            Attempt {
-                what: format!("Fill({p}) ahead of the tail"),
-                to: chain,
-                body: write(p, EntryKind::Hole),
-                epoch: None,
-                must_refuse: false,
-            }
+            let p = tail + TRIM_AHEAD;
+            plain(
+                format!("Trim({p}) above the tail {tail}"),
+                vec![unit],
+                request::Body::Trim(proto::Trim { position: p }),
+            )
         }
     }
 }
