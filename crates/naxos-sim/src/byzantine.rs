@@ -30,14 +30,13 @@ const TRIM_AHEAD: u64 = 1_000;
 /// Extreme requests sent per run.
 const ROUNDS: usize = 14;
 
-/// A request, and whether a server must refuse it.
+/// A request every server must refuse.
 struct Attempt {
     what: String,
     to: Vec<String>,
     body: request::Body,
     /// Request epoch: the layout's unless the attempt says otherwise.
     epoch: Option<u64>,
-    must_refuse: bool,
 }
 
 fn write(position: u64, kind: EntryKind) -> request::Body {
@@ -46,19 +45,21 @@ fn write(position: u64, kind: EntryKind) -> request::Body {
     request::Body::Write(proto::Write { position, entry: Some(entry) })
 }
 
-/// One attempt of the seeded mix, built from the current layout and tail.
-fn attempt(rng: &mut Rng, layout: &naxos_wire::Layout, tail: u64) -> Attempt {
+/// One attempt of the seeded mix, built from the current layout and tail;
+/// the `first` is always the trim above the tail at every unit.
+fn attempt(rng: &mut Rng, layout: &naxos_wire::Layout, tail: u64, first: bool) -> Attempt {
     let units = layout.log_units();
     let pick = |rng: &mut Rng, from: &[String]| from[rng.range(0, from.len() as u64) as usize].clone();
     let unit = pick(rng, &units);
     let layout_server = pick(rng, &layout.layout_servers);
     let sequencer = layout.sequencers.first().cloned().unwrap_or_else(|| unit.clone());
     let e = layout.epoch;
-    let plain = |what: String, to: Vec<String>, body| Attempt { what, to, body, epoch: None, must_refuse: true };
-    match rng.range(0, 12) {
+    let plain = |what: String, to: Vec<String>, body| Attempt { what, to, body, epoch: None };
+    let kind = rng.range(0, 12);
+    match if first { 0 } else { kind } {
         // A trim far above the tail, to every log unit: it once deleted
-        // every segment. Sent first (below) so that, under the mutation
-        // that lets it through, the checkers see what it did.
+        // every segment. Sent first, so that under the mutation that lets
+        // it through the checkers see what it did.
         0 => {
             let p = tail + TRIM_AHEAD;
             plain(format!("Trim({p}) above the tail {tail}"), units, request::Body::Trim(proto::Trim { position: p }))
@@ -82,7 +83,6 @@ fn attempt(rng: &mut Rng, layout: &naxos_wire::Layout, tail: u64) -> Attempt {
             to: vec![sequencer],
             body: request::Body::SeqBootstrap(proto::SeqBootstrap { tail: 0, streams: vec![] }),
             epoch: Some(e + 1000),
-            must_refuse: true,
         },
         9 => {
             let mut ahead = layout.clone();
@@ -128,7 +128,7 @@ pub async fn run(seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_millis(rng.range(20, 400))).await;
         let mut tail = client.tail().await;
-        // The first round's tail is worth waiting for (see below).
+        // The first round's tail is worth waiting for: its attempt is the trim above it.
         for _ in 0..20 {
             if round > 0 || tail.is_ok() {
                 break;
@@ -138,18 +138,7 @@ pub async fn run(seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>
         }
         let Ok(tail) = tail else { continue };
         let layout = client.layout();
-        let mut a = attempt(&mut rng, &layout, tail.0);
-        if round == 0 {
-            // The trim above the tail first: the mutation test needs it early.
-            let p = tail.0 + TRIM_AHEAD;
-            a = Attempt {
-                what: format!("Trim({p}) above the tail {}", tail.0),
-                to: layout.log_units(),
-                body: request::Body::Trim(proto::Trim { position: p }),
-                epoch: None,
-                must_refuse: true,
-            };
-        }
+        let a = attempt(&mut rng, &layout, tail.0, round == 0);
         for addr in &a.to {
             let req = Request {
                 id: 0,
@@ -159,7 +148,7 @@ pub async fn run(seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>
             };
             let answer = pool.call(addr, req).await;
             tracing::debug!("byzantine {}: {addr} answered {answer:?}", a.what);
-            if a.must_refuse && answer.is_ok() {
+            if answer.is_ok() {
                 if let Ok(mut f) = found.lock() {
                     f.push(Violation::new(
                         REFUSED,

@@ -23,12 +23,13 @@
 mod files;
 mod fs;
 mod index;
+mod range;
 mod record;
 mod recovery;
 mod segment;
 
 use crate::fs::{DirLock, Fs, StdFs};
-use crate::query::{self, Budget};
+use crate::query;
 use crate::{validate_entry, Corruption, Error, Meta, Result, Store, StreamQuery, StripeFilter};
 use bytes::Bytes;
 use files::{idx_name, load_format, load_meta, log_name, parse_name, META_FILE};
@@ -182,29 +183,9 @@ impl DiskStore {
         let mut options = options;
         options.segment_positions = load_format(dir, &options, !logs.is_empty())?;
         let loaded = load_meta(dir, &options, &logs)?;
-        let meta = loaded.meta;
-        let s = options.segment_positions;
-        let live = |first: u64| first.saturating_add(s) > meta.trim_mark.0;
-        // Every segment file the manifest lists (and no trim deleted) must
-        // be here: one that is not would be served as holes.
-        if let Some(listed) = &loaded.segments {
-            let missing: Vec<u64> = listed.iter().copied().filter(|f| live(*f) && !logs.contains(f)).collect();
-            if !missing.is_empty() {
-                let names: Vec<String> =
-                    missing.iter().map(|f| format!("{} (positions {f}..{})", log_name(*f), f + s)).collect();
-                return Err(Error::Directory {
-                    path: dir.display().to_string(),
-                    reason: format!(
-                        "segment file(s) that {META_FILE} lists are missing: {}; serving without them would \
-                         answer their entries as never written. Restore them from a backup, or move this \
-                         directory away and start the node empty so that its replicas re-copy the log",
-                        names.join(", ")
-                    ),
-                });
-            }
-        }
-        let manifest: BTreeSet<u64> = logs.iter().copied().filter(|f| live(*f)).collect();
+        let manifest = files::check_manifest(dir, &loaded, &logs, options.segment_positions)?;
         let manifest_changed = loaded.segments.as_ref() != Some(&manifest);
+        let meta = loaded.meta;
         let mut store = DiskStore {
             dir: dir.to_path_buf(),
             options,
@@ -224,6 +205,7 @@ impl DiskStore {
             tick: 0,
             _lock: lock,
         };
+        let s = store.options.segment_positions;
         let mut removed = false;
         for first in idxs.iter().filter(|f| !logs.contains(f)) {
             fs::remove(files, dir, &idx_name(*first))?;
@@ -348,7 +330,7 @@ impl DiskStore {
         let file_len = file.len()?;
         let index = fs::read(self.fs(), &self.dir, &idx_name(first))?;
         if let Some(bytes) = &index {
-            self.check_not_truncated(first, bytes, file_len)?;
+            files::check_not_truncated(&self.dir, first, bytes, file_len)?;
         }
         let seg = self.segments.get_mut(&n).expect("make_resident found it");
         seg.file = Some(file);
@@ -428,7 +410,7 @@ impl DiskStore {
         let mut seg = Segment::new(first, s, file);
         let mut from = 0;
         if let Some(bytes) = fs::read(self.fs(), &self.dir, &idx_name(first))? {
-            self.check_not_truncated(first, &bytes, file_len)?;
+            files::check_not_truncated(&self.dir, first, &bytes, file_len)?;
             match index::decode(&bytes, first, s, file_len) {
                 Ok(ix) => {
                     seg.held = ix.slots.iter().filter(|slot| slot.kind() != SlotKind::Empty).count() as u64;
@@ -467,25 +449,6 @@ impl DiskStore {
         }
         self.segments.insert(first / s, seg);
         Ok(())
-    }
-
-    /// Refuses a segment whose data file is shorter than its sound index
-    /// file says was synced: the records past the cut were durable, so
-    /// possibly acknowledged, and scanning what is left would serve them as
-    /// never written.
-    fn check_not_truncated(&self, first: u64, index: &[u8], file_len: u64) -> Result<()> {
-        match index::covered_len(index, first) {
-            Some(covered) if covered > file_len => Err(Error::Directory {
-                path: self.dir.display().to_string(),
-                reason: format!(
-                    "{} was truncated: it is {file_len} bytes, but its index file says {covered} bytes were \
-                     synced; the records past byte {file_len} are lost. Restore it from a backup, or move this \
-                     directory away and start the node empty so that its replicas re-copy the log",
-                    log_name(first)
-                ),
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// Writes the index files of the dirty segments (all, or all but the newest).
@@ -804,76 +767,7 @@ impl Store for DiskStore {
         to: Position,
         max_bytes: usize,
     ) -> Result<(Vec<(Position, Entry)>, Position)> {
-        if !query::check_range(from, to, self.meta.trim_mark)? {
-            return Ok((Vec::new(), from));
-        }
-        let mut budget = Budget::new(max_bytes);
-        let mut out = Vec::new();
-        let numbers: Vec<u64> =
-            self.segments.range(self.segment_number(from.0)..=self.segment_number(to.0 - 1)).map(|(n, _)| *n).collect();
-        for n in numbers {
-            self.make_resident(n)?;
-            let seg = &self.segments[&n];
-            let lo = from.0.max(seg.first);
-            let hi = if seg.damaged_at.is_some() {
-                to.0.min(seg.end())
-            } else {
-                to.0.min(seg.first + seg.slots.len() as u64)
-            };
-            let mut p = lo;
-            while p < hi {
-                // A run of held records that lie back to back: one read for all.
-                let seg = &self.segments[&n];
-                let (run_end, run) = match seg.kind(p) {
-                    SlotKind::Empty => {
-                        p += 1;
-                        continue;
-                    }
-                    SlotKind::Corrupted => (p + 1, Err(self.corrupted_error(seg, p))),
-                    SlotKind::Data | SlotKind::Hole => {
-                        let start = seg.slot(p).offset();
-                        let in_file = start < seg.written_len;
-                        let mut end = start + u64::from(seg.slot(p).len());
-                        let mut q = p + 1;
-                        while q < hi && end - start < RUN_BYTES_MAX && budget.allows(end - start) {
-                            let slot = seg.slot(q);
-                            let held = matches!(seg.kind(q), SlotKind::Data | SlotKind::Hole);
-                            if !held || slot.offset() != end || (slot.offset() < seg.written_len) != in_file {
-                                break;
-                            }
-                            end += u64::from(slot.len());
-                            q += 1;
-                        }
-                        (q, seg.span_bytes(start, (end - start) as usize).map(|b| (start, b)))
-                    }
-                };
-                let (start, bytes) = match run {
-                    Ok(run) => run,
-                    // Deliver what was gathered; the next call starts at the corruption and reports it.
-                    Err(Error::Corrupted { .. }) if !budget.is_empty() => return Ok((out, Position(p))),
-                    Err(e) => return Err(e),
-                };
-                for r in p..run_end {
-                    let slot = self.segments[&n].slot(r);
-                    let at = (slot.offset() - start) as usize;
-                    let record = bytes.as_ref().map(|b| b.slice(at..at + slot.len() as usize));
-                    let read = self.check_record(n, r, record);
-                    match read {
-                        Ok(entry) => {
-                            if !budget.take(entry.payload.len()) {
-                                return Ok((out, Position(r)));
-                            }
-                            out.push((Position(r), entry));
-                        }
-                        // Deliver what was gathered; the next call starts at the corruption and reports it.
-                        Err(Error::Corrupted { .. }) if !budget.is_empty() => return Ok((out, Position(r))),
-                        Err(e) => return Err(e),
-                    }
-                }
-                p = run_end;
-            }
-        }
-        Ok((out, to))
+        self.read_runs(from, to, max_bytes)
     }
 
     fn tail(&self) -> Position {

@@ -6,6 +6,7 @@
 use super::{fs, Options, SEGMENT_POSITIONS_MAX};
 use crate::{Error, Meta, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 const FORMAT_VERSION: u32 = 1;
@@ -29,7 +30,7 @@ pub(super) struct MetaFile {
     /// missing is reported, never served as holes. Absent in directories
     /// written before the manifest; the next open builds it from the files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) segments: Option<std::collections::BTreeSet<u64>>,
+    pub(super) segments: Option<BTreeSet<u64>>,
 }
 
 /// A segment's record file.
@@ -101,7 +102,7 @@ pub(super) fn load_format(dir: &Path, options: &Options, has_segments: bool) -> 
 /// to segment files is refused: the trim mark and sealed epoch it kept are
 /// unknown, and serving without them brings trimmed entries back and takes
 /// a stale epoch's writes.
-pub(super) fn load_meta(dir: &Path, options: &Options, segments: &std::collections::BTreeSet<u64>) -> Result<MetaFile> {
+pub(super) fn load_meta(dir: &Path, options: &Options, segments: &BTreeSet<u64>) -> Result<MetaFile> {
     let files = options.fs.as_ref();
     match fs::read(files, dir, META_FILE)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -129,5 +130,55 @@ pub(super) fn load_meta(dir: &Path, options: &Options, segments: &std::collectio
             fs::write_atomic(files, dir, META_FILE, &bytes)?;
             Ok(file)
         }
+    }
+}
+
+/// The manifest to keep: the segment files present that no trim deleted.
+/// Refuses a directory missing a segment file that `meta.json` lists (and
+/// no trim deleted): it would be served as holes.
+pub(super) fn check_manifest(
+    dir: &Path,
+    loaded: &MetaFile,
+    logs: &BTreeSet<u64>,
+    segment_positions: u64,
+) -> Result<BTreeSet<u64>> {
+    let s = segment_positions;
+    let live = |first: u64| first.saturating_add(s) > loaded.meta.trim_mark.0;
+    if let Some(listed) = &loaded.segments {
+        let missing: Vec<String> = listed
+            .iter()
+            .filter(|f| live(**f) && !logs.contains(f))
+            .map(|f| format!("{} (positions {f}..{})", log_name(*f), f + s))
+            .collect();
+        if !missing.is_empty() {
+            return Err(directory_error(
+                dir,
+                format!(
+                    "segment file(s) that {META_FILE} lists are missing: {}; serving without them would \
+                     answer their entries as never written. Restore them from a backup, or move this \
+                     directory away and start the node empty so that its replicas re-copy the log",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(logs.iter().copied().filter(|f| live(*f)).collect())
+}
+
+/// Refuses a segment whose data file is shorter than its sound index file
+/// says was synced: the records past the cut were durable, so possibly
+/// acknowledged, and scanning what is left would serve them as never written.
+pub(super) fn check_not_truncated(dir: &Path, first: u64, index: &[u8], file_len: u64) -> Result<()> {
+    match super::index::covered_len(index, first) {
+        Some(covered) if covered > file_len => Err(directory_error(
+            dir,
+            format!(
+                "{} was truncated: it is {file_len} bytes, but its index file says {covered} bytes were \
+                 synced; the records past byte {file_len} are lost. Restore it from a backup, or move this \
+                 directory away and start the node empty so that its replicas re-copy the log",
+                log_name(first)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
