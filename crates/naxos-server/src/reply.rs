@@ -4,14 +4,13 @@
 //! `Batch`, whose one answer goes out when its last slot is filled.
 
 use crate::metrics::{self, Kind};
-use bytes::BytesMut;
 use naxos_wire::proto::{response, Response};
 use naxos_wire::ServerError;
 use prost::Message;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Bytes of answers one connection may have queued and not yet written
@@ -26,9 +25,6 @@ pub const BACKLOG_BYTES_MAX: usize = 16 << 20;
 /// thousands of reads at once has them all built before the backlog is
 /// seen to be full.
 pub const READS_PENDING_MAX: usize = 64;
-
-/// Most answers the writer coalesces into one socket write.
-const COALESCE_BYTES_MAX: usize = 256 * 1024;
 
 /// A connection's answers on their way to the socket.
 pub struct Outbox {
@@ -133,48 +129,31 @@ impl Backlog {
         self.drained.notify_waiters();
     }
 
-    /// Writes every queued answer as frames, coalescing those that are
-    /// ready into one write, and releases each (its bytes, its in-flight
-    /// slot) once written; returns when every `Outbox` and `Reply` of the
-    /// connection is gone or the socket fails.
+    /// Writes every queued answer as frames (coalesced, as
+    /// `naxos_wire::frame::write_loop` does) and releases each (its bytes,
+    /// its in-flight slot) once written; returns when every `Outbox` and
+    /// `Reply` of the connection is gone or the socket fails.
     pub async fn write_loop<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut w: W,
+        w: W,
         mut rx: mpsc::UnboundedReceiver<Outgoing>,
     ) -> std::io::Result<()> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut batch = Vec::new();
-        let result = async {
-            while let Some(first) = rx.recv().await {
-                naxos_wire::frame::encode(&first.resp, &mut buf);
-                batch.push(first);
-                while buf.len() < COALESCE_BYTES_MAX {
-                    match rx.try_recv() {
-                        Ok(o) => {
-                            naxos_wire::frame::encode(&o.resp, &mut buf);
-                            batch.push(o);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                w.write_all(&buf).await?;
-                w.flush().await?;
-                buf.clear();
-                self.release(&batch);
-                batch.clear();
-            }
-            w.shutdown().await.ok();
-            Ok(())
-        }
+        let result = naxos_wire::frame::write_loop_with(
+            w,
+            &mut rx,
+            |o, buf| naxos_wire::frame::encode(&o.resp, buf),
+            |written| self.release(written),
+        )
         .await;
         // Whatever was not written never will be: release it, and wake a
         // reader waiting for room.
         self.closed.store(true, Ordering::Release);
         rx.close();
+        let mut left = Vec::new();
         while let Ok(o) = rx.try_recv() {
-            batch.push(o);
+            left.push(o);
         }
-        self.release(&batch);
+        self.release(&left);
         result
     }
 }

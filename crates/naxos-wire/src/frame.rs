@@ -140,20 +140,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Writes every message received on `rx` as frames, coalescing all that are
 /// ready into one write; returns when `rx` closes or the socket fails.
 pub async fn write_loop<M: Message, W: AsyncWrite + Unpin>(
-    mut w: W,
+    w: W,
     mut rx: mpsc::UnboundedReceiver<M>,
 ) -> std::io::Result<()> {
+    write_loop_with(w, &mut rx, |m, buf| encode(m, buf), |_| {}).await
+}
+
+/// `write_loop` for queued items of any kind: `encode_one` frames an item
+/// into the buffer, and `done` gets the items of each socket write once it
+/// was made (written, or failed: the socket is then given up).
+pub async fn write_loop_with<T, W: AsyncWrite + Unpin>(
+    mut w: W,
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    mut encode_one: impl FnMut(&T, &mut BytesMut),
+    mut done: impl FnMut(&[T]),
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        encode(&first, &mut buf);
+        encode_one(&first, &mut buf);
+        batch.push(first);
         while buf.len() < COALESCE_BYTES_MAX {
             match rx.try_recv() {
-                Ok(m) => encode(&m, &mut buf),
+                Ok(m) => {
+                    encode_one(&m, &mut buf);
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
-        w.write_all(&buf).await?;
-        w.flush().await?;
+        let wrote = async {
+            w.write_all(&buf).await?;
+            w.flush().await
+        }
+        .await;
+        done(&batch);
+        batch.clear();
+        wrote?;
         buf.clear();
     }
     w.shutdown().await.ok();
