@@ -8,7 +8,7 @@
 use crate::driver::{Answer, Command, CopyTo, Decided, Driver, Event, SealAnswer, TailAnswer};
 use crate::paxos::{Message, Vote};
 use crate::plan::Change;
-use naxos_client::loglet::{self, CatchUp, Throttle};
+use naxos_client::loglet::{self, CatchUp, Extras, Throttle};
 use naxos_wire::net::Net;
 use naxos_wire::proto::{
     self, request, response, CommitLayout, LayoutAccept, LayoutPrepare, Request, Seal, SeqBootstrap, UnitTail,
@@ -170,13 +170,16 @@ pub async fn reconfigure(
                 let began = Instant::now();
                 let mut diverged = Vec::new();
                 let mut resume = Vec::new();
-                let to = match to {
-                    CopyTo::At(p) => Ok(p),
-                    CopyTo::Tail => copier.tail().await,
+                // Before the seal the live sequencer never counted a value
+                // the joining unit holds and its chain lacks: such values
+                // are decided only by the pass after the seal.
+                let (to, extras) = match to {
+                    CopyTo::At(p) => (Ok(p), Extras::Settle),
+                    CopyTo::Tail => (copier.tail().await, Extras::Defer),
                 };
                 let result = match to {
                     Ok(to) => {
-                        let span = Span { from: &from, to };
+                        let span = Span { from: &from, to, extras };
                         catch_up(copier, &layout, &addr, stripe, span, &mut throttle, &mut diverged, &mut resume).await
                     }
                     Err(e) => Err(e),
@@ -370,6 +373,8 @@ fn bootstrap_body(tail: u64, streams: Vec<(StreamId, u64)>) -> request::Body {
 struct Span<'a> {
     from: &'a [u64],
     to: Position,
+    /// Whether values the chain lacks are decided now (after the seal).
+    extras: Extras,
 }
 
 impl Span<'_> {
@@ -416,7 +421,7 @@ async fn catch_up(
             continue;
         }
         let l = loglet::of_segment(&layout, index)?;
-        let c = l.catch_up(copier, addr, stripe, Position(start), span.to, throttle).await?;
+        let c = l.catch_up(copier, addr, stripe, Position(start), span.to, span.extras, throttle).await?;
         diverged.extend(c.diverged_stripes.iter().map(|&s| (index, s)));
         resume.push(c.open.map_or(end, |o| o.min(end)));
         done += c;

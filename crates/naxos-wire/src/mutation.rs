@@ -39,6 +39,10 @@ pub enum Mutation {
     /// against the sequencer's tail (a hostile `Trim(tail+10^6)` then
     /// deletes every acknowledged entry).
     TrimAboveTail = 12,
+    /// A catch-up before the seal decides a value the joining replica holds
+    /// and its chain lacks through the chain at once, while the live
+    /// sequencer never counted it (soak seed 712375).
+    SettleExtrasEarly = 13,
 }
 
 #[cfg(feature = "mutations")]

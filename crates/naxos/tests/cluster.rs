@@ -525,7 +525,7 @@ async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_
     // the chain. A copy to a joining unit says where the first such position
     // is, so that the copy after the seal looks again from there (soak seed
     // 8002739 lost an acknowledged append when it did not).
-    use naxos_client::loglet::{self, Throttle};
+    use naxos_client::loglet::{self, Extras, Throttle};
     use naxos_wire::proto::{request, CommitLayout};
     use std::sync::Arc;
     let c = Cluster::start(4, 3, 1).await;
@@ -547,7 +547,10 @@ async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_
     let progress = Arc::new(loglet::Progress::default());
     let mut throttle = Throttle::new(0).with_progress(progress.clone());
     let compared = || progress.positions_done.load(std::sync::atomic::Ordering::Relaxed);
-    let first = segment.catch_up(&client, joining, None, Position(0), Position(10), &mut throttle).await.unwrap();
+    let first = segment
+        .catch_up(&client, joining, None, Position(0), Position(10), Extras::Settle, &mut throttle)
+        .await
+        .unwrap();
     assert_eq!((first.copied, first.open), (8, Some(4)), "{first:?}");
     assert_eq!(compared(), 10);
     // The late writers finish through the chain the joining unit is not in.
@@ -556,12 +559,61 @@ async fn a_copy_reports_the_first_open_position_and_a_copy_from_there_gets_what_
             raw_write(&pool, &c.layout, addr, Position(p), data(format!("v{p}").as_bytes())).await.unwrap();
         }
     }
-    let again = segment.catch_up(&client, joining, None, Position(4), Position(10), &mut throttle).await.unwrap();
+    let again = segment
+        .catch_up(&client, joining, None, Position(4), Position(10), Extras::Settle, &mut throttle)
+        .await
+        .unwrap();
     assert_eq!((again.copied, again.open), (2, None), "only the two late positions are new: {again:?}");
     assert_eq!(compared(), 10 + 6, "the second copy starts at the first open position");
     for p in 0..10 {
         let held = raw_read(&pool, &c.layout, joining, Position(p)).await.unwrap();
         assert_eq!(held.map(|e| e.payload), Some(bytes::Bytes::from(format!("v{p}"))), "position {p}");
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_only_the_joining_unit_holds_is_decided_through_the_chain_only_after_the_seal() {
+    // A write that reached a unit (then taken out) but not the rest of its
+    // chain: the live sequencer took its stream tails from the chain, so it
+    // never counted the value. Decided through the chain before the seal,
+    // a writer's late append would be acknowledged through it while the
+    // stream tail stayed below it (soak seed 712375). The copy before the
+    // seal leaves it open; the copy after the seal decides it.
+    use naxos_client::loglet::{self, Extras, Throttle};
+    use naxos_wire::proto::{request, CommitLayout};
+    use std::sync::Arc;
+    let c = Cluster::start(3, 2, 1).await;
+    let (chain, joining) = (&c.addrs[..2], &c.addrs[2]);
+    let pool = pool();
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(c.layout.clone())) });
+    pool.call(joining, req(&c.layout, body)).await.unwrap();
+    for p in 0..6u64 {
+        for addr in chain {
+            raw_write(&pool, &c.layout, addr, Position(p), data(format!("v{p}").as_bytes())).await.unwrap();
+        }
+    }
+    raw_write(&pool, &c.layout, joining, Position(3), data(b"v3")).await.unwrap();
+    raw_write(&pool, &c.layout, joining, Position(6), data(b"extra")).await.unwrap();
+    let client = c.client().await;
+    let layout = Arc::new(c.layout.clone());
+    let segment = loglet::of_segment(&layout, 0).unwrap();
+    let before = segment
+        .catch_up(&client, joining, None, Position(0), Position(8), Extras::Defer, &mut Throttle::new(0))
+        .await
+        .unwrap();
+    assert_eq!((before.copied, before.diverged, before.open), (5, 0, Some(6)), "{before:?}");
+    for addr in chain {
+        assert!(raw_read(&pool, &c.layout, addr, Position(6)).await.unwrap().is_none(), "{addr} took the extra early");
+    }
+    let after = segment
+        .catch_up(&client, joining, None, Position(6), Position(8), Extras::Settle, &mut Throttle::new(0))
+        .await
+        .unwrap();
+    assert_eq!((after.diverged, after.open), (0, Some(7)), "{after:?}");
+    for addr in chain {
+        let held = raw_read(&pool, &c.layout, addr, Position(6)).await.unwrap().map(|e| e.payload);
+        assert_eq!(held, Some(bytes::Bytes::from_static(b"extra")), "{addr}");
     }
     c.stop_all().await;
 }
@@ -573,7 +625,7 @@ async fn a_copy_reads_only_from_the_chains_tail_so_a_write_that_stopped_at_the_h
     // must not reach the new tail through the copy, even when the tail is
     // down: then the copy fails rather than read from a replica further up
     // (soak seed 15003067 read data at a position, then a hole).
-    use naxos_client::loglet::{self, Throttle};
+    use naxos_client::loglet::{self, Extras, Throttle};
     use naxos_wire::proto::{request, CommitLayout};
     use std::sync::Arc;
     // A chain of two (head, tail) and a unit that joins it.
@@ -593,11 +645,16 @@ async fn a_copy_reads_only_from_the_chains_tail_so_a_write_that_stopped_at_the_h
     let layout = Arc::new(c.layout.clone());
     let segment = loglet::of_segment(&layout, 0).unwrap();
     c.stop(1).await;
-    let down = segment.catch_up(&client, &joining, None, Position(0), Position(6), &mut Throttle::new(0)).await;
+    let down = segment
+        .catch_up(&client, &joining, None, Position(0), Position(6), Extras::Settle, &mut Throttle::new(0))
+        .await;
     assert!(down.is_err(), "a copy with the tail down must fail, not read further up: {down:?}");
     assert!(raw_read(&pool, &c.layout, &joining, Position(5)).await.unwrap().is_none());
     c.restart(1).await;
-    let up = segment.catch_up(&client, &joining, None, Position(0), Position(6), &mut Throttle::new(0)).await.unwrap();
+    let up = segment
+        .catch_up(&client, &joining, None, Position(0), Position(6), Extras::Settle, &mut Throttle::new(0))
+        .await
+        .unwrap();
     assert_eq!((up.copied, up.open), (5, Some(5)), "{up:?}");
     assert!(raw_read(&pool, &c.layout, &joining, Position(5)).await.unwrap().is_none());
     c.stop_all().await;

@@ -10,7 +10,7 @@
 //! head, then fills a hole. Write-once makes either the value or the hole
 //! win, for good.
 
-use super::{CatchUp, FirstWrite, Loglet, SegmentTail, StreamPositions, Throttle, WriteOutcome};
+use super::{CatchUp, Extras, FirstWrite, Loglet, SegmentTail, StreamPositions, Throttle, WriteOutcome};
 use crate::retry::Retry;
 use crate::{rpc_to_error, Client, Error, Value};
 use async_trait::async_trait;
@@ -741,9 +741,10 @@ impl Loglet for ChainLoglet {
         stripe: Option<usize>,
         from: Position,
         to: Position,
+        extras: Extras,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error> {
-        self.catch_up_replica(vlog, replica, stripe, from, to, throttle).await
+        self.catch_up_replica(vlog, replica, stripe, from, to, extras, throttle).await
     }
 
     async fn stream_query(

@@ -98,6 +98,22 @@ impl std::ops::AddAssign for CatchUp {
     }
 }
 
+/// What a catch-up does with a value the replica holds and its chain lacks
+/// (an append whose writer reached the replica but not the chain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extras {
+    /// Decide it through the chain now, as a read repair of a head would.
+    /// Only once the chain's sequencer is sealed: the next one takes its
+    /// stream tails from the units afterwards, so it counts the value.
+    Settle,
+    /// Leave it open for a pass after the seal. While appends go on, the
+    /// live sequencer never counted the value (it took its stream tails
+    /// from units that lacked it): decided now, an append acknowledged
+    /// through it would be missing from its streams' tails (soak seed
+    /// 712375: a stream tail said 23 after an append at 24 was acknowledged).
+    Defer,
+}
+
 /// A limit on the bytes per second a copy sends (0: none), so that catching
 /// a replica up does not starve appends.
 #[derive(Debug)]
@@ -219,6 +235,9 @@ pub trait Loglet: Send + Sync {
     /// (as a read repair would), and a value the chain decided otherwise
     /// marks the stripe as diverged (the replica must not join it). The
     /// replica must be sealed, so that nothing new lands on it meanwhile.
+    /// `extras` says whether values the chain lacks are decided now or left
+    /// open (see [`Extras`]).
+    #[allow(clippy::too_many_arguments)]
     async fn catch_up(
         &self,
         vlog: &Client,
@@ -226,6 +245,7 @@ pub trait Loglet: Send + Sync {
         stripe: Option<usize>,
         from: Position,
         to: Position,
+        extras: Extras,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error>;
 

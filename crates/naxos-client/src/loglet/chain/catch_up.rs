@@ -3,7 +3,7 @@
 //! holds is checked against the chain first.
 
 use super::{overwritten, rpc_to_error, ChainLoglet, HeadWrite};
-use crate::loglet::{CatchUp, Throttle};
+use crate::loglet::{CatchUp, Extras, Throttle};
 use crate::{Client, Error};
 use naxos_wire::proto::{request, response, Entry, ReadRange, Trim, Write};
 use naxos_wire::{ErrorCode, Position};
@@ -28,6 +28,7 @@ const CATCH_UP_TRIES: u32 = 5;
 
 impl ChainLoglet {
     /// `Loglet::catch_up` for a chain segment.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn catch_up_replica(
         &self,
         vlog: &Client,
@@ -35,6 +36,7 @@ impl ChainLoglet {
         stripe: Option<usize>,
         from: Position,
         to: Position,
+        extras: Extras,
         throttle: &mut Throttle,
     ) -> Result<CatchUp, Error> {
         let seg = self.segment();
@@ -60,7 +62,7 @@ impl ChainLoglet {
                 stripe_filter::Filter { start: seg.start, count: seg.stripes.len() as u32, index: index as u32 };
             let mut at = seg.start.max(from.0);
             let mut diverged = false;
-            let mut open = None;
+            let mut open: Option<u64> = None;
             while at < end {
                 let window_end = end.min(at + CATCH_UP_POSITIONS);
                 // The chain's entries in a window of at most CATCH_UP_READ_BYTES.
@@ -98,8 +100,15 @@ impl ChainLoglet {
                     "catch-up window"
                 );
                 for (p, v) in ours.iter().filter(|(p, _)| filter.contains(**p)) {
+                    let defer = extras == Extras::Defer
+                        && !naxos_wire::mutation::active(naxos_wire::mutation::Mutation::SettleExtrasEarly);
                     let agrees = match theirs.get(p) {
                         Some(t) => t == v,
+                        // Left for the pass after the seal (see `Extras`).
+                        None if defer => {
+                            open = Some(open.map_or(*p, |o| o.min(*p)));
+                            continue;
+                        }
                         // The chain has not decided the position (its writer
                         // died after reaching the replica): decide it through
                         // the chain with the replica's value, as a read repair
@@ -134,10 +143,12 @@ impl ChainLoglet {
                 }
                 // Positions neither side holds are still open: a writer that
                 // holds the token may write them through the old chain.
-                if open.is_none() {
-                    open = (at.max(floor)..next)
-                        .find(|p| filter.contains(*p) && !theirs.contains_key(p) && !ours.contains_key(p));
-                }
+                let unheld = (at.max(floor)..next)
+                    .find(|p| filter.contains(*p) && !theirs.contains_key(p) && !ours.contains_key(p));
+                open = match (open, unheld) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 let mut batch: Vec<(u64, Entry)> = Vec::new();
                 let mut batch_bytes = 0;
                 for (p, e) in theirs.into_iter().filter(|(p, _)| *p >= floor && !ours.contains_key(p)) {
