@@ -44,6 +44,13 @@ struct Ctx {
     restarted_at: Option<u64>,
     /// The node's epoch, which every role fences requests with.
     fence: Arc<Fence>,
+    /// Whether the sequencer's own file (`sequencer.json`) was there at
+    /// start. Only then does a recovery skip the token ceiling this node
+    /// stored on the log units (its own record is at least as high, and
+    /// exact after a clean stop); without the file that ceiling is all that
+    /// says which positions it handed out (a deleted file once let it hand
+    /// out acknowledged positions again).
+    own_record: bool,
     /// When this process started, on its runtime's clock.
     started: tokio::time::Instant,
     /// The management role's view (heartbeats, the acting manager, catch-up).
@@ -201,6 +208,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     // The context, for tasks started before it exists (the sequencer's ceiling replicator).
     let ctx_slot: Arc<OnceLock<std::sync::Weak<Ctx>>> = Arc::new(OnceLock::new());
     let mut crashed_in: Option<u64> = None;
+    let mut own_record = false;
     let sequencer = if config.roles.sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = ctx_slot.clone();
@@ -220,6 +228,17 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         // written, in any epoch up to the one the file names.
         if stored.ceiling > 0 && stored.clean_streams.is_none() {
             crashed_in = Some(stored.epoch);
+        }
+        own_record = stored.present;
+        if !stored.present && layout_cluster.is_some() {
+            // Deleted, or never written by a node that never handed out a
+            // token: either way the ceiling this node stored on the log
+            // units bounds what it may have handed out (see `own_record`).
+            tracing::warn!(
+                file = %dir.join(sequencer::CEILING_FILE).display(),
+                "the sequencer's token ceiling file is missing in a data directory that belongs to a cluster; \
+                 the sequencer starts above the ceiling the log units hold for it"
+            );
         }
         let seq = sequencer::Sequencer::with_ceiling(stored.ceiling, config.token_ceiling_block)
             .recorded_at(Epoch(stored.epoch))
@@ -264,6 +283,7 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         shutdown: shutdown_rx,
         restarted_at,
         fence,
+        own_record,
         started: tokio::time::Instant::now(),
         health: Mutex::new(manage::Health::default()),
         unit_failed,

@@ -34,10 +34,11 @@ impl std::fmt::Display for Failed {
 }
 
 /// Queries every log unit of `layout` once; fails if any chain's head did
-/// not answer. `me` is this node: the token ceiling its own sequencer stored
-/// on the units is not taken (its own record is exact after a clean stop).
+/// not answer. `me` is this node if its sequencer has its own record: the
+/// token ceiling it stored on the units is then not taken (its own record is
+/// exact after a clean stop); `None` takes every ceiling.
 /// What the answers mean is `naxos_control::tails::sequencer_start`'s.
-pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Result<Recovered, Failed> {
+pub async fn recover(pool: &Pool, layout: &Layout, me: Option<naxos_wire::NodeId>) -> Result<Recovered, Failed> {
     let mut sealed_ahead = None;
     let mut answers = Vec::new();
     for addr in layout.log_units() {
@@ -77,7 +78,7 @@ pub async fn recover(pool: &Pool, layout: &Layout, me: naxos_wire::NodeId) -> Re
     // Never below the active segment's start (the positions below it
     // belong to sealed segments, which take no appends) nor the layout's
     // tail floor (what the sealed sequencers had handed out).
-    match sequencer_start(layout, layout.tail_floor, &answers, Some(me)) {
+    match sequencer_start(layout, layout.tail_floor, &answers, me) {
         Ok(start) => Ok(Recovered { tail: start.tail, streams: start.streams }),
         Err(message) => Err(Failed { message, sealed_ahead }),
     }

@@ -617,7 +617,7 @@ impl CeilingStore {
                 Some(out)
             }
         };
-        Ok(Stored { ceiling, epoch, clean_streams })
+        Ok(Stored { ceiling, epoch, clean_streams, present: true })
     }
 
     /// Stores `ceiling` and the epoch tokens are handed out in durably
@@ -645,6 +645,9 @@ pub struct Stored {
     pub epoch: u64,
     /// Every stream's last position, if the last stop was clean.
     pub clean_streams: Option<Vec<(StreamId, u64)>>,
+    /// Whether the file was there (missing, this node knows nothing of the
+    /// tokens it handed out before: only its ceiling on the log units does).
+    pub present: bool,
 }
 
 #[cfg(test)]
@@ -680,7 +683,10 @@ mod tests {
         assert_eq!(store.load().unwrap(), Stored::default());
         let a = StreamId::from_name("a");
         store.save_clean(6, &[(a, 4)]).unwrap();
-        assert_eq!(store.load().unwrap(), Stored { ceiling: 6, epoch: 0, clean_streams: Some(vec![(a, 4)]) });
+        assert_eq!(
+            store.load().unwrap(),
+            Stored { ceiling: 6, epoch: 0, clean_streams: Some(vec![(a, 4)]), present: true }
+        );
         // A restart from it merges the saved tails into its first bootstrap.
         let mut s = Sequencer::with_ceiling(6, 16).with_saved_streams(vec![(a, 4)]);
         s.bootstrap(Epoch(0), 5, &[(a, 3)]).unwrap();
@@ -689,7 +695,7 @@ mod tests {
         // Once tokens go out again the ceiling is raised, and the file no
         // longer says the stop was clean.
         store.save(1030, 2).unwrap();
-        assert_eq!(store.load().unwrap(), Stored { ceiling: 1030, epoch: 2, clean_streams: None });
+        assert_eq!(store.load().unwrap(), Stored { ceiling: 1030, epoch: 2, clean_streams: None, present: true });
         std::fs::write(dir.path().join(CEILING_FILE), b"{\"token_ceiling\": 3, \"clean_stop_streams\": [[1]]}")
             .unwrap();
         assert!(store.load().is_err(), "a damaged file is an error, not a guess");

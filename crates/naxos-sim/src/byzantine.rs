@@ -10,9 +10,10 @@
 //! nothing it sends may change what honest clients read.
 
 use crate::rng::Rng;
-use crate::workload::connect;
+use crate::workload::{connect, now};
+use crate::Shared;
 use bytes::Bytes;
-use naxos_check::Violation;
+use naxos_check::{Event, Op, Outcome, Violation};
 use naxos_wire::proto::{self, request, Request};
 use naxos_wire::{Entry, EntryKind};
 use std::sync::{Arc, Mutex};
@@ -119,8 +120,17 @@ fn attempt(rng: &mut Rng, layout: &naxos_wire::Layout, tail: u64, first: bool) -
     }
 }
 
+/// The client id under which the history records a byzantine trim that
+/// turned out legitimate (see `run`).
+pub const CLIENT: u32 = 1_000;
+
 /// Runs the byzantine client for `seed`; accepted refusals go to `found`.
-pub async fn run(seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>>) -> turmoil::Result {
+/// A trim above the tail it read that a unit took is legitimate if the tail
+/// had passed it by the time it arrived (a restarted sequencer starts at its
+/// token ceiling, a jump of thousands of positions: soak seed 720877 trimmed
+/// at 1735 after reading tail 735): it then goes into the history as a trim,
+/// so that the checkers know what it removed, instead of a violation.
+pub async fn run(shared: Shared, seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>>) -> turmoil::Result {
     let mut rng = Rng::new(seed, 7_000);
     tokio::time::sleep(Duration::from_millis(rng.range(100, 1500))).await;
     let client = connect(seeds, true).await?;
@@ -146,8 +156,17 @@ pub async fn run(seed: u64, seeds: Vec<String>, found: Arc<Mutex<Vec<Violation>>
                 epoch: a.epoch.unwrap_or(layout.epoch),
                 body: Some(a.body.clone()),
             };
+            let start = now();
             let answer = pool.call(addr, req).await;
             tracing::debug!("byzantine {}: {addr} answered {answer:?}", a.what);
+            if let (Ok(_), request::Body::Trim(t)) = (&answer, &a.body) {
+                if client.tail().await.is_ok_and(|now| now.0 > t.position) {
+                    shared.trimmed_to(t.position);
+                    let op = Op::Trim { position: t.position };
+                    shared.push(Event { client: CLIENT, start, end: now(), op, outcome: Outcome::Done });
+                    continue;
+                }
+            }
             if answer.is_ok() {
                 if let Ok(mut f) = found.lock() {
                     f.push(Violation::new(

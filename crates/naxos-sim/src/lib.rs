@@ -283,7 +283,7 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     }
 
     if config.byzantine {
-        sim.client("byz", byzantine::run(seed, addrs.clone(), found.clone()));
+        sim.client("byz", byzantine::run(shared.clone(), seed, addrs.clone(), found.clone()));
     }
 
     let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone(), config.churn);

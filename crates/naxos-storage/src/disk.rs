@@ -27,6 +27,7 @@ mod range;
 mod record;
 mod recovery;
 mod segment;
+mod sync_header;
 
 use crate::fs::{DirLock, Fs, StdFs};
 use crate::query;
@@ -292,7 +293,23 @@ impl DiskStore {
 
     fn shutdown(&mut self) -> Result<()> {
         self.sync()?;
+        self.claim_synced()?;
         self.write_indexes(true)
+    }
+
+    /// Makes the sync header of every resident segment with no unsynced
+    /// writes claim all its synced bytes; whether any header was written.
+    fn claim_synced(&mut self) -> Result<bool> {
+        if self.options.sync != SyncPolicy::Durable {
+            return Ok(false);
+        }
+        let mut did = false;
+        for (n, seg) in self.segments.iter_mut() {
+            if seg.is_resident() && !self.touched.contains(n) && seg.synced_len > seg.claimed_len() {
+                did |= seg.claim_synced()?;
+            }
+        }
+        Ok(did)
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -332,8 +349,12 @@ impl DiskStore {
         if let Some(bytes) = &index {
             files::check_not_truncated(&self.dir, first, bytes, file_len)?;
         }
-        let seg = self.segments.get_mut(&n).expect("make_resident found it");
+        let mut seg = self.segments.remove(&n).expect("make_resident found it");
         seg.file = Some(file);
+        let header = self.read_sync_header(&mut seg, file_len);
+        self.segments.insert(n, seg);
+        header?;
+        let seg = self.segments.get_mut(&n).expect("put back just above");
         let decoded = index.map(|bytes| index::decode(&bytes, first, s, file_len));
         match decoded {
             Some(Ok(ix)) if ix.covered == seg.written_len => {
@@ -353,6 +374,28 @@ impl DiskStore {
                 seg.indexed_len = None;
                 recovery::scan(seg, &mut self.streams, 0, file_len, self.meta.trim_mark.0, &mut self.corruptions)?;
                 self.index_dirty.insert(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the sync header of `seg`'s file into it. Refuses a file shorter
+    /// than its header says was synced; reports a damaged header (the
+    /// records are then scanned with no claim).
+    fn read_sync_header(&mut self, seg: &mut Segment, file_len: u64) -> Result<()> {
+        match sync_header::read(seg.file(), file_len)? {
+            sync_header::Found::None => seg.header = None,
+            sync_header::Found::Valid(h) => {
+                files::check_synced_len(&self.dir, seg.first, h.synced, file_len)?;
+                seg.header = Some(h);
+            }
+            sync_header::Found::Damaged => {
+                let reason = "the sync header is damaged: how much of the file was synced is unknown, so damage \
+                              near its end is taken for a torn tail"
+                    .to_string();
+                tracing::error!(file = %seg.file_name(), %reason, "damaged segment file header");
+                self.corruptions.push(Corruption { file: seg.file_name(), offset: 0, position: None, reason });
+                seg.header = Some(sync_header::SyncHeader::initial());
             }
         }
         Ok(())
@@ -408,6 +451,7 @@ impl DiskStore {
         let file = fs::DataFile::open(self.fs(), &self.dir.join(log_name(first)))?;
         let file_len = file.len()?;
         let mut seg = Segment::new(first, s, file);
+        self.read_sync_header(&mut seg, file_len)?;
         let mut from = 0;
         if let Some(bytes) = fs::read(self.fs(), &self.dir, &idx_name(first))? {
             files::check_not_truncated(&self.dir, first, &bytes, file_len)?;
@@ -444,6 +488,12 @@ impl DiskStore {
         let outcome =
             recovery::scan(&mut seg, &mut self.streams, from, file_len, self.meta.trim_mark.0, &mut self.corruptions)?;
         tracing::debug!(file = %seg.file_name(), indexed_bytes = from, scanned_records = outcome.records, "segment recovered");
+        if seg.header.is_some() && seg.written_len > seg.claimed_len() && seg.damaged_at.is_none() {
+            // Records past the claim may have been in the page cache only (a
+            // killed process): durable before they are served, then claimed.
+            seg.file().sync_data()?;
+        }
+        seg.mark_synced();
         if seg.damaged_at.is_none() && seg.indexed_len != Some(seg.written_len) {
             self.index_dirty.insert(first / s);
         }
@@ -683,6 +733,7 @@ impl Store for DiskStore {
                     self.failed = Some(e.to_string());
                     return Err(e);
                 }
+                seg.mark_synced();
             }
             self.touched.remove(&n);
         }
@@ -709,12 +760,16 @@ impl Store for DiskStore {
     }
 
     fn maintain(&mut self) -> Result<bool> {
-        let step = self.options.preallocate_bytes;
-        if step == 0 || self.failed.is_some() {
+        if self.failed.is_some() {
             return Ok(false);
         }
-        let Some(newest) = self.segments.keys().next_back().copied() else { return Ok(false) };
-        let mut did = false;
+        // The sync headers claim the batches synced since their last claim.
+        let mut did = self.claim_synced()?;
+        let step = self.options.preallocate_bytes;
+        if step == 0 {
+            return Ok(did);
+        }
+        let Some(newest) = self.segments.keys().next_back().copied() else { return Ok(did) };
         // Older segments give their spare zeros back once their writes are synced.
         let older: Vec<u64> = self
             .segments

@@ -302,7 +302,13 @@ fn older_segments_give_their_spare_space_back() {
     write_tagged(&mut store, 4, &[5]);
     store.maintain().expect("upkeep");
     assert_eq!(file_len(&first), data_len, "no longer the newest: zeros given back");
-    assert_eq!(file_len(&seg_path(dir.path(), 4, "log")), file_len(&first) / 2 + 4096, "the newest has spare space");
+    // Both files start with their 4 KiB sync header.
+    let header = 4096;
+    assert_eq!(
+        file_len(&seg_path(dir.path(), 4, "log")),
+        header + (file_len(&first) - header) / 2 + 4096,
+        "the newest has spare space"
+    );
     store.close().expect("close");
     let mut store = DiskStore::open(dir.path(), preallocating(4)).expect("reopen");
     assert_eq!(store.read(p(4)).expect("read"), Some(data(&payload(5), &[])));
@@ -310,7 +316,10 @@ fn older_segments_give_their_spare_space_back() {
 }
 
 #[test]
-fn checksum_failure_of_the_very_last_record_is_a_torn_tail() {
+fn checksum_failure_of_the_very_last_record_past_the_header_claim_is_a_torn_tail() {
+    // The batch's own sync is not claimed by the header yet (the claim goes
+    // with the next batch or the next idle moment): a crash right after it
+    // cannot tell a flipped record there from a torn write.
     let dir = tempfile::tempdir().expect("temp dir");
     let log = seg_path(dir.path(), 0, "log");
     let mut store = open(dir.path(), 16);
@@ -772,4 +781,73 @@ fn a_directory_from_before_the_manifest_gets_one() {
     assert!(text.contains("\"segments\""), "{text}");
     fs::remove_file(seg_path(dir.path(), 0, "log")).expect("delete a segment");
     assert!(refused(dir.path()).contains("positions 0..4"));
+}
+
+/// Writes tagged entries, syncs, lets the store claim them in its idle
+/// upkeep (the sync header), then crashes.
+fn claimed_then_crashed(dir: &Path, tags: &[u8]) {
+    let mut store = open(dir, 16);
+    write_tagged(&mut store, 0, tags);
+    assert!(store.maintain().expect("upkeep"), "the idle upkeep claims the synced batch");
+    store.simulate_crash();
+}
+
+#[test]
+fn a_flipped_last_record_the_header_claims_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    claimed_then_crashed(dir.path(), &[1, 2, 3]);
+    let len = file_len(&log);
+    flip_byte(&log, find(&log, &payload(3)) + 5);
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), len, "a synced record is never cut");
+    assert_corrupted(store.read(p(2)), 2);
+    let found = store.corruptions();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].reason.contains("a synced record"), "{found:?}");
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert_eq!(store.tail(), p(3), "the tail keeps the damaged position");
+    // A garbled header of the last record: the same.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    claimed_then_crashed(dir.path(), &[1, 2, 3]);
+    let at = find(&log, &payload(3)) - 24;
+    flip_byte(&log, at);
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), len);
+    assert_corrupted(store.read(p(2)), 2);
+    assert_eq!(store.tail(), p(16), "what lies past unparseable synced bytes is unknown");
+}
+
+#[test]
+fn a_truncated_newest_segment_is_refused_when_its_header_claims_more() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    claimed_then_crashed(dir.path(), &[1, 2, 3, 4]);
+    assert!(!seg_path(dir.path(), 0, "idx").exists(), "no index file covers the newest segment after a crash");
+    // Past the records: preallocated zeros, which the idle upkeep adds.
+    let records_end = (find(&log, &payload(4)) + 32) as u64;
+    fs::OpenOptions::new().write(true).open(&log).expect("open").set_len(records_end - 10).expect("truncate");
+    let why = match DiskStore::open(dir.path(), options(16)) {
+        Err(e @ Error::Directory { .. }) => e.to_string(),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    };
+    assert!(why.contains("seg-00000000000000000000.log was truncated"), "{why}");
+    assert!(why.contains(&format!("header says {records_end} bytes were synced")), "{why}");
+}
+
+#[test]
+fn zeros_over_records_the_header_claims_are_damage_not_spare_space() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    claimed_then_crashed(dir.path(), &[1, 2, 3]);
+    let at = find(&log, &payload(2)) - 24;
+    let mut bytes = fs::read(&log).expect("read");
+    bytes[at..].fill(0);
+    fs::write(&log, bytes).expect("write");
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(0)).expect("read"), Some(data(&payload(1), &[])));
+    assert_corrupted(store.read(p(1)), 1);
+    assert_corrupted(store.read(p(2)), 2);
+    assert!(store.corruptions().iter().any(|c| c.reason.contains("synced records are lost")));
 }

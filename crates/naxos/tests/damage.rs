@@ -1,12 +1,14 @@
 //! Damage to a real server's data directory (issue 12): a deleted
-//! `meta.json` or segment file ends in a clear refusal to start, saying
-//! what is lost and where, never in a node that serves its entries as
-//! holes or its trim mark and sealed epoch reset. (The storage crate's
-//! tests cover each file at the store level: flipped, truncated, deleted.)
+//! `meta.json` or segment file, or a newest segment truncated after a
+//! crash, ends in a clear refusal to start, saying what is lost and where,
+//! never in a node that serves its entries as holes or its trim mark and
+//! sealed epoch reset; a deleted `sequencer.json` never makes the node hand
+//! out positions again. (The storage crate's tests cover each file at the
+//! store level: flipped, truncated, deleted.)
 
 mod common;
 
-use common::{run_cli, Proc};
+use common::{ask, layout_of, run_cli, Proc};
 use std::path::{Path, PathBuf};
 
 fn dev_args(data: &Path) -> Vec<String> {
@@ -72,4 +74,96 @@ fn a_deleted_segment_file_stops_the_node_with_what_is_lost() {
     let err = refused_start(&data);
     assert!(err.contains("seg-00000000000000000000.log (positions 0..65536)"), "{err}");
     assert!(err.contains("missing"), "{err}");
+}
+
+/// What the sync header of a segment file claims was synced (the newer of
+/// its two slots; docs/storage.md), 0 if neither is valid.
+fn claimed(segment: &Path) -> u64 {
+    let bytes = std::fs::read(segment).unwrap();
+    let mut best = (0u64, 0u64);
+    for at in [0usize, 2048] {
+        let Some(slot) = bytes.get(at..at + 32) else { continue };
+        let crc = u32::from_le_bytes(slot[24..28].try_into().unwrap());
+        if &slot[..8] == b"NAXSYNC1" && crc32c::crc32c(&slot[..24]) == crc {
+            let seq = u64::from_le_bytes(slot[8..16].try_into().unwrap());
+            let synced = u64::from_le_bytes(slot[16..24].try_into().unwrap());
+            best = best.max((seq, synced));
+        }
+    }
+    best.1
+}
+
+#[test]
+fn a_killed_servers_newest_segment_truncated_below_what_was_synced_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = dev_args(&data);
+    let mut server = Proc::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for i in 0..3 {
+        let (code, _, err) =
+            run_cli(&["append", "--cluster", &server.addr, "--timeout", "5s", &format!("entry-{i}")], b"");
+        assert_eq!(code, 0, "{err}");
+    }
+    let segments = find(&data, &|n| n.starts_with("seg-") && n.ends_with(".log"));
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let log = &segments[0];
+    // The log unit claims what it synced in the segment's header once it
+    // is idle: wait for the claim to cover the last entry, then crash.
+    let last_end = |bytes: &[u8]| bytes.windows(7).rposition(|w| w == b"entry-2").map(|at| (at + 7) as u64);
+    let end = last_end(&std::fs::read(log).unwrap()).expect("the last entry is in the file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while claimed(log) < end {
+        assert!(std::time::Instant::now() < deadline, "the header never claimed the synced entries");
+        std::thread::yield_now();
+    }
+    server.kill9();
+    assert!(find(&data, &|n| n.ends_with(".idx")).is_empty(), "a killed server wrote no index file");
+    std::fs::OpenOptions::new().write(true).open(log).unwrap().set_len(end - 3).unwrap();
+    let err = refused_start(&data);
+    assert!(err.contains("seg-00000000000000000000.log was truncated"), "{err}");
+    assert!(err.contains("bytes were synced"), "{err}");
+}
+
+#[test]
+fn a_deleted_sequencer_json_does_not_hand_out_positions_again() {
+    use naxos_wire::proto::{request, response, Request, Token};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = dev_args(&data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let token = |addr: &str, count: u32| -> u64 {
+        let (cluster, epoch) = layout_of(addr);
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = Request {
+            id: 1,
+            cluster_id: cluster,
+            epoch,
+            body: Some(request::Body::Token(Token { count, ..Default::default() })),
+        };
+        // Until the sequencer has recovered its tail (it answers Unavailable meanwhile).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match ask(&mut s, &req).and_then(|r| r.body) {
+                Some(response::Body::Token(t)) => return t.start,
+                Some(response::Body::Error(e))
+                    if e.code == naxos_wire::ErrorCode::Unavailable as i32 && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let mut server = Proc::start(&args);
+    // Positions 0..1000 handed out to a writer that has not written them yet.
+    let first = token(&server.addr, 1000);
+    server.kill9();
+    let files = find(&data, &|n| n == "sequencer.json");
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::remove_file(&files[0]).unwrap();
+    // Again at the address the cluster's layout names.
+    let again: Vec<&str> = args.iter().map(|a| if *a == "127.0.0.1:0" { server.addr.as_str() } else { a }).collect();
+    let server = Proc::start(&again);
+    let next = token(&server.addr, 1);
+    assert!(next >= first + 1000, "position {next} was handed out again (the writer holds {first}..{})", first + 1000);
 }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{run_cli, Proc};
+use common::{ask, get_layout, layout_of, read_response, run_cli, Proc};
 use naxos_wire::frame;
-use naxos_wire::proto::{request, response, GetLayout, Request, Response};
+use naxos_wire::proto::{request, response, Request, Response};
 use naxos_wire::ErrorCode;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -40,39 +40,6 @@ fn dev(dir: &std::path::Path, extra: &[&str]) -> Proc {
 fn honest_append(addr: &str, what: &str) {
     let (code, _, err) = run_cli(&["append", "--cluster", addr, "--timeout", "5s", what], b"");
     assert_eq!(code, 0, "an honest append failed: {err}");
-}
-
-/// One framed request on a raw connection; the response.
-fn ask(s: &mut TcpStream, req: &Request) -> Option<Response> {
-    let mut buf = bytes::BytesMut::new();
-    frame::encode(req, &mut buf);
-    s.write_all(&buf).ok()?;
-    read_response(s)
-}
-
-/// The next response on `s` (waiting up to 20 s). Reads one frame's worth
-/// of bytes exactly, so that what follows stays on the socket.
-fn read_response(s: &mut TcpStream) -> Option<Response> {
-    use prost::Message;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Response::decode(&body[..]).ok()
-}
-
-/// The cluster id and epoch of the server at `addr`, from its layout.
-fn layout_of(addr: &str) -> (String, u64) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    match ask(&mut s, &get_layout()).and_then(|r| r.body) {
-        Some(response::Body::Layout(l)) => l.layout.map(|l| (l.cluster_id, l.epoch)).unwrap_or_default(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn get_layout() -> Request {
-    Request { id: 1, body: Some(request::Body::GetLayout(GetLayout {})), ..Default::default() }
 }
 
 #[test]

@@ -87,7 +87,8 @@ async fn recover_once(
     layout: &Layout,
 ) -> Result<(), recovery::Failed> {
     let failed = |message: String, sealed_ahead| recovery::Failed { message, sealed_ahead };
-    let r = recovery::recover(&ctx.pool, layout, ctx.node_id).await?;
+    let me = ctx.own_record.then_some(ctx.node_id);
+    let r = recovery::recover(&ctx.pool, layout, me).await?;
     let streams = r
         .streams
         .iter()

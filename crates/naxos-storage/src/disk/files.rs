@@ -182,3 +182,21 @@ pub(super) fn check_not_truncated(dir: &Path, first: u64, index: &[u8], file_len
         _ => Ok(()),
     }
 }
+
+/// Refuses a segment whose data file is shorter than its sync header says
+/// was synced (see `sync_header`): the records past the cut were durable,
+/// so possibly acknowledged.
+pub(super) fn check_synced_len(dir: &Path, first: u64, synced: u64, file_len: u64) -> Result<()> {
+    if synced <= file_len {
+        return Ok(());
+    }
+    Err(directory_error(
+        dir,
+        format!(
+            "{} was truncated: it is {file_len} bytes, but its header says {synced} bytes were synced; \
+             the records past byte {file_len} are lost. Restore it from a backup, or move this directory \
+             away and start the node empty so that its replicas re-copy the log",
+            log_name(first)
+        ),
+    ))
+}

@@ -12,7 +12,11 @@
 //!   plausible: inside the segment and held by no other record) is marked
 //!   corrupted, and the scan goes on after them. If they reach the end of the
 //!   file they are a torn tail;
-//! - any other failure (a header that is not one, a length running past the end
+//! - below the claim of the file's sync header (bytes a finished fdatasync
+//!   covered) nothing is a torn tail: a whole record with a sound header that
+//!   fails its CRC is reported, its position marked corrupted, and the scan
+//!   goes on; zeros or unparseable bytes there mark the segment damaged;
+//! - past the claim, any other failure (a header that is not one, a length running past the end
 //!   of the file, a CRC failure not followed by a valid record) is a torn tail
 //!   if no valid record starts anywhere after it: the file is truncated there
 //!   with a warning (an unacknowledged partial write). If a valid record does
@@ -169,8 +173,11 @@ pub(crate) fn scan(
     let mut found_ids: Vec<naxos_wire::StreamId> = Vec::new();
     let mut suspects: Vec<(u64, Header)> = Vec::new();
     let mut damaged_at = None;
+    // Bytes a sync covered (the file's sync header): damage below it hit
+    // records that may have been acknowledged, so it is never a torn tail.
+    let synced = segment.claimed_len();
     let mut reader = Reader { segment, file_len, buf: Vec::new(), start: 0 };
-    let mut offset = from;
+    let mut offset = from.max(reader.segment.data_start());
     while offset < reader.file_len {
         if let Some(header) = reader.valid_at(offset)? {
             let bytes = reader.get(offset, header.len as usize)?.expect("valid_at read these bytes");
@@ -181,7 +188,13 @@ pub(crate) fn scan(
         }
         // Only zeros from here on: the preallocated space past the last record.
         if reader.zeros_from(offset)? {
-            outcome.data_end = Some(offset);
+            if offset < synced {
+                let reason = format!("zeros at {offset} where synced records reach {synced}: synced records are lost");
+                report(corruptions, offset, None, reason);
+                damaged_at = Some(offset);
+            } else {
+                outcome.data_end = Some(offset);
+            }
             break;
         }
         // Not a valid record of this segment. If the framing is sound (a chain
@@ -201,6 +214,31 @@ pub(crate) fn scan(
             }
             offset = chain.resume;
             continue;
+        }
+        if offset < synced {
+            // A whole record with a sound header inside the synced bytes:
+            // only it is damaged, and the scan goes on after it.
+            let whole = match reader.get(offset, HEADER_BYTES)? {
+                Some(h) => record::parse_header(h).ok().filter(|h| offset + u64::from(h.len) <= synced),
+                None => None,
+            };
+            if let Some(header) = whole {
+                let bytes = reader.get(offset, header.len as usize)?.expect("inside the synced bytes of the file");
+                let reason = record::verify(bytes)
+                    .err()
+                    .unwrap_or_else(|| format!("record claims position {} outside the segment", header.position));
+                report(corruptions, offset, Some(header.position), format!("{reason} (a synced record)"));
+                suspects.push((offset, header));
+                offset += u64::from(header.len);
+                continue;
+            }
+            let reason = format!(
+                "unparseable bytes at {offset}, below the {synced} bytes the file's header says were synced; \
+                 the rest of the file is not indexed"
+            );
+            report(corruptions, offset, None, reason);
+            damaged_at = Some(offset);
+            break;
         }
         match reader.next_valid_after(offset)? {
             None => {

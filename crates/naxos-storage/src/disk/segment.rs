@@ -9,6 +9,7 @@
 use super::fs::DataFile;
 use super::index::{Slot, SlotKind, SLOT_OFFSET_MAX};
 use super::record;
+use super::sync_header::{self, SyncHeader};
 use crate::{Error, Result};
 use bytes::Bytes;
 use naxos_wire::proto::{Entry, EntryKind};
@@ -44,6 +45,11 @@ pub(crate) struct Segment {
     /// follows it is unknown, so every position without a slot is treated as
     /// corrupted and the segment takes no more writes.
     pub(crate) damaged_at: Option<u64>,
+    /// The last claim written to the file's sync header (`None`: a file
+    /// from before the header, or a new one nothing was appended to yet).
+    pub(crate) header: Option<SyncHeader>,
+    /// Bytes of the file a finished fdatasync covered.
+    pub(crate) synced_len: u64,
 }
 
 impl Segment {
@@ -61,7 +67,51 @@ impl Segment {
             held: 0,
             indexed_len: None,
             damaged_at: None,
+            header: None,
+            synced_len: 0,
         }
+    }
+
+    /// Where records start: after the sync header, if the file has one.
+    pub(crate) fn data_start(&self) -> u64 {
+        if self.header.is_some() {
+            sync_header::BYTES
+        } else {
+            0
+        }
+    }
+
+    /// Bytes the file's sync header says were synced (0 without a header).
+    pub(crate) fn claimed_len(&self) -> u64 {
+        self.header.map_or(0, |h| h.synced)
+    }
+
+    /// Records that every byte written so far is synced (after an fdatasync).
+    pub(crate) fn mark_synced(&mut self) {
+        self.synced_len = self.written_len;
+    }
+
+    /// Writes a header claim for what is synced, if the header lags behind
+    /// (no fsync: the caller's next fdatasync of the file carries it).
+    fn write_claim(&mut self) -> Result<bool> {
+        let Some(h) = self.header else { return Ok(false) };
+        if self.written_len < sync_header::BYTES || h.synced >= self.synced_len {
+            return Ok(false);
+        }
+        let next = h.next(self.synced_len);
+        self.file().write_all_at(&next.encode(), next.offset())?;
+        self.header = Some(next);
+        Ok(true)
+    }
+
+    /// Makes the header claim everything synced, durably (an idle moment:
+    /// the last batch before it is claimed too). Only with nothing pending.
+    pub(crate) fn claim_synced(&mut self) -> Result<bool> {
+        if !self.pending.is_empty() || !self.write_claim()? {
+            return Ok(false);
+        }
+        self.file().sync_data()?;
+        Ok(true)
     }
 
     /// The open data file. Callers make the segment resident first.
@@ -141,6 +191,11 @@ impl Segment {
     /// Appends the record of a validated entry to the pending buffer and sets
     /// the slot. The caller checked that the position is free.
     pub(crate) fn append(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
+        if self.len() == 0 {
+            // A new (or empty) file starts with its sync header.
+            self.pending.extend_from_slice(&SyncHeader::initial_block());
+            self.header = Some(SyncHeader::initial());
+        }
         let offset = self.len();
         if offset > SLOT_OFFSET_MAX {
             return Err(Error::Invalid(format!("segment file {} is full ({offset} bytes)", self.file_name())));
@@ -210,6 +265,9 @@ impl Segment {
         if self.pending.is_empty() {
             return Ok(());
         }
+        // The header claims what the last sync covered; this batch's
+        // fdatasync makes the claim durable with the batch.
+        self.write_claim()?;
         // Positioned at `written_len`: a retry after a failed (maybe partial)
         // write rewrites the same bytes at the same place.
         self.file().write_all_at(&self.pending, self.written_len)?;

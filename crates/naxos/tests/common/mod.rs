@@ -248,3 +248,39 @@ pub fn run_cli(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
     let out = child.wait_with_output().expect("naxos finishes");
     (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// One framed request on a raw connection; the response.
+pub fn ask(s: &mut std::net::TcpStream, req: &Request) -> Option<naxos_wire::proto::Response> {
+    use std::io::Write;
+    let mut buf = bytes::BytesMut::new();
+    naxos_wire::frame::encode(req, &mut buf);
+    s.write_all(&buf).ok()?;
+    read_response(s)
+}
+
+/// The next response on `s` (waiting up to 20 s). Reads one frame's worth
+/// of bytes exactly, so that what follows stays on the socket.
+pub fn read_response(s: &mut std::net::TcpStream) -> Option<naxos_wire::proto::Response> {
+    use prost::Message;
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    naxos_wire::proto::Response::decode(&body[..]).ok()
+}
+
+/// The cluster id and epoch of the server at `addr`, from its layout.
+pub fn layout_of(addr: &str) -> (String, u64) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    match ask(&mut s, &get_layout()).and_then(|r| r.body) {
+        Some(response::Body::Layout(l)) => l.layout.map(|l| (l.cluster_id, l.epoch)).unwrap_or_default(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A `GetLayout` request (anyone may send it).
+pub fn get_layout() -> Request {
+    Request { id: 1, body: Some(request::Body::GetLayout(naxos_wire::proto::GetLayout {})), ..Default::default() }
+}
