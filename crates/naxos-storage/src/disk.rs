@@ -297,21 +297,6 @@ impl DiskStore {
         self.write_indexes(true)
     }
 
-    /// Makes the sync header of every resident segment with no unsynced
-    /// writes claim all its synced bytes; whether any header was written.
-    fn claim_synced(&mut self) -> Result<bool> {
-        if self.options.sync != SyncPolicy::Durable {
-            return Ok(false);
-        }
-        let mut did = false;
-        for (n, seg) in self.segments.iter_mut() {
-            if seg.is_resident() && !self.touched.contains(n) && seg.synced_len > seg.claimed_len() {
-                did |= seg.claim_synced()?;
-            }
-        }
-        Ok(did)
-    }
-
     fn check_failed(&self) -> Result<()> {
         match &self.failed {
             None => Ok(()),
@@ -763,13 +748,12 @@ impl Store for DiskStore {
         if self.failed.is_some() {
             return Ok(false);
         }
-        // The sync headers claim the batches synced since their last claim.
-        let mut did = self.claim_synced()?;
         let step = self.options.preallocate_bytes;
         if step == 0 {
-            return Ok(did);
+            return Ok(false);
         }
-        let Some(newest) = self.segments.keys().next_back().copied() else { return Ok(did) };
+        let Some(newest) = self.segments.keys().next_back().copied() else { return Ok(false) };
+        let mut did = false;
         // Older segments give their spare zeros back once their writes are synced.
         let older: Vec<u64> = self
             .segments
@@ -794,6 +778,21 @@ impl Store for DiskStore {
             if !touched && seg.damaged_at.is_none() && !seg.is_full() && seg.spare() < step {
                 seg.preallocate(step)?;
                 did = true;
+            }
+        }
+        Ok(did)
+    }
+
+    /// Makes the sync header of every resident segment with no unsynced
+    /// writes claim all its synced bytes; whether any header was written.
+    fn claim_synced(&mut self) -> Result<bool> {
+        if self.options.sync != SyncPolicy::Durable || self.failed.is_some() {
+            return Ok(false);
+        }
+        let mut did = false;
+        for (n, seg) in self.segments.iter_mut() {
+            if seg.is_resident() && !self.touched.contains(n) && seg.synced_len > seg.claimed_len() {
+                did |= seg.claim_synced()?;
             }
         }
         Ok(did)

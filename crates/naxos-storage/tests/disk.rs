@@ -788,7 +788,7 @@ fn a_directory_from_before_the_manifest_gets_one() {
 fn claimed_then_crashed(dir: &Path, tags: &[u8]) {
     let mut store = open(dir, 16);
     write_tagged(&mut store, 0, tags);
-    assert!(store.maintain().expect("upkeep"), "the idle upkeep claims the synced batch");
+    assert!(store.claim_synced().expect("claim"), "the idle upkeep claims the synced batch");
     store.simulate_crash();
 }
 
