@@ -29,7 +29,7 @@ impl AcceptorStore {
             // The state is one line of JSON. Only that line counts: the
             // simulated file system can leave stale bytes after it when a
             // crash interrupts the replacement of a longer file.
-            Ok(bytes) => serde_json::from_slice(bytes.split(|b| *b == b'\n').next().unwrap_or_default())
+            Ok(bytes) => naxos_storage::checked::decode(&bytes)
                 .map_err(|e| crate::Error::Config(format!("{}: not a valid acceptor state: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Acceptor::default(),
             Err(source) => return Err(crate::Error::Io { context: format!("reading {}", path.display()), source }),
@@ -38,8 +38,8 @@ impl AcceptorStore {
     }
 
     fn persist(&self) -> Result<(), ServerError> {
-        let mut json = serde_json::to_vec(&self.state).expect("the acceptor state always serializes to JSON");
-        json.push(b'\n');
+        let json =
+            naxos_storage::checked::encode(&self.state).expect("the acceptor state always serializes to a JSON object");
         self.fs.write_atomic(&self.path, &json).map_err(|e| {
             ServerError::new(
                 ErrorCode::Unavailable,

@@ -26,7 +26,7 @@ impl LayoutStore {
         let path = dir.join(FILE);
         let layout = match fs.read(&path) {
             Ok(bytes) => {
-                let l: Layout = serde_json::from_slice(&bytes)
+                let l: Layout = naxos_storage::checked::decode(&bytes)
                     .map_err(|e| crate::Error::Config(format!("{}: not a valid layout: {e}", path.display())))?;
                 Some(l)
             }
@@ -66,7 +66,7 @@ impl LayoutStore {
 impl LayoutStore {
     /// Writes `layout` durably and holds it.
     fn store(&mut self, layout: Layout) -> Result<(), ServerError> {
-        let json = serde_json::to_vec_pretty(&layout).expect("a layout always serializes to JSON");
+        let json = naxos_storage::checked::encode(&layout).expect("a layout always serializes to a JSON object");
         self.fs.write_atomic(&self.path, &json).map_err(|e| {
             ServerError::new(ErrorCode::Unavailable, format!("storing the layout in {}: {e}", self.path.display()))
         })?;

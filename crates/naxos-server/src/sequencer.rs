@@ -595,7 +595,8 @@ impl CeilingStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(e) => return Err(e),
         };
-        let v = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|_| bad())?;
+        let v = naxos_storage::checked::decode::<serde_json::Value>(&bytes)
+            .map_err(|e| std::io::Error::other(format!("{} is not a valid ceiling file: {e}", self.path.display())))?;
         let ceiling = v.get("token_ceiling").and_then(|c| c.as_u64()).ok_or_else(bad)?;
         let epoch = match v.get("epoch") {
             None => 0, // written before the file named its epoch
@@ -623,17 +624,22 @@ impl CeilingStore {
     /// Stores `ceiling` and the epoch tokens are handed out in durably
     /// (atomic replace); the file no longer says the last stop was clean.
     pub fn save(&self, ceiling: u64, epoch: u64) -> std::io::Result<()> {
-        let json = serde_json::json!({ "token_ceiling": ceiling, "epoch": epoch }).to_string();
-        self.fs.write_atomic(&self.path, json.as_bytes())
+        let json = serde_json::json!({ "token_ceiling": ceiling, "epoch": epoch });
+        self.fs.write_atomic(&self.path, &checked(&json))
     }
 
     /// Stores the exact tail and every stream's last position at a clean stop.
     pub fn save_clean(&self, next: u64, streams: &[(StreamId, u64)]) -> std::io::Result<()> {
         let streams: Vec<serde_json::Value> =
             streams.iter().map(|(s, last)| serde_json::json!([format!("{:032x}", s.0), last])).collect();
-        let json = serde_json::json!({ "token_ceiling": next, "clean_stop_streams": streams }).to_string();
-        self.fs.write_atomic(&self.path, json.as_bytes())
+        let json = serde_json::json!({ "token_ceiling": next, "clean_stop_streams": streams });
+        self.fs.write_atomic(&self.path, &checked(&json))
     }
+}
+
+/// The file bytes of `json`, an object, with its checksum.
+fn checked(json: &serde_json::Value) -> Vec<u8> {
+    naxos_storage::checked::encode(json).expect("the ceiling file is a non-empty JSON object")
 }
 
 /// What the sequencer's file holds.

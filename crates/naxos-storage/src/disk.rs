@@ -524,7 +524,7 @@ impl DiskStore {
     /// Replaces meta.json with `meta` and the current manifest.
     fn persist_meta(&self, meta: &Meta) -> Result<()> {
         let file = files::MetaFile { meta: meta.clone(), segments: Some(self.manifest.clone()) };
-        let bytes = serde_json::to_vec_pretty(&file).expect("MetaFile has only plain fields and always serializes");
+        let bytes = crate::checked::encode(&file).expect("MetaFile has only plain fields and always serializes");
         fs::write_atomic(self.fs(), &self.dir, META_FILE, &bytes)
     }
 

@@ -34,6 +34,7 @@
 //!
 //! The on-disk format is described in `docs/storage.md` and in [`disk`].
 
+pub mod checked;
 pub mod conformance;
 pub mod disk;
 pub mod fs;

@@ -49,9 +49,10 @@ fn written() -> (tempfile::TempDir, PathBuf) {
 /// Starting a dev server on `data` fails; its error output.
 fn refused_start(data: &Path) -> String {
     let args = dev_args(data);
-    let (code, _, err) = run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
-    assert_ne!(code, 0, "the server started on a damaged directory: {err}");
-    err
+    match Proc::try_start(&args.iter().map(String::as_str).collect::<Vec<_>>()) {
+        Ok(server) => panic!("the server started on a damaged directory (at {})", server.addr),
+        Err(err) => err,
+    }
 }
 
 #[test]
@@ -166,4 +167,138 @@ fn a_deleted_sequencer_json_does_not_hand_out_positions_again() {
     let server = Proc::start(&again);
     let next = token(&server.addr, 1);
     assert!(next >= first + 1000, "position {next} was handed out again (the writer holds {first}..{})", first + 1000);
+}
+
+/// What one damaged file must end in.
+#[derive(Debug)]
+enum Expect {
+    /// A refusal to start whose message contains this.
+    Refused(&'static str),
+    /// A start with every entry intact (the file is rebuilt or not needed).
+    Intact,
+    /// A start where entry 1 reads as corrupted and the others are intact.
+    EntryCorrupted,
+}
+
+/// Damages `path` in the way `how` names.
+fn damage(path: &Path, how: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    match how {
+        "flipped" => {
+            // A byte of the content: entry 1's payload in a segment file, the
+            // first digit elsewhere (in a JSON file a flipped digit leaves
+            // valid JSON: its checksum must catch it), else the middle byte.
+            let at = match bytes.windows(7).position(|w| w == b"entry-1") {
+                Some(at) => at + 6,
+                None => bytes.iter().position(|b| b.is_ascii_digit()).unwrap_or(bytes.len() / 2),
+            };
+            let mut b = bytes;
+            b[at] ^= 0x01;
+            std::fs::write(path, b).unwrap();
+        }
+        "truncated" => {
+            // Into the records of a segment file (past them is preallocated space).
+            let end = bytes.windows(7).rposition(|w| w == b"entry-2").map_or(bytes.len(), |at| at + 7);
+            std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(end as u64 / 2).unwrap();
+        }
+        "deleted" => std::fs::remove_file(path).unwrap(),
+        "unreadable" => {
+            // Permissions do not stop root (CI): a directory in its place does.
+            std::fs::remove_file(path).unwrap();
+            std::fs::create_dir(path).unwrap();
+        }
+        other => panic!("no damage {other}"),
+    }
+}
+
+/// Reads position `p` through the CLI: (exit code, stdout, stderr).
+fn read_at(addr: &str, p: u64) -> (i32, String, String) {
+    let (code, out, err) = run_cli(&["read", "--cluster", addr, "--timeout", "5s", &p.to_string()], b"");
+    (code, String::from_utf8_lossy(&out).trim().to_string(), err)
+}
+
+#[test]
+fn every_file_of_a_data_directory_flipped_truncated_deleted_or_unreadable_is_refused_or_repaired() {
+    use Expect::*;
+    // (file, [flipped, truncated, deleted, unreadable])
+    let cases: &[(&str, [Expect; 4])] = &[
+        (
+            "layout.json",
+            [
+                Refused("layout.json"),
+                Refused("layout.json"),
+                Refused("already belongs to cluster"),
+                Refused("layout.json"),
+            ],
+        ),
+        ("sequencer.json", [Refused("sequencer.json"), Refused("sequencer.json"), Intact, Refused("token ceiling")]),
+        (
+            "log/format.json",
+            [Refused("format.json"), Refused("format.json"), Refused("format.json is missing"), Refused("format.json")],
+        ),
+        (
+            "log/meta.json",
+            [Refused("meta.json"), Refused("meta.json"), Refused("meta.json is missing"), Refused("meta.json")],
+        ),
+        (
+            "log/seg-00000000000000000000.log",
+            [EntryCorrupted, Refused("was truncated"), Refused("missing"), Refused("seg-00000000000000000000.log")],
+        ),
+        ("log/seg-00000000000000000000.idx", [Intact, Intact, Intact, Refused("seg-00000000000000000000.idx")]),
+    ];
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    let args = dev_args(&data);
+    let mut server = Proc::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = server.addr.clone();
+    for i in 0..3 {
+        let (code, _, err) = run_cli(&["append", "--cluster", &addr, "--timeout", "5s", &format!("entry-{i}")], b"");
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(server.terminate().success());
+    let mut failures = Vec::new();
+    for (file, expects) in cases {
+        for (how, expect) in ["flipped", "truncated", "deleted", "unreadable"].iter().zip(expects) {
+            let dir = tempfile::tempdir().unwrap();
+            let copy = dir.path().join("data");
+            copy_dir(&data, &copy);
+            damage(&copy.join(file), how);
+            // At the address the layout names.
+            let mut args = dev_args(&copy);
+            args.iter_mut().filter(|a| *a == "127.0.0.1:0").for_each(|a| *a = addr.clone());
+            let started = Proc::try_start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let case = format!("{file} {how}");
+            match (expect, started) {
+                (Refused(what), Err(err)) if err.contains(what) => {}
+                (Refused(what), Err(err)) => failures.push(format!("{case}: refused without naming {what:?}: {err}")),
+                (Refused(_), Ok(s)) => failures.push(format!("{case}: started at {} instead of refusing", s.addr)),
+                (Intact | EntryCorrupted, Err(err)) => failures.push(format!("{case}: refused to start: {err}")),
+                (Intact | EntryCorrupted, Ok(s)) => {
+                    for p in 0..3 {
+                        let (code, out, err) = read_at(&s.addr, p);
+                        let corrupted = matches!(expect, EntryCorrupted) && p == 1;
+                        if corrupted && (code == 0 || !err.contains("corrupt")) {
+                            failures.push(format!("{case}: entry {p} read as {out:?} ({err}), not as corrupted"));
+                        } else if !corrupted && (code, out.as_str()) != (0, format!("entry-{p}").as_str()) {
+                            failures.push(format!("{case}: entry {p} read as {out:?} ({err})"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Copies directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -60,15 +60,28 @@ fn directory_error(dir: &Path, reason: String) -> Error {
 /// directory's segment size.
 pub(super) fn load_format(dir: &Path, options: &Options, has_segments: bool) -> Result<u64> {
     let Some(bytes) = fs::read(options.fs.as_ref(), dir, FORMAT_FILE)? else {
+        if has_segments && fs::read(options.fs.as_ref(), dir, META_FILE)?.is_some_and(|m| lists_segments(&m)) {
+            // Written by a version that writes format.json: it was deleted,
+            // and the positions each segment file holds are unknown.
+            return Err(directory_error(
+                dir,
+                format!(
+                    "{FORMAT_FILE} is missing next to segment files: the number of positions per segment file \
+                     this directory was written with is unknown, and guessing it would serve entries as never \
+                     written. Restore it from a backup, or move this directory away and start the node empty so \
+                     that its replicas re-copy the log"
+                ),
+            ));
+        }
         if has_segments {
             tracing::warn!(dir = %dir.display(), "segment files without format.json; assuming segment_positions {}", options.segment_positions);
         }
         let format = Format { format_version: FORMAT_VERSION, segment_positions: options.segment_positions };
-        let bytes = serde_json::to_vec_pretty(&format).expect("Format has only plain fields and always serializes");
+        let bytes = crate::checked::encode(&format).expect("Format has only plain fields and always serializes");
         fs::write_atomic(options.fs.as_ref(), dir, FORMAT_FILE, &bytes)?;
         return Ok(options.segment_positions);
     };
-    let format: Format = serde_json::from_slice(&bytes).map_err(|e| {
+    let format: Format = crate::checked::decode(&bytes).map_err(|e| {
         directory_error(dir, format!("{FORMAT_FILE} is unreadable ({e}); is this a Naxos data directory?"))
     })?;
     if format.format_version != FORMAT_VERSION {
@@ -105,7 +118,7 @@ pub(super) fn load_format(dir: &Path, options: &Options, has_segments: bool) -> 
 pub(super) fn load_meta(dir: &Path, options: &Options, segments: &BTreeSet<u64>) -> Result<MetaFile> {
     let files = options.fs.as_ref();
     match fs::read(files, dir, META_FILE)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        Some(bytes) => crate::checked::decode(&bytes).map_err(|e| {
             directory_error(
                 dir,
                 format!("{META_FILE} is unreadable ({e}); restore it from a backup or start from an empty directory"),
@@ -126,7 +139,7 @@ pub(super) fn load_meta(dir: &Path, options: &Options, segments: &BTreeSet<u64>)
         None => {
             let node_id = options.node_id.unwrap_or_else(crate::meta::random_node_id);
             let file = MetaFile { meta: Meta { node_id, ..Meta::default() }, segments: Some(Default::default()) };
-            let bytes = serde_json::to_vec_pretty(&file).expect("MetaFile has only plain fields and always serializes");
+            let bytes = crate::checked::encode(&file).expect("MetaFile has only plain fields and always serializes");
             fs::write_atomic(files, dir, META_FILE, &bytes)?;
             Ok(file)
         }
@@ -199,4 +212,10 @@ pub(super) fn check_synced_len(dir: &Path, first: u64, synced: u64, file_len: u6
             log_name(first)
         ),
     ))
+}
+
+/// Whether `meta.json`'s bytes hold a manifest (written by a version that
+/// also writes `format.json`).
+fn lists_segments(meta: &[u8]) -> bool {
+    crate::checked::decode::<MetaFile>(meta).is_ok_and(|m| m.segments.is_some())
 }

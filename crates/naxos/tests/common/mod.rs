@@ -167,6 +167,48 @@ impl Proc {
         Proc::spawn(command, args)
     }
 
+    /// Starts `naxos ARGS...`: the process once it printed its address, or
+    /// what it wrote on stderr if it exited first (a refusal to start).
+    pub fn try_start(args: &[&str]) -> Result<Proc, String> {
+        use std::io::{BufRead, Read};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("naxos starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Drained until the process ends, so that it never blocks on a full pipe.
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()) {
+                        break a.to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(errors.join().unwrap_or_default());
+                }
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Proc { child, addr, lines: rx })
+    }
+
     fn spawn(mut command: std::process::Command, args: &[&str]) -> Proc {
         use std::io::BufRead;
         let mut child = command
