@@ -139,8 +139,11 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
         .create_dir_all(&dir)
         .map_err(|source| Error::Io { context: format!("creating data directory {}", dir.display()), source })?;
     let layout = LayoutStore::open(&dir, config.fs.clone())?;
-    let acceptor =
-        if config.roles.layout { Some(Mutex::new(AcceptorStore::open(&dir, config.fs.clone())?)) } else { None };
+    let acceptor = if config.roles.layout {
+        Some(Mutex::new(AcceptorStore::open(&dir, config.fs.clone(), layout.get().map(|l| l.epoch))?))
+    } else {
+        None
+    };
     let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
     // The node's epoch: the committed layout's, raised by the log unit's seal.
     let fence = Fence::new(Epoch(layout.get().map_or(0, |l| l.epoch)));

@@ -186,11 +186,15 @@ fn damage(path: &Path, how: &str) {
     match how {
         "flipped" => {
             // A byte of the content: entry 1's payload in a segment file, the
-            // first digit elsewhere (in a JSON file a flipped digit leaves
-            // valid JSON: its checksum must catch it), else the middle byte.
+            // first digit before the checksum elsewhere (in a JSON file a
+            // flipped digit leaves valid JSON: its checksum must catch it),
+            // else the middle byte of the content.
             let at = match bytes.windows(7).position(|w| w == b"entry-1") {
                 Some(at) => at + 6,
-                None => bytes.iter().position(|b| b.is_ascii_digit()).unwrap_or(bytes.len() / 2),
+                None => {
+                    let content = bytes.windows(8).position(|w| w == b"\"crc32c\"").unwrap_or(bytes.len());
+                    bytes[..content].iter().position(|b| b.is_ascii_digit()).unwrap_or(content / 2)
+                }
             };
             let mut b = bytes;
             b[at] ^= 0x01;
@@ -231,6 +235,8 @@ fn every_file_of_a_data_directory_flipped_truncated_deleted_or_unreadable_is_ref
                 Refused("layout.json"),
             ],
         ),
+        // Deleted: the node abstains from the next epoch's vote (it may have voted there).
+        ("acceptor.json", [Refused("acceptor"), Refused("acceptor"), Intact, Refused("acceptor.json")]),
         ("sequencer.json", [Refused("sequencer.json"), Refused("sequencer.json"), Intact, Refused("token ceiling")]),
         (
             "log/format.json",
