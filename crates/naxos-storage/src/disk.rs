@@ -337,8 +337,12 @@ impl DiskStore {
         let mut seg = self.segments.remove(&n).expect("make_resident found it");
         seg.file = Some(file);
         let header = self.read_sync_header(&mut seg, file_len);
+        let lost = seg.damaged_at.is_some();
         self.segments.insert(n, seg);
         header?;
+        if lost {
+            return Ok(());
+        }
         let seg = self.segments.get_mut(&n).expect("put back just above");
         let decoded = index.map(|bytes| index::decode(&bytes, first, s, file_len));
         match decoded {
@@ -375,12 +379,22 @@ impl DiskStore {
                 seg.header = Some(h);
             }
             sync_header::Found::Damaged => {
-                let reason = "the sync header is damaged: how much of the file was synced is unknown, so damage \
-                              near its end is taken for a torn tail"
+                // Without its salt no record of the file can be verified:
+                // nothing is read, cut or indexed; every position of the
+                // segment reads as corrupted (never as unwritten) and it takes
+                // no writes, until the file is restored or re-copied.
+                let reason = "the sync header is damaged (neither slot is valid): the file's records cannot be \
+                              verified, so every position of this segment reads as corrupted"
                     .to_string();
                 tracing::error!(file = %seg.file_name(), %reason, "damaged segment file header");
                 self.corruptions.push(Corruption { file: seg.file_name(), offset: 0, position: None, reason });
-                seg.header = Some(sync_header::SyncHeader::initial());
+                seg.header = Some(sync_header::SyncHeader::initial(0));
+                seg.slots = Vec::new();
+                seg.held = 0;
+                seg.damaged_at = Some(0);
+                seg.written_len = file_len;
+                seg.allocated_len = file_len;
+                seg.synced_len = file_len;
             }
         }
         Ok(())
@@ -437,6 +451,10 @@ impl DiskStore {
         let file_len = file.len()?;
         let mut seg = Segment::new(first, s, file);
         self.read_sync_header(&mut seg, file_len)?;
+        if seg.damaged_at.is_some() {
+            self.segments.insert(first / s, seg);
+            return Ok(());
+        }
         let mut from = 0;
         if let Some(bytes) = fs::read(self.fs(), &self.dir, &idx_name(first))? {
             files::check_not_truncated(&self.dir, first, &bytes, file_len)?;
@@ -595,7 +613,7 @@ impl DiskStore {
         let slot = seg.slot(position);
         let decoded = match bytes {
             None => Err(format!("the file ends before the record's {} bytes", slot.len())),
-            Some(bytes) => record::decode(bytes),
+            Some(bytes) => record::decode(bytes, seg.salt()),
         };
         let want = if slot.kind() == SlotKind::Hole { record::RecordKind::Hole } else { record::RecordKind::Data };
         let reason = match decoded {

@@ -400,7 +400,12 @@ fn adjacent_corrupted_records_are_each_reported_and_the_scan_goes_on() {
 }
 
 #[test]
-fn unparseable_bytes_in_the_middle_stop_the_scan_without_truncating() {
+fn a_damaged_length_field_loses_only_its_record_and_the_scan_resumes_after_it() {
+    // Records are checksummed with the file's random salt (its sync header),
+    // so the scan may look for the next record after damage: a payload
+    // cannot pass for one. Only the damaged record is lost; since which
+    // position it held is unknown, the positions the segment does not hold
+    // read as corrupted, never as unwritten.
     let dir = tempfile::tempdir().expect("temp dir");
     let log = seg_path(dir.path(), 0, "log");
     let mut store = open(dir.path(), 16);
@@ -416,8 +421,12 @@ fn unparseable_bytes_in_the_middle_stop_the_scan_without_truncating() {
     let found = store.corruptions();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].offset, record_1 as u64);
+    assert!(found[0].reason.contains("records resume at"), "{found:?}");
     assert_eq!(store.read(p(0)).expect("read before the damage"), Some(data(&payload(1), &[])));
-    for i in 1..16 {
+    assert_corrupted(store.read(p(1)), 1);
+    assert_eq!(store.read(p(2)).expect("read after the damage"), Some(data(&payload(3), &[])));
+    assert_eq!(store.read(p(3)).expect("read after the damage"), Some(data(&payload(4), &[])));
+    for i in 4..16 {
         assert_corrupted(store.read(p(i)), i);
     }
     assert_corrupted(store.write(p(9), &hole()), 9);
@@ -428,6 +437,26 @@ fn unparseable_bytes_in_the_middle_stop_the_scan_without_truncating() {
     store.write(p(16), &data(b"next segment", &[])).expect("write elsewhere");
     store.sync().expect("sync");
     assert_eq!(store.read(p(16)).expect("read"), Some(data(b"next segment", &[])));
+}
+
+#[test]
+fn a_damaged_sync_header_makes_every_position_of_its_segment_corrupted_not_unwritten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3]);
+    store.close().expect("close");
+    let len = file_len(&log);
+    // Both slots (at 0 and 2048): the file's salt is lost with them.
+    flip_byte(&log, 20);
+    flip_byte(&log, 2048 + 20);
+    let mut store = open(dir.path(), 16);
+    assert_eq!(file_len(&log), len, "nothing is cut");
+    assert!(store.corruptions().iter().any(|c| c.reason.contains("sync header is damaged")));
+    for i in 0..16 {
+        assert_corrupted(store.read(p(i)), i);
+    }
+    assert_eq!(store.tail(), p(16));
 }
 
 #[test]

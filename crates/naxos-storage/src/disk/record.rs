@@ -120,8 +120,22 @@ pub(crate) fn encoded_len(entry: &Entry) -> usize {
     HEADER_BYTES + 16 * n + 8 * entry.backpointers.len() + entry.payload.len()
 }
 
-/// Appends the record of a validated `entry` at `position` to `out`.
-pub(crate) fn encode(position: u64, kind: EntryKind, entry: &Entry, out: &mut Vec<u8>) {
+/// The CRC of a record's bytes `[8, len)` in a file whose sync header holds
+/// `salt` (0: a file from before the header, plain CRC32C). Seeded with the
+/// file's random salt, a record cannot be forged from outside: a payload
+/// that holds a well-formed record with a valid plain CRC (CRC is no
+/// authentication) is not one here, so a scan may look for the next record
+/// after damage without indexing a client's bytes as a record.
+pub(crate) fn checksum(salt: u32, bytes: &[u8]) -> u32 {
+    if salt == 0 {
+        return crc32c::crc32c(bytes);
+    }
+    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), bytes)
+}
+
+/// Appends the record of a validated `entry` at `position` to `out`
+/// (checksummed with the file's `salt`).
+pub(crate) fn encode(position: u64, kind: EntryKind, entry: &Entry, salt: u32, out: &mut Vec<u8>) {
     let start = out.len();
     let len = encoded_len(entry);
     debug_assert!(len <= RECORD_BYTES_MAX, "validate_entry bounds the entry size");
@@ -144,7 +158,7 @@ pub(crate) fn encode(position: u64, kind: EntryKind, entry: &Entry, out: &mut Ve
     }
     out.extend_from_slice(&entry.payload);
     debug_assert_eq!(out.len() - start, len);
-    let crc = crc32c::crc32c(&out[start + 8..]);
+    let crc = checksum(salt, &out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -185,13 +199,14 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, String> {
     Ok(header)
 }
 
-/// Parses and verifies a whole record (`b.len()` must be the record's length).
-pub(crate) fn verify(b: &[u8]) -> Result<Header, String> {
+/// Parses and verifies a whole record (`b.len()` must be the record's
+/// length) of a file whose sync header holds `salt`.
+pub(crate) fn verify(b: &[u8], salt: u32) -> Result<Header, String> {
     let header = parse_header(b)?;
     if header.len as usize != b.len() {
         return Err(format!("record is {} bytes, its header says {}", b.len(), header.len));
     }
-    let crc = crc32c::crc32c(&b[8..]);
+    let crc = checksum(salt, &b[8..]);
     if crc != header.crc {
         return Err(format!("CRC32C mismatch (stored {:#010x}, computed {crc:#010x})", header.crc));
     }
@@ -210,8 +225,8 @@ pub(crate) fn stream_ids<'a>(b: &'a [u8], header: &Header) -> impl Iterator<Item
 
 /// Verifies a whole record and turns it into its entry; the payload and the
 /// stream ids share `b`'s buffer (no copy).
-pub(crate) fn decode(b: Bytes) -> Result<(Header, Entry), String> {
-    let header = verify(&b)?;
+pub(crate) fn decode(b: Bytes, salt: u32) -> Result<(Header, Entry), String> {
+    let header = verify(&b, salt)?;
     let n = usize::from(header.streams);
     let at = header.streams_offset();
     let streams = (0..n).map(|i| b.slice(at + 16 * i..at + 16 * (i + 1))).collect();
@@ -237,18 +252,29 @@ mod tests {
         let mut entry = data(b"payload", &[a, StreamId::from_name("b")]);
         entry.backpointers = vec![7, u64::MAX];
         for (entry, kind) in [(entry, EntryKind::Data), (hole(), EntryKind::Hole), (data(b"", &[]), EntryKind::Data)] {
+            for salt in [0, 0x5eed_0001] {
+                flips_are_caught(&entry, kind, salt);
+            }
+        }
+    }
+
+    fn flips_are_caught(entry: &Entry, kind: EntryKind, salt: u32) {
+        {
+            let entry = entry.clone();
             let mut buf = vec![0xAB]; // records are appended after other bytes
-            encode(42, kind, &entry, &mut buf);
+            encode(42, kind, &entry, salt, &mut buf);
             let rec = Bytes::copy_from_slice(&buf[1..]);
             assert_eq!(rec.len(), encoded_len(&entry));
-            let (header, back) = decode(rec.clone()).expect("a fresh record verifies");
+            let other = if salt == 0 { 1 } else { 0 };
+            assert!(decode(rec.clone(), other).is_err(), "a record verified under another file's salt");
+            let (header, back) = decode(rec.clone(), salt).expect("a fresh record verifies");
             assert_eq!(header.position, 42);
             assert_eq!(back, entry);
             for byte in 0..rec.len() {
                 for bit in 0..8 {
                     let mut bad = rec.to_vec();
                     bad[byte] ^= 1 << bit;
-                    assert!(decode(Bytes::from(bad)).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
+                    assert!(decode(Bytes::from(bad), salt).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
                 }
             }
         }

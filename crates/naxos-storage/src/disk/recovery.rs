@@ -21,9 +21,12 @@
 //!   if no valid record starts anywhere after it: the file is truncated there
 //!   with a warning (an unacknowledged partial write). If a valid record does
 //!   start later, acknowledged data may follow the damage: nothing is truncated,
-//!   the damage is reported, the scan stops and the segment is marked damaged
-//!   (its unknown positions read as corrupted and take no writes), because
-//!   guessing where records resume could index bytes of a payload as a record.
+//!   the damage is reported and the segment is marked damaged (its unknown
+//!   positions read as corrupted and take no writes). In a salted file (its
+//!   records' CRCs seeded with the sync header's random salt, which a
+//!   payload cannot forge) the scan resumes at that record; in a file from
+//!   before the salt it stops, because guessing where records resume could
+//!   index bytes of a payload as a record.
 
 use super::index::{Slot, SlotKind, StreamIndex};
 use super::record::{self, Header, HEADER_BYTES};
@@ -75,10 +78,11 @@ impl Reader<'_> {
         if header.position < self.segment.first || header.position >= self.segment.end() {
             return Ok(None);
         }
+        let salt = self.segment.salt();
         let Some(bytes) = self.get(offset, header.len as usize)? else {
             return Ok(None);
         };
-        Ok(record::verify(bytes).ok())
+        Ok(record::verify(bytes, salt).ok())
     }
 
     /// Follows self-consistent headers (each record wholly inside the file)
@@ -131,6 +135,25 @@ impl Reader<'_> {
     }
 }
 
+/// Where records resume after damage at `offset` in a salted file (the next
+/// valid record), `None` in a file from before the salt: there a payload
+/// can hold a well-formed record with a valid plain CRC, and the scan stops
+/// rather than index a client's bytes.
+fn resume_after(reader: &mut Reader<'_>, offset: u64, salt: u32) -> Result<Option<u64>> {
+    if salt == 0 {
+        return Ok(None);
+    }
+    reader.next_valid_after(offset)
+}
+
+/// The report of damage the scan went past.
+fn resumed(why: &str, resume: u64) -> String {
+    format!(
+        "{why}; records resume at {resume}: what lay between is lost, and the positions the segment does not \
+         hold read as corrupted"
+    )
+}
+
 /// Records with sound headers but no valid content, followed by a valid record.
 struct Chain {
     /// Offsets and headers of the damaged records.
@@ -176,6 +199,9 @@ pub(crate) fn scan(
     // Bytes a sync covered (the file's sync header): damage below it hit
     // records that may have been acknowledged, so it is never a torn tail.
     let synced = segment.claimed_len();
+    // A salted file's records cannot be forged by a payload: after damage the
+    // scan may look for the next record (see `resume_after`).
+    let salt = segment.salt();
     let mut reader = Reader { segment, file_len, buf: Vec::new(), start: 0 };
     let mut offset = from.max(reader.segment.data_start());
     while offset < reader.file_len {
@@ -191,7 +217,7 @@ pub(crate) fn scan(
             if offset < synced {
                 let reason = format!("zeros at {offset} where synced records reach {synced}: synced records are lost");
                 report(corruptions, offset, None, reason);
-                damaged_at = Some(offset);
+                damaged_at = damaged_at.or(Some(offset));
             } else {
                 outcome.data_end = Some(offset);
             }
@@ -204,7 +230,7 @@ pub(crate) fn scan(
             for (at, header) in &chain.records {
                 let bytes =
                     reader.get(*at, header.len as usize)?.expect("sound_chain checked the bytes are in the file");
-                if let Err(reason) = record::verify(bytes) {
+                if let Err(reason) = record::verify(bytes, salt) {
                     report(corruptions, *at, Some(header.position), reason);
                     suspects.push((*at, *header));
                 } else {
@@ -224,7 +250,7 @@ pub(crate) fn scan(
             };
             if let Some(header) = whole {
                 let bytes = reader.get(offset, header.len as usize)?.expect("inside the synced bytes of the file");
-                let reason = record::verify(bytes)
+                let reason = record::verify(bytes, salt)
                     .err()
                     .unwrap_or_else(|| format!("record claims position {} outside the segment", header.position));
                 report(corruptions, offset, Some(header.position), format!("{reason} (a synced record)"));
@@ -232,13 +258,20 @@ pub(crate) fn scan(
                 offset += u64::from(header.len);
                 continue;
             }
-            let reason = format!(
-                "unparseable bytes at {offset}, below the {synced} bytes the file's header says were synced; \
-                 the rest of the file is not indexed"
-            );
-            report(corruptions, offset, None, reason);
-            damaged_at = Some(offset);
-            break;
+            damaged_at = damaged_at.or(Some(offset));
+            let why =
+                format!("unparseable bytes at {offset}, below the {synced} bytes the file's header says were synced");
+            match resume_after(&mut reader, offset, salt)? {
+                Some(resume) => {
+                    report(corruptions, offset, None, resumed(&why, resume));
+                    offset = resume;
+                    continue;
+                }
+                None => {
+                    report(corruptions, offset, None, format!("{why}; the rest of the file is not indexed"));
+                    break;
+                }
+            }
         }
         match reader.next_valid_after(offset)? {
             None => {
@@ -246,9 +279,14 @@ pub(crate) fn scan(
                 outcome.truncated_at = Some(offset);
             }
             Some(resume) => {
-                let reason = format!("unparseable bytes at {offset} followed by a valid record at {resume}; the rest of the file is not indexed");
-                report(corruptions, offset, None, reason);
-                damaged_at = Some(offset);
+                damaged_at = damaged_at.or(Some(offset));
+                let why = format!("unparseable bytes at {offset} followed by a valid record at {resume}");
+                if salt != 0 {
+                    report(corruptions, offset, None, resumed(&why, resume));
+                    offset = resume;
+                    continue;
+                }
+                report(corruptions, offset, None, format!("{why}; the rest of the file is not indexed"));
             }
         }
         break;

@@ -81,6 +81,11 @@ impl Segment {
         }
     }
 
+    /// The seed of this file's record checksums (0: a file from before the sync header).
+    pub(crate) fn salt(&self) -> u32 {
+        self.header.map_or(0, |h| h.salt)
+    }
+
     /// Bytes the file's sync header says were synced (0 without a header).
     pub(crate) fn claimed_len(&self) -> u64 {
         self.header.map_or(0, |h| h.synced)
@@ -193,15 +198,16 @@ impl Segment {
     pub(crate) fn append(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
         if self.len() == 0 {
             // A new (or empty) file starts with its sync header.
-            self.pending.extend_from_slice(&SyncHeader::initial_block());
-            self.header = Some(SyncHeader::initial());
+            let salt = SyncHeader::random_salt();
+            self.pending.extend_from_slice(&SyncHeader::initial_block(salt));
+            self.header = Some(SyncHeader::initial(salt));
         }
         let offset = self.len();
         if offset > SLOT_OFFSET_MAX {
             return Err(Error::Invalid(format!("segment file {} is full ({offset} bytes)", self.file_name())));
         }
         let before = self.pending.len();
-        record::encode(position, kind, entry, &mut self.pending);
+        record::encode(position, kind, entry, self.salt(), &mut self.pending);
         let len = (self.pending.len() - before) as u32;
         let slot_kind = if kind == EntryKind::Hole { SlotKind::Hole } else { SlotKind::Data };
         self.set_slot(position, Slot::new(slot_kind, offset, len));

@@ -9,8 +9,8 @@
 //! 0       8     magic "NAXSYNC1"
 //! 8       8     seq          u64 LE, +1 per write; the valid slot with the higher one wins
 //! 16      8     synced       u64 LE, the file's bytes known synced (records end at or past it)
-//! 24      4     crc          u32 LE, CRC32C of bytes [0, 24)
-//! 28      4     0
+//! 24      4     salt         u32 LE, random per file, never 0: seeds every record's CRC
+//! 28      4     crc          u32 LE, CRC32C of bytes [0, 28)
 //! ```
 //!
 //! A slot only ever claims bytes a finished `fdatasync` covered: it is written
@@ -37,17 +37,24 @@ pub(crate) struct SyncHeader {
     pub(crate) seq: u64,
     /// Bytes of the file known synced.
     pub(crate) synced: u64,
+    /// The file's record checksum seed (see `record::checksum`).
+    pub(crate) salt: u32,
 }
 
 impl SyncHeader {
     /// The header of a new file: it claims only itself.
-    pub(crate) fn initial() -> SyncHeader {
-        SyncHeader { seq: 1, synced: BYTES }
+    pub(crate) fn initial(salt: u32) -> SyncHeader {
+        SyncHeader { seq: 1, synced: BYTES, salt }
     }
 
     /// The next write of the header, claiming `synced`.
     pub(crate) fn next(self, synced: u64) -> SyncHeader {
-        SyncHeader { seq: self.seq + 1, synced }
+        SyncHeader { seq: self.seq + 1, synced, salt: self.salt }
+    }
+
+    /// A random salt for a new file (never 0, which means "no salt").
+    pub(crate) fn random_salt() -> u32 {
+        (crate::meta::random_node_id().0 as u32).max(1)
     }
 
     /// Where this write goes (the slots alternate, so the other one keeps the
@@ -62,14 +69,15 @@ impl SyncHeader {
         b[..8].copy_from_slice(MAGIC);
         b[8..16].copy_from_slice(&self.seq.to_le_bytes());
         b[16..24].copy_from_slice(&self.synced.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..24]);
-        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        b[24..28].copy_from_slice(&self.salt.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     /// The whole header block of a new file.
-    pub(crate) fn initial_block() -> Vec<u8> {
-        let h = SyncHeader::initial();
+    pub(crate) fn initial_block(salt: u32) -> Vec<u8> {
+        let h = SyncHeader::initial(salt);
         let mut block = vec![0u8; BYTES as usize];
         let at = h.offset() as usize;
         block[at..at + SLOT_BYTES].copy_from_slice(&h.encode());
@@ -81,16 +89,17 @@ fn decode(b: &[u8]) -> Option<SyncHeader> {
     if b.len() < SLOT_BYTES || &b[..8] != MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
-    if crc32c::crc32c(&b[..24]) != crc {
+    let crc = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
+    if crc32c::crc32c(&b[..28]) != crc {
         return None;
     }
+    let salt = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
     let u64_at = |at: usize| {
         let mut a = [0u8; 8];
         a.copy_from_slice(&b[at..at + 8]);
         u64::from_le_bytes(a)
     };
-    Some(SyncHeader { seq: u64_at(8), synced: u64_at(16) })
+    Some(SyncHeader { seq: u64_at(8), synced: u64_at(16), salt })
 }
 
 /// What the start of a segment file holds.
@@ -102,7 +111,7 @@ pub(crate) enum Found {
     /// A valid slot (the newer one if both are).
     Valid(SyncHeader),
     /// A slot begins with the magic but none is valid: the file has a header
-    /// whose claim is lost.
+    /// whose claim and salt are lost (its records cannot be verified).
     Damaged,
 }
 
@@ -138,15 +147,18 @@ mod tests {
 
     #[test]
     fn slots_round_trip_alternate_and_reject_a_flipped_byte() {
-        let h = SyncHeader::initial();
+        let h = SyncHeader::initial(77);
         assert_eq!(decode(&h.encode()), Some(h));
+        let mut salted = h.encode();
+        salted[25] ^= 1;
+        assert_eq!(decode(&salted), None, "the salt is covered by the slot's CRC");
         let n = h.next(10_000);
         assert_ne!(n.offset(), h.offset());
         assert_eq!(n.next(20_000).offset(), h.offset());
         let mut b = n.encode();
         b[17] ^= 1;
         assert_eq!(decode(&b), None);
-        let block = SyncHeader::initial_block();
+        let block = SyncHeader::initial_block(77);
         assert_eq!(block.len() as u64, BYTES);
         assert_eq!(decode(&block[h.offset() as usize..]), Some(h));
     }
