@@ -619,6 +619,39 @@ async fn a_value_only_the_joining_unit_holds_is_decided_through_the_chain_only_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_on_the_tails_disk_is_read_from_another_replica() {
+    let mut c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    for i in 0..3u8 {
+        client.append(format!("entry-{i}").into()).await.unwrap();
+    }
+    let tail = c.layout.segments[0].stripes[0].chain.last().unwrap().clone();
+    let t = c.addrs.iter().position(|a| *a == tail).unwrap();
+    c.stop(t).await;
+    // Flip a byte of entry 1's payload in the tail's segment file.
+    let log = c.dirs[t].path().join("log").join("seg-00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"entry-1").unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&log, bytes).unwrap();
+    c.restart(t).await;
+    let pool = pool();
+    let direct = raw_read(&pool, &c.layout, &tail, Position(1)).await;
+    assert!(
+        direct.as_ref().is_err_and(|e| e.server().is_some_and(|s| s.code == naxos_wire::ErrorCode::Corrupted)),
+        "the tail itself answers corrupted: {direct:?}"
+    );
+    let client = c.client().await;
+    for i in 0..3u64 {
+        match client.read(Position(i)).await {
+            Ok(Value::Data(r)) => assert_eq!(r.payload, bytes::Bytes::from(format!("entry-{i}")), "position {i}"),
+            other => panic!("position {i}: {other:?}"),
+        }
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_reads_only_from_the_chains_tail_so_a_write_that_stopped_at_the_head_is_not_copied() {
     // The joining unit goes at the end of the chain, so it may hold nothing
     // the tail lacks. A write that reached only the head (its writer died)

@@ -84,8 +84,8 @@ fn claimed(segment: &Path) -> u64 {
     let mut best = (0u64, 0u64);
     for at in [0usize, 2048] {
         let Some(slot) = bytes.get(at..at + 32) else { continue };
-        let crc = u32::from_le_bytes(slot[24..28].try_into().unwrap());
-        if &slot[..8] == b"NAXSYNC1" && crc32c::crc32c(&slot[..24]) == crc {
+        let crc = u32::from_le_bytes(slot[28..32].try_into().unwrap());
+        if &slot[..8] == b"NAXSYNC1" && crc32c::crc32c(&slot[..28]) == crc {
             let seq = u64::from_le_bytes(slot[8..16].try_into().unwrap());
             let synced = u64::from_le_bytes(slot[16..24].try_into().unwrap());
             best = best.max((seq, synced));

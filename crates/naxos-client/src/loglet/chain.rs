@@ -50,6 +50,10 @@ fn unwritten(e: &rpc::Error) -> bool {
     e.server().is_some_and(|s| s.code == ErrorCode::Unwritten)
 }
 
+fn corrupted(e: &rpc::Error) -> bool {
+    e.server().is_some_and(|s| s.code == ErrorCode::Corrupted)
+}
+
 /// An answer that never came (its outcome is unknown: `settle_head` retries).
 pub(crate) fn lost_answer(addr: &str) -> rpc::Error {
     rpc::Error::ConnectionLost { addr: addr.to_string() }
@@ -599,8 +603,23 @@ impl Loglet for ChainLoglet {
             return self.read_any_replica_broken(vlog, chain, pos).await;
         }
         let tail_replica = &chain[chain.len() - 1];
-        if let Some(entry) = self.read_replica(vlog, tail_replica, &self.layout, pos).await? {
-            return Ok(Value::from_entry(entry));
+        match self.read_replica(vlog, tail_replica, &self.layout, pos).await {
+            Ok(Some(entry)) => return Ok(Value::from_entry(entry)),
+            Ok(None) => {}
+            // The tail's copy is damaged on its disk. The tail held a value,
+            // so it was written down the whole chain, and every replica
+            // before the tail holds that same value (write-once, chain
+            // order): theirs is served instead of an error.
+            Err(e) if corrupted(&e) => {
+                for addr in chain.iter().rev().skip(1) {
+                    if let Ok(Some(entry)) = self.read_replica(vlog, addr, &self.layout, pos).await {
+                        tracing::warn!(%pos, replica = tail_replica.as_str(), from = addr.as_str(), "read around a corrupted record");
+                        return Ok(Value::from_entry(entry));
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         }
         if let Some(v) = self.repair(vlog, chain, pos).await? {
             return Ok(v);
