@@ -170,15 +170,11 @@ impl Proc {
     /// Starts `naxos ARGS...`: the process once it printed its address, or
     /// what it wrote on stderr if it exited first (a refusal to start).
     pub fn try_start(args: &[&str]) -> Result<Proc, String> {
-        use std::io::{BufRead, Read};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("naxos starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
+        use std::io::Read;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_naxos"));
+        command.args(args).stderr(std::process::Stdio::piped());
+        let mut child =
+            command.env("RUST_LOG", "warn").stdout(std::process::Stdio::piped()).spawn().expect("naxos starts");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         // Drained until the process ends, so that it never blocks on a full pipe.
         let errors = std::thread::spawn(move || {
@@ -186,46 +182,30 @@ impl Proc {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(a) = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()) {
-                        break a.to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(errors.join().unwrap_or_default());
-                }
-            }
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Ok(Proc { child, addr, lines: rx })
+        Proc::until_address(child).ok_or_else(|| errors.join().unwrap_or_default())
     }
 
     fn spawn(mut command: std::process::Command, args: &[&str]) -> Proc {
-        use std::io::BufRead;
-        let mut child = command
+        let child = command
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("naxos starts");
+        Proc::until_address(child).unwrap_or_else(|| panic!("naxos {args:?} exited before printing its address"))
+    }
+
+    /// Waits for `child` to print its address (the first token that parses
+    /// as a socket address); `None` if it exits first (then it is reaped).
+    fn until_address(mut child: std::process::Child) -> Option<Proc> {
+        use std::io::BufRead;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => {
-                    let _ = child.kill();
-                    panic!("naxos {args:?} exited before printing its address");
-                }
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
             };
             if let Some(a) = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()) {
                 break a.to_string();
@@ -238,7 +218,7 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Proc { child, addr, lines: rx }
+        Some(Proc { child, addr, lines: rx })
     }
 
     /// The next line it prints on stdout that `wanted` accepts (waiting up
