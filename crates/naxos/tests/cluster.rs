@@ -652,6 +652,45 @@ async fn a_record_damaged_on_the_tails_disk_is_read_from_another_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_takes_a_record_damaged_on_the_tails_disk_from_a_replica_before_it() {
+    use naxos_client::loglet::{self, Extras, Throttle};
+    use naxos_wire::proto::{request, CommitLayout};
+    use std::sync::Arc;
+    let mut c = Cluster::start(3, 2, 1).await;
+    assert_eq!(c.layout.segments[0].stripes[0].chain, c.addrs[..2]);
+    let joining = c.addrs[2].clone();
+    let pool = pool();
+    let body = request::Body::CommitLayout(CommitLayout { layout: Some(Box::new(c.layout.clone())) });
+    pool.call(&joining, req(&c.layout, body)).await.unwrap();
+    for p in 0..5u64 {
+        for addr in &c.addrs[..2] {
+            raw_write(&pool, &c.layout, addr, Position(p), data(format!("value-{p}").as_bytes())).await.unwrap();
+        }
+    }
+    // Damage position 2's record on the tail's disk.
+    c.stop(1).await;
+    let log = c.dirs[1].path().join("log").join("seg-00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"value-2").unwrap();
+    bytes[at + 6] ^= 0x01;
+    std::fs::write(&log, bytes).unwrap();
+    c.restart(1).await;
+    let client = c.client().await;
+    let layout = Arc::new(c.layout.clone());
+    let segment = loglet::of_segment(&layout, 0).unwrap();
+    let done = segment
+        .catch_up(&client, &joining, None, Position(0), Position(5), Extras::Settle, &mut Throttle::new(0))
+        .await
+        .unwrap();
+    assert_eq!((done.copied, done.diverged), (5, 0), "{done:?}");
+    for p in 0..5 {
+        let held = raw_read(&pool, &c.layout, &joining, Position(p)).await.unwrap();
+        assert_eq!(held.map(|e| e.payload), Some(bytes::Bytes::from(format!("value-{p}"))), "position {p}");
+    }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_reads_only_from_the_chains_tail_so_a_write_that_stopped_at_the_head_is_not_copied() {
     // The joining unit goes at the end of the chain, so it may hold nothing
     // the tail lacks. A write that reached only the head (its writer died)

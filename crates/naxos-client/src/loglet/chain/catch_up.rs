@@ -70,6 +70,22 @@ impl ChainLoglet {
                     request::Body::ReadRange(ReadRange { from: at, to: window_end, max_bytes: CATCH_UP_READ_BYTES });
                 let (theirs, next) = match self.copy_call(vlog, source, body).await {
                     Ok(response::Body::ReadRange(r)) => (r.entries, r.next.max(at + 1).min(window_end)),
+                    // The source's record at `at` is damaged on its disk (a
+                    // range read stops before such a record and reports it
+                    // at the next call). The source held a value there, so
+                    // every replica before it holds the same one: take it
+                    // from one of them, then go on from the source.
+                    Err(Error::Server(e)) if e.code == ErrorCode::Corrupted && e.position.0 == at => {
+                        match self.read_around(vlog, &st.chain, at).await {
+                            Some(entry) => {
+                                tracing::warn!(position = at, source, "catch-up: read around a corrupted record");
+                                let entries =
+                                    vec![naxos_wire::proto::PositionedEntry { position: at, entry: Some(entry) }];
+                                (entries, at + 1)
+                            }
+                            None => return Err(Error::Server(e)),
+                        }
+                    }
                     Ok(_) => return Err(Error::Invalid("a read range answered with something else".into())),
                     // Below the chain's trim mark: nothing there to copy, and
                     // nothing the replica may serve (it missed the trim).
@@ -268,6 +284,17 @@ impl ChainLoglet {
             }
         }
         Ok((out, floor))
+    }
+
+    /// The entry at `pos` from a replica of `chain` other than its tail
+    /// (the last one first), if one holds it.
+    async fn read_around(&self, vlog: &Client, chain: &[String], pos: u64) -> Option<Entry> {
+        for addr in chain.iter().rev().skip(1) {
+            if let Ok(Some(entry)) = self.read_replica(vlog, addr, &self.layout, Position(pos)).await {
+                return Some(entry);
+            }
+        }
+        None
     }
 
     /// A value the replica holds at `pos` and the chain lacks: written
