@@ -49,7 +49,7 @@ impl AcceptorStore {
         let path = dir.join(FILE);
         let file = match fs.read(&path) {
             Ok(bytes) => naxos_storage::checked::decode(&bytes)
-                .map_err(|e| crate::Error::Config(format!("{}: not a valid acceptor state: {e}", path.display())))?,
+                .map_err(|e| crate::Error::Damaged(format!("{}: not a valid acceptor state: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match layout_epoch {
                 None => {
                     // Written before the node can hold a layout, so that a

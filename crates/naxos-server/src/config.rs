@@ -86,6 +86,8 @@ pub struct Config {
     /// How long a frame that has begun to arrive may go without more bytes
     /// before its connection is closed (default 10 s).
     pub frame_stall_timeout: std::time::Duration,
+    /// What to do when the data directory is damaged at start.
+    pub damaged_data: DamagedData,
     /// Most payload bytes one bulk read returns (default 16 MiB).
     pub read_range_bytes_max: usize,
     /// Positions per segment file (default 65536).
@@ -149,6 +151,7 @@ impl Config {
             inflight_max: naxos_wire::DEFAULT_INFLIGHT_MAX,
             connections_max: 4096,
             frame_stall_timeout: std::time::Duration::from_secs(10),
+            damaged_data: DamagedData::Refuse,
             read_range_bytes_max: 16 << 20,
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,
@@ -165,4 +168,20 @@ impl Config {
             metrics_listen: None,
         }
     }
+}
+
+/// What a server does when its data directory is damaged at start (a
+/// segment file missing or truncated, a metadata file that fails its
+/// checksum).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DamagedData {
+    /// Refuse to start, saying what is lost and where (the default).
+    #[default]
+    Refuse,
+    /// Move the whole directory aside (`<dir>.damaged-<unix ms>`, kept for
+    /// inspection) and start empty, so that the cluster takes the node out
+    /// and copies the log back in from its replicas, like a node whose disk
+    /// was replaced. Only for a node of a replicated cluster: a node alone
+    /// would start a new, empty log.
+    MoveAside,
 }

@@ -27,7 +27,7 @@ impl LayoutStore {
         let layout = match fs.read(&path) {
             Ok(bytes) => {
                 let l: Layout = naxos_storage::checked::decode(&bytes)
-                    .map_err(|e| crate::Error::Config(format!("{}: not a valid layout: {e}", path.display())))?;
+                    .map_err(|e| crate::Error::Damaged(format!("{}: not a valid layout: {e}", path.display())))?;
                 Some(l)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

@@ -21,7 +21,7 @@ pub mod recovery;
 pub mod reply;
 pub mod sequencer;
 
-pub use config::{Config, Roles};
+pub use config::{Config, DamagedData, Roles};
 pub use node::{start, ServerHandle};
 
 /// Why a server could not start or stopped.
@@ -41,4 +41,17 @@ pub enum Error {
     /// The configuration or the data directory is not usable.
     #[error("{0}")]
     Config(String),
+    /// A metadata file of the data directory is damaged (fails its checksum
+    /// or does not parse).
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl Error {
+    /// Whether the data directory is damaged (what `DamagedData::MoveAside`
+    /// acts on): a refusal of the storage engine to open it, or a damaged
+    /// metadata file; not a configuration mistake or an I/O failure.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Damaged(_) | Error::Storage(naxos_storage::Error::Directory { .. }))
+    }
 }

@@ -131,8 +131,35 @@ fn random_node_id() -> NodeId {
     NodeId(h.finish())
 }
 
-/// Starts a server: opens its data directory, binds, and serves until stopped.
+/// Starts a server: opens its data directory, binds, and serves until
+/// stopped. A damaged data directory is refused, or with
+/// `DamagedData::MoveAside` moved aside and replaced by an empty one.
 pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Error> {
+    match start_once(config.clone(), net.clone()).await {
+        Err(e) if e.is_damage() && config.damaged_data == crate::DamagedData::MoveAside => {
+            let dir = &config.data_dir;
+            let unix_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let mut aside = dir.clone().into_os_string();
+            aside.push(format!(".damaged-{unix_ms}"));
+            let aside = std::path::PathBuf::from(aside);
+            config.fs.rename(dir, &aside).map_err(|source| Error::Io {
+                context: format!("moving the damaged data directory {} aside to {}", dir.display(), aside.display()),
+                source,
+            })?;
+            tracing::error!(
+                dir = %dir.display(),
+                moved_to = %aside.display(),
+                "the data directory is damaged ({e}); moved it aside and starting empty: the cluster copies the \
+                 log back in from this node's replicas"
+            );
+            start_once(config, net).await
+        }
+        other => other,
+    }
+}
+
+async fn start_once(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Error> {
     let dir = config.data_dir.clone();
     config
         .fs
@@ -144,6 +171,15 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
     } else {
         None
     };
+    if config.roles.sequencer {
+        // Checked before the log unit opens its files, so that a damaged
+        // directory is refused (or moved aside) with nothing of it in use.
+        if let Err(e) = sequencer::CeilingStore::new(config.fs.clone(), &dir).load() {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                return Err(Error::Damaged(format!("reading the sequencer's token ceiling in {}: {e}", dir.display())));
+            }
+        }
+    }
     let layout_cluster = layout.get().map(|l| l.cluster_id.clone());
     // The node's epoch: the committed layout's, raised by the log unit's seal.
     let fence = Fence::new(Epoch(layout.get().map_or(0, |l| l.epoch)));
@@ -223,9 +259,11 @@ pub async fn start(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, Er
             })
         });
         let store = sequencer::CeilingStore::new(config.fs.clone(), &dir).with_replicator(replicate);
-        let stored = store.load().map_err(|source| Error::Io {
-            context: format!("reading the sequencer's token ceiling in {}", dir.display()),
-            source,
+        let stored = store.load().map_err(|source| match source.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Error::Damaged(format!("reading the sequencer's token ceiling in {}: {source}", dir.display()))
+            }
+            _ => Error::Io { context: format!("reading the sequencer's token ceiling in {}", dir.display()), source },
         })?;
         // Tokens handed out before a crash (not a clean stop) may still be
         // written, in any epoch up to the one the file names.

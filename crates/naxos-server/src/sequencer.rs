@@ -589,14 +589,23 @@ impl CeilingStore {
 
     /// What is stored: a ceiling of 0 if nothing ever was.
     pub fn load(&self) -> std::io::Result<Stored> {
-        let bad = || std::io::Error::other(format!("{} is not a valid ceiling file", self.path.display()));
+        let bad = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a valid ceiling file", self.path.display()),
+            )
+        };
         let bytes = match self.fs.read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(e) => return Err(e),
         };
-        let v = naxos_storage::checked::decode::<serde_json::Value>(&bytes)
-            .map_err(|e| std::io::Error::other(format!("{} is not a valid ceiling file: {e}", self.path.display())))?;
+        let v = naxos_storage::checked::decode::<serde_json::Value>(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a valid ceiling file: {e}", self.path.display()),
+            )
+        })?;
         let ceiling = v.get("token_ceiling").and_then(|c| c.as_u64()).ok_or_else(bad)?;
         let epoch = match v.get("epoch") {
             None => 0, // written before the file named its epoch

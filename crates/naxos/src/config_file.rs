@@ -21,6 +21,7 @@ pub struct FileConfig {
     join: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<crate::cli::LogFormat>,
+    damaged_data: Option<crate::server_cmd::DamagedDataArg>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -101,6 +102,7 @@ pub fn apply(
     take_some!(join, a.join);
     take_some!(metrics_listen, a.metrics_listen);
     take!(log_format, a.log_format);
+    take!(damaged_data, a.damaged_data);
     take_some!(tls_cert, a.tls.tls_cert);
     take_some!(tls_key, a.tls.tls_key);
     take_some!(tls_ca, a.tls.tls_ca);
@@ -157,5 +159,14 @@ mod tests {
         assert!(e.to_string().contains("failure-timeout"), "{e}");
         let e = server(&["naxos", "server"], "entry-bytes-max = \"big\"\n").unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn damaged_data_is_a_key_of_the_file() {
+        let (a, _) = server(&["naxos", "server"], "damaged-data = \"move-aside\"\n").unwrap();
+        assert_eq!(a.damaged_data, crate::server_cmd::DamagedDataArg::MoveAside);
+        let (a, _) =
+            server(&["naxos", "server", "--damaged-data", "refuse"], "damaged-data = \"move-aside\"\n").unwrap();
+        assert_eq!(a.damaged_data, crate::server_cmd::DamagedDataArg::Refuse, "the flag wins");
     }
 }

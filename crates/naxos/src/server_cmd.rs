@@ -67,10 +67,29 @@ pub struct ServerArgs {
     /// other's behalf). docs/operations.md says how to make them.
     #[command(flatten)]
     pub tls: crate::cli::TlsArgs,
+    /// What to do if the data directory is damaged at start (a segment file
+    /// missing or truncated, a metadata file failing its checksum): refuse
+    /// (say what is lost and where), or move-aside (rename the directory to
+    /// DIR.damaged-<unix ms>, kept for inspection, and start empty, so that
+    /// the cluster takes this node out and copies the log back in from its
+    /// replicas). Only for a node of a replicated cluster.
+    #[arg(long, env = "NAXOS_DAMAGED_DATA", value_enum, default_value_t = DamagedDataArg::Refuse)]
+    pub damaged_data: DamagedDataArg,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
     pub health: HealthArgs,
+}
+
+/// `--damaged-data`: see `naxos_server::DamagedData`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamagedDataArg {
+    /// Refuse to start, saying what is lost and where.
+    #[default]
+    Refuse,
+    /// Move the directory aside and start empty; the cluster copies the log back in.
+    MoveAside,
 }
 
 /// The management role's timings (shared by `server` and `dev`).
@@ -330,6 +349,10 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut c = config(&a.listen, data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
     c.join = a.join.clone();
+    c.damaged_data = match a.damaged_data {
+        DamagedDataArg::Refuse => naxos_server::DamagedData::Refuse,
+        DamagedDataArg::MoveAside => naxos_server::DamagedData::MoveAside,
+    };
     c.metrics_listen = a.metrics_listen.clone();
     a.health.apply(&mut c)?;
     let net = a.tls.net()?;

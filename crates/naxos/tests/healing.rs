@@ -229,6 +229,51 @@ async fn a_node_whose_data_was_wiped_is_copied_in_full_and_a_spare_fills_a_place
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_segment_file_was_deleted_moves_its_data_aside_and_is_copied_back_in() {
+    // With --damaged-data move-aside a node whose directory is damaged (here
+    // a deleted segment file, which it refuses to serve as holes) renames
+    // the directory and starts empty; the managers copy it back in.
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let data: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+    let mut servers = Vec::new();
+    for d in &data {
+        servers.push(Some(start("127.0.0.1:0", d, Roles::ALL).await));
+    }
+    let addrs: Vec<String> = servers.iter().flatten().map(|s| s.advertise().to_string()).collect();
+    let layout = Layout::initial("aside-test", &addrs, 3, 1, addrs.clone(), addrs.clone());
+    naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.expect("bootstrap");
+    let c = client(&addrs).await;
+    let mut acked = append(&c, "before", 30).await;
+    if let Some(h) = servers[2].take() {
+        h.stop().await;
+    }
+    std::fs::remove_file(data[2].join("log").join("seg-00000000000000000000.log")).expect("delete the segment");
+    // Refused by default, saying what is lost.
+    let refused = naxos_server::start(config(&addrs[2], &data[2], Roles::ALL), Arc::new(TcpNet)).await;
+    let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("missing"), "{why}");
+    let mut aside = config(&addrs[2], &data[2], Roles::ALL);
+    aside.damaged_data = naxos_server::DamagedData::MoveAside;
+    servers[2] = Some(naxos_server::start(aside, Arc::new(TcpNet)).await.expect("starts empty"));
+    let moved: Vec<String> = std::fs::read_dir(dirs[2].path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.damaged-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "the damaged directory is kept beside: {moved:?}");
+    until_layout(&c, Duration::from_secs(20), "the node back in its chain", |l| {
+        l.away.is_empty() && active_chain(l).contains(&addrs[2]) && l.epoch >= 2
+    })
+    .await;
+    acked.extend(append(&c, "after", 10).await);
+    all_on(&c, &addrs[2], &acked).await;
+    for s in servers.into_iter().flatten() {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_when_replicas_agree_and_lists_what_differs() {
     let mut cluster = common::Cluster::start(3, 3, 1).await;
     let c = cluster.client().await;
