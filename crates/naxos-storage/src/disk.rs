@@ -326,6 +326,22 @@ impl DiskStore {
     /// described it exactly when it was evicted); if that file is no longer
     /// valid, from a scan of the data file, as at start-up.
     fn load_segment(&mut self, n: u64) -> Result<()> {
+        let loaded = self.load_evicted(n);
+        if loaded.is_err() {
+            // Nothing half-loaded may be served: a segment whose file is open
+            // but whose slots are missing reads its positions as unwritten
+            // and takes writes over them (soak seed 740428: an injected read
+            // error of the sync header left one so, and an acknowledged entry
+            // was lost). It stays evicted; the next use tries again.
+            if let Some(seg) = self.segments.get_mut(&n) {
+                seg.evict();
+            }
+        }
+        loaded
+    }
+
+    /// `load_segment`'s work; on an error the segment may be half loaded.
+    fn load_evicted(&mut self, n: u64) -> Result<()> {
         let s = self.options.segment_positions;
         let first = n * s;
         let file = fs::DataFile::open(self.fs(), &self.dir.join(log_name(first)))?;
@@ -347,6 +363,7 @@ impl DiskStore {
         let decoded = index.map(|bytes| index::decode(&bytes, first, s, file_len));
         match decoded {
             Some(Ok(ix)) if ix.covered == seg.written_len => {
+                seg.held = ix.slots.iter().filter(|slot| slot.kind() != SlotKind::Empty).count() as u64;
                 seg.slots = ix.slots;
                 seg.allocated_len = file_len;
                 tracing::debug!(segment = first, "segment loaded from its index file");
