@@ -582,6 +582,71 @@ impl Store for DiskStore {
         Ok(())
     }
 
+    fn repair(&mut self, position: Position, entry: &Entry) -> Result<()> {
+        self.check_failed()?;
+        let kind = validate_entry(entry, self.options.entry_bytes_max)?;
+        query::check_position(position)?;
+        if position < self.meta.trim_mark {
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
+        }
+        let p = position.0;
+        let n = self.segment_number(p);
+        self.make_resident(n)?;
+        let Some(seg) = self.segments.get(&n) else {
+            return Err(Error::Invalid(format!("position {position} holds nothing to repair; write it instead")));
+        };
+        match seg.kind(p) {
+            SlotKind::Empty => {
+                return Err(Error::Invalid(format!("position {position} holds nothing to repair; write it instead")))
+            }
+            SlotKind::Data | SlotKind::Hole => match self.read_held(n, p) {
+                Ok(held) => return Err(Error::Overwritten { position, kind: held.kind() }),
+                Err(Error::Corrupted { .. }) => {}
+                Err(e) => return Err(e),
+            },
+            SlotKind::Corrupted => {}
+        }
+        let seg = self.segments.get_mut(&n).expect("looked up above");
+        if seg.header.is_none() {
+            // Without a salt the scan stops at the damage and would never
+            // find the repair again after a restart.
+            return Err(Error::Invalid(format!(
+                "{} predates the sync header (or lost it): it cannot take a repair",
+                seg.file_name()
+            )));
+        }
+        if seg.pending.len() >= PENDING_BYTES_MAX {
+            seg.flush()?;
+        }
+        seg.append_repair(p, kind, entry)?;
+        for s in &entry.streams {
+            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
+            self.streams.insert(id, p);
+        }
+        tracing::info!(%position, file = %seg.file_name(), "a corrupted record is repaired from a replica's copy");
+        self.corruptions.retain(|c| c.position != Some(position));
+        self.high = self.high.max(p + 1);
+        self.touched.insert(n);
+        self.index_dirty.insert(n);
+        Ok(())
+    }
+
+    fn corrupted_positions(&mut self, limit: usize) -> Vec<Position> {
+        let mut out: BTreeSet<u64> = self.corruptions.iter().filter_map(|c| c.position.map(|p| p.0)).collect();
+        for seg in self.segments.values().filter(|s| s.damaged_at.is_some() && s.is_resident()) {
+            let end = seg.end().min(self.high.max(seg.first));
+            for p in seg.first..end {
+                if out.len() >= limit {
+                    break;
+                }
+                if seg.kind(p) == SlotKind::Corrupted {
+                    out.insert(p);
+                }
+            }
+        }
+        out.into_iter().filter(|p| *p >= self.meta.trim_mark.0).take(limit).map(Position).collect()
+    }
+
     fn close(&mut self) -> Result<()> {
         let result = self.shutdown();
         self.closed = true;

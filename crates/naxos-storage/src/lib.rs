@@ -141,6 +141,30 @@ pub trait Store: Send + 'static {
     /// for a malformed entry. Durable only after the next `sync`.
     fn write(&mut self, position: Position, entry: &Entry) -> Result<()>;
 
+    /// Puts back the value of a position whose record was lost to damage
+    /// (it reads as `Corrupted`), from a replica that holds it: write-once
+    /// still holds, because only a position whose own record is unreadable
+    /// takes a repair. Fails with `Overwritten` if the position holds a
+    /// readable record, `Invalid` if it holds nothing (write it instead) or if
+    /// its file cannot take a repair, `Trimmed` below the trim mark. Durable
+    /// only after the next `sync`. A store that never loses records (the
+    /// in-memory one) has nothing to repair.
+    fn repair(&mut self, position: Position, entry: &Entry) -> Result<()> {
+        validate_entry(entry, usize::MAX)?;
+        match self.read(position)? {
+            Some(held) => Err(Error::Overwritten { position, kind: held.kind() }),
+            None => Err(Error::Invalid(format!("position {position} holds nothing to repair; write it instead"))),
+        }
+    }
+
+    /// Up to `limit` positions that read as `Corrupted` (records found damaged
+    /// at start-up or on reads, and the unknown positions of a damaged segment
+    /// below the tail), lowest first: what a repair from replicas can put back.
+    fn corrupted_positions(&mut self, limit: usize) -> Vec<Position> {
+        let _ = limit;
+        Vec::new()
+    }
+
     /// Makes every buffered write durable (one fdatasync per touched file).
     fn sync(&mut self) -> Result<()>;
 

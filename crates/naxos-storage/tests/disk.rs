@@ -880,3 +880,80 @@ fn zeros_over_records_the_header_claims_are_damage_not_spare_space() {
     assert_corrupted(store.read(p(2)), 2);
     assert!(store.corruptions().iter().any(|c| c.reason.contains("synced records are lost")));
 }
+
+#[test]
+fn a_corrupted_record_is_repaired_from_a_replicas_copy_and_stays_repaired() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    claimed_then_crashed(dir.path(), &[1, 2, 3]);
+    flip_byte(&log, find(&log, &payload(2)) + 5);
+    let mut store = open(dir.path(), 16);
+    assert_corrupted(store.read(p(1)), 1);
+    assert_eq!(store.corrupted_positions(10), vec![p(1)]);
+    // Only a lost record takes a repair.
+    assert!(matches!(store.repair(p(0), &data(&payload(1), &[])), Err(Error::Overwritten { .. })));
+    assert!(matches!(store.repair(p(5), &data(b"x", &[])), Err(Error::Invalid(_))));
+    store.repair(p(1), &data(&payload(2), &[])).expect("repair");
+    store.sync().expect("sync");
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert!(store.corrupted_positions(10).is_empty());
+    assert!(store.corruptions().is_empty(), "{:?}", store.corruptions());
+    assert!(matches!(store.write(p(1), &hole()), Err(Error::Overwritten { .. })), "write-once holds");
+    assert!(matches!(store.repair(p(1), &hole()), Err(Error::Overwritten { .. })), "a repair is made once");
+    // After a crash, the scan lets the valid later record win over the damaged one.
+    store.simulate_crash();
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(1)).expect("read after a crash"), Some(data(&payload(2), &[])));
+    assert!(store.corrupted_positions(10).is_empty());
+    // And after a clean close, through the index file.
+    store.close().expect("close");
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(1)).expect("read after a close"), Some(data(&payload(2), &[])));
+    assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
+    assert_eq!(store.tail(), p(3));
+}
+
+#[test]
+fn a_record_that_rots_under_its_index_file_is_repaired_and_found_again_after_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3]);
+    store.close().expect("close");
+    assert!(seg_path(dir.path(), 0, "idx").exists());
+    flip_byte(&log, find(&log, &payload(2)) + 5);
+    let mut store = open(dir.path(), 16);
+    // The index file says data; the read finds the damage.
+    assert_corrupted(store.read(p(1)), 1);
+    assert_eq!(store.corrupted_positions(10), vec![p(1)]);
+    store.repair(p(1), &data(&payload(2), &[])).expect("repair");
+    store.sync().expect("sync");
+    store.simulate_crash();
+    // The stale index file still names the damaged record; the scan past it
+    // finds the repair and checks the record the index names.
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert!(store.corruptions().is_empty(), "{:?}", store.corruptions());
+}
+
+#[test]
+fn the_unknown_positions_of_a_damaged_segment_take_repairs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = seg_path(dir.path(), 0, "log");
+    let mut store = open(dir.path(), 16);
+    write_tagged(&mut store, 0, &[1, 2, 3, 4]);
+    store.simulate_crash();
+    flip_byte(&log, find(&log, &payload(2)) - 24 + 1);
+    let mut store = open(dir.path(), 16);
+    assert_corrupted(store.read(p(1)), 1);
+    let lost = store.corrupted_positions(100);
+    assert!(lost.contains(&p(1)) && !lost.contains(&p(0)) && !lost.contains(&p(2)), "{lost:?}");
+    assert_eq!(store.corrupted_positions(3).len(), 3, "the limit bounds the answer");
+    store.repair(p(1), &data(&payload(2), &[])).expect("repair");
+    store.sync().expect("sync");
+    store.simulate_crash();
+    let mut store = open(dir.path(), 16);
+    assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
+    assert!(!store.corrupted_positions(100).contains(&p(1)));
+}

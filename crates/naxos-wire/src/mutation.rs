@@ -43,6 +43,10 @@ pub enum Mutation {
     /// and its chain lacks through the chain at once, while the live
     /// sequencer never counted it (soak seed 712375).
     SettleExtrasEarly = 13,
+    /// A log unit's start-up scan leaves the position of a record that fails
+    /// its checksum empty (it reads as unwritten, a hole's place) instead of
+    /// corrupted, as every store did before issue 12.
+    DamageReadsUnwritten = 14,
 }
 
 #[cfg(feature = "mutations")]

@@ -154,6 +154,21 @@ fn resumed(why: &str, resume: u64) -> String {
     )
 }
 
+/// Whether the record the slot of `p` points at (one an index file named,
+/// or a damaged one) is lost: a later valid record for `p` is then its repair.
+fn held_is_lost(segment: &Segment, p: u64) -> Result<bool> {
+    let slot = segment.slot(p);
+    if slot.kind() == SlotKind::Corrupted {
+        return Ok(true);
+    }
+    // During the scan `written_len` is not set yet: read the file itself.
+    let mut bytes = vec![0u8; slot.len() as usize];
+    if !segment.file().read_exact_at(&mut bytes, slot.offset())? {
+        return Ok(true);
+    }
+    Ok(!matches!(record::verify(&bytes, segment.salt()), Ok(h) if h.position == p))
+}
+
 /// Records with sound headers but no valid content, followed by a valid record.
 struct Chain {
     /// Offsets and headers of the damaged records.
@@ -298,12 +313,24 @@ pub(crate) fn scan(
     for (offset, header) in found {
         let p = header.position;
         let record_ids = ids.by_ref().take(usize::from(header.streams));
+        let kind = if header.kind == record::RecordKind::Hole { SlotKind::Hole } else { SlotKind::Data };
         if segment.slot(p).kind() != SlotKind::Empty {
+            if held_is_lost(segment, p)? {
+                // A repair: a replica's copy of a value the first record lost.
+                segment.replace_slot(p, Slot::new(kind, offset, header.len));
+                corruptions.retain(|c| c.position != Some(Position(p)));
+                for id in record_ids {
+                    if p >= trim_mark {
+                        streams.insert(id, p);
+                    }
+                }
+                outcome.records += 1;
+                continue;
+            }
             record_ids.for_each(drop);
             report(corruptions, offset, Some(p), format!("a second record for position {p}; the first one is kept"));
             continue;
         }
-        let kind = if header.kind == record::RecordKind::Hole { SlotKind::Hole } else { SlotKind::Data };
         segment.set_slot(p, Slot::new(kind, offset, header.len));
         for id in record_ids {
             if p >= trim_mark {
@@ -313,9 +340,24 @@ pub(crate) fn scan(
         outcome.records += 1;
     }
     for (offset, header) in suspects {
+        if naxos_wire::mutation::active(naxos_wire::mutation::Mutation::DamageReadsUnwritten) {
+            // The deliberate bug: a damaged record's position is left empty,
+            // so it reads as unwritten and takes a hole.
+            continue;
+        }
         let p = header.position;
-        if p >= segment.first && p < segment.end() && segment.slot(p).kind() == SlotKind::Empty {
-            segment.set_slot(p, Slot::new(SlotKind::Corrupted, offset, header.len));
+        if p < segment.first || p >= segment.end() {
+            continue;
+        }
+        match segment.slot(p).kind() {
+            SlotKind::Empty => segment.set_slot(p, Slot::new(SlotKind::Corrupted, offset, header.len)),
+            SlotKind::Data | SlotKind::Hole if segment.slot(p).offset() > offset => {
+                // A valid record later in the file holds the position: the
+                // repair of this one, made after it was found damaged.
+                corruptions.retain(|c| !(c.file == file && c.offset == offset));
+                tracing::info!(file = %file, offset, position = p, "a damaged record was repaired before");
+            }
+            _ => {}
         }
     }
     segment.damaged_at = damaged_at;

@@ -196,6 +196,33 @@ impl Segment {
     /// Appends the record of a validated entry to the pending buffer and sets
     /// the slot. The caller checked that the position is free.
     pub(crate) fn append(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
+        let slot = self.append_record(position, kind, entry)?;
+        self.set_slot(position, slot);
+        Ok(())
+    }
+
+    /// Appends the record of a repaired position (a replica's copy of a value
+    /// this file lost) and points its slot at it, whatever the slot held: the
+    /// caller checked that it held nothing readable. The scan at the next start
+    /// lets this valid record win over the damaged one.
+    pub(crate) fn append_repair(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<()> {
+        let slot = self.append_record(position, kind, entry)?;
+        self.replace_slot(position, slot);
+        Ok(())
+    }
+
+    /// Points the slot of `position` at another record (a repair); counts it
+    /// as held if it was empty.
+    pub(crate) fn replace_slot(&mut self, position: u64, slot: Slot) {
+        let i = (position - self.first) as usize;
+        match self.slots.get_mut(i) {
+            Some(s) if s.kind() != SlotKind::Empty => *s = slot,
+            _ => self.set_slot(position, slot),
+        }
+    }
+
+    /// Encodes a record into the pending buffer; returns its slot.
+    fn append_record(&mut self, position: u64, kind: EntryKind, entry: &Entry) -> Result<Slot> {
         if self.len() == 0 {
             // A new (or empty) file starts with its sync header.
             let salt = SyncHeader::random_salt();
@@ -210,8 +237,7 @@ impl Segment {
         record::encode(position, kind, entry, self.salt(), &mut self.pending);
         let len = (self.pending.len() - before) as u32;
         let slot_kind = if kind == EntryKind::Hole { SlotKind::Hole } else { SlotKind::Data };
-        self.set_slot(position, Slot::new(slot_kind, offset, len));
-        Ok(())
+        Ok(Slot::new(slot_kind, offset, len))
     }
 
     /// The bytes of the record in `slot`, from the pending buffer or the file.
