@@ -98,7 +98,7 @@ pub(crate) async fn append(
             continue;
         }
         let entry = Entry { backpointers: r.backpointers.clone(), ..entry };
-        writes.push(sub(request::Body::Write(Write { position: r.position, entry: Some(entry) })));
+        writes.push(sub(request::Body::Write(Write { position: r.position, entry: Some(entry), repair: false })));
         written.push(i);
     }
     if !writes.is_empty() {

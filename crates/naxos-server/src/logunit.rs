@@ -47,7 +47,13 @@ pub struct Info {
     pub failed: Option<String>,
     /// Entries served to reads since start.
     pub entries_read: u64,
+    /// Positions whose records were lost to damage (at most
+    /// `CORRUPTED_LISTED_MAX`): what a repair from replicas can put back.
+    pub corrupted: Vec<Position>,
 }
+
+/// Most corrupted positions one `Info` lists.
+pub const CORRUPTED_LISTED_MAX: usize = 1024;
 
 /// The log unit's protocol logic over a store.
 pub struct LogUnit {
@@ -221,6 +227,10 @@ impl LogUnit {
                     self.entry_bytes_max
                 ),
             ));
+        }
+        if w.repair {
+            self.store.repair(Position(w.position), entry).map_err(storage_error)?;
+            return Ok(ok());
         }
         self.store.write(Position(w.position), entry).map_err(storage_error)?;
         if let Some(h) = crate::metrics::get() {
@@ -430,6 +440,7 @@ impl LogUnit {
                             tail: self.store.tail(),
                             failed: self.failed.clone(),
                             entries_read: self.entries_read,
+                            corrupted: self.store.corrupted_positions(CORRUPTED_LISTED_MAX),
                         });
                     }
                 }

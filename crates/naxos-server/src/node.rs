@@ -338,6 +338,7 @@ async fn start_once(config: Config, net: Arc<dyn Net>) -> Result<ServerHandle, E
     start_recovery(&ctx);
     watch_for_stalls(&ctx);
     manage::start_management(&ctx);
+    mend::start_mending(&ctx);
 
     let actx = ctx.clone();
     let accept = tokio::spawn(async move {
@@ -376,6 +377,7 @@ mod conn;
 mod guard;
 mod http;
 mod manage;
+mod mend;
 mod page;
 mod upkeep;
 pub use conn::TOKEN_POSITIONS_PER_S;

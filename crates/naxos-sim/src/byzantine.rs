@@ -43,7 +43,7 @@ struct Attempt {
 fn write(position: u64, kind: EntryKind) -> request::Body {
     let payload = if kind == EntryKind::Hole { Bytes::new() } else { Bytes::from_static(b"byzantine") };
     let entry = Entry { kind: kind as i32, payload, ..Default::default() };
-    request::Body::Write(proto::Write { position, entry: Some(entry) })
+    request::Body::Write(proto::Write { position, entry: Some(entry), repair: false })
 }
 
 /// One attempt of the seeded mix, built from the current layout and tail;

@@ -254,6 +254,7 @@ async fn head_only_write(client: &Client, payload: Bytes) -> Result<(), String> 
         body: Some(naxos_wire::proto::request::Body::Write(naxos_wire::proto::Write {
             position: p.0,
             entry: Some(entry),
+            repair: false,
         })),
     };
     pool.call(&head, req).await.map(|_| ()).map_err(|e| e.to_string())

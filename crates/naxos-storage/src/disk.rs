@@ -600,7 +600,12 @@ impl Store for DiskStore {
                 return Err(Error::Invalid(format!("position {position} holds nothing to repair; write it instead")))
             }
             SlotKind::Data | SlotKind::Hole => match self.read_held(n, p) {
-                Ok(held) => return Err(Error::Overwritten { position, kind: held.kind() }),
+                Ok(held) => {
+                    // Readable: a report for this position (a second record
+                    // for it, say) names nothing to repair.
+                    self.corruptions.retain(|c| c.position != Some(position));
+                    return Err(Error::Overwritten { position, kind: held.kind() });
+                }
                 Err(Error::Corrupted { .. }) => {}
                 Err(e) => return Err(e),
             },

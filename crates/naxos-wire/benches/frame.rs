@@ -35,6 +35,7 @@ fn write_request(position: u64, payload_bytes: usize) -> Request {
                 streams: vec![stream],
                 backpointers: vec![position.saturating_sub(1)],
             }),
+            repair: false,
         })),
     }
 }

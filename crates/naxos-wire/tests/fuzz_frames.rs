@@ -422,8 +422,11 @@ fn stream_tails() -> impl Strategy<Value = Vec<proto::StreamTail>> {
 
 fn request() -> impl Strategy<Value = Request> {
     let body = prop_oneof![
-        (any::<u64>(), entry())
-            .prop_map(|(position, e)| request::Body::Write(proto::Write { position, entry: Some(e) })),
+        (any::<u64>(), entry()).prop_map(|(position, e)| request::Body::Write(proto::Write {
+            position,
+            entry: Some(e),
+            repair: false
+        })),
         any::<u64>().prop_map(|position| request::Body::Read(proto::Read { position })),
         (any::<u64>(), any::<u64>(), any::<u64>())
             .prop_map(|(from, to, max_bytes)| request::Body::ReadRange(proto::ReadRange { from, to, max_bytes })),

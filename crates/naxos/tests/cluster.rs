@@ -418,8 +418,10 @@ async fn too_many_requests_in_flight_on_one_connection_are_refused_as_overloaded
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut buf = bytes::BytesMut::new();
     for i in 0..200u64 {
-        let mut r: Request =
-            req(&layout, request::Body::Write(naxos_wire::proto::Write { position: i, entry: Some(data(b"x")) }));
+        let mut r: Request = req(
+            &layout,
+            request::Body::Write(naxos_wire::proto::Write { position: i, entry: Some(data(b"x")), repair: false }),
+        );
         r.id = i + 1;
         frame::encode(&r, &mut buf);
     }
@@ -687,6 +689,47 @@ async fn a_copy_takes_a_record_damaged_on_the_tails_disk_from_a_replica_before_i
         let held = raw_read(&pool, &c.layout, &joining, Position(p)).await.unwrap();
         assert_eq!(held.map(|e| e.payload), Some(bytes::Bytes::from(format!("value-{p}"))), "position {p}");
     }
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_on_the_heads_disk_is_repaired_by_the_node_from_its_chain() {
+    // No client read goes to the head: the node itself finds the damage (its
+    // start-up scan), reads the position from its chain and writes it back.
+    let mut c = Cluster::start(3, 3, 1).await;
+    let client = c.client().await;
+    for i in 0..3u8 {
+        client.append(format!("entry-{i}").into()).await.unwrap();
+    }
+    let head = c.layout.segments[0].stripes[0].chain[0].clone();
+    let h = c.addrs.iter().position(|a| *a == head).unwrap();
+    c.stop(h).await;
+    let log = c.dirs[h].path().join("log").join("seg-00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"entry-1").unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&log, bytes).unwrap();
+    c.restart(h).await;
+    let pool = pool();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = raw_read(&pool, &c.layout, &head, Position(1)).await;
+        match &r {
+            Ok(Some(e)) => {
+                assert_eq!(e.payload, bytes::Bytes::from("entry-1"), "the repaired value is the chain's");
+                break;
+            }
+            Err(e) if e.server().is_some_and(|s| s.code == naxos_wire::ErrorCode::Corrupted) => {}
+            other => panic!("the head must answer corrupted until repaired, never unwritten: {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the head was not repaired within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The repair is durable: after another restart the head serves the value at once.
+    c.stop(h).await;
+    c.restart(h).await;
+    let r = raw_read(&pool, &c.layout, &head, Position(1)).await;
+    assert!(matches!(&r, Ok(Some(e)) if e.payload == "entry-1"), "{r:?}");
     c.stop_all().await;
 }
 

@@ -228,10 +228,17 @@ fn positions_in_the_reserved_top_range_are_refused() {
     let data = |kind: EntryKind| Entry { kind: kind as i32, payload: "x".into(), ..Default::default() };
     let mut s = TcpStream::connect(&server.addr).unwrap();
     let cases = [
-        req(1, request::Body::Write(Write { position: u64::MAX - 1, entry: Some(data(EntryKind::Data)) })),
+        req(
+            1,
+            request::Body::Write(Write { position: u64::MAX - 1, entry: Some(data(EntryKind::Data)), repair: false }),
+        ),
         req(
             2,
-            request::Body::Write(Write { position: naxos_wire::POSITION_LIMIT, entry: Some(data(EntryKind::Hole)) }),
+            request::Body::Write(Write {
+                position: naxos_wire::POSITION_LIMIT,
+                entry: Some(data(EntryKind::Hole)),
+                repair: false,
+            }),
         ),
         req(3, request::Body::Trim(Trim { position: u64::MAX })),
         req(4, request::Body::SeqBootstrap(SeqBootstrap { tail: u64::MAX - 2, streams: Vec::new() })),
@@ -328,11 +335,21 @@ fn trims_writes_and_epochs_beyond_the_log_are_refused() {
         (req(1, request::Body::Trim(Trim { position: 6 })), "above the log's tail"),
         (req(2, request::Body::Trim(Trim { position: 1005 })), "above the log's tail"),
         (
-            req(3, request::Body::Write(Write { position: 5 + 1_000_000_000_000, entry: Some(data(EntryKind::Data)) })),
+            req(
+                3,
+                request::Body::Write(Write {
+                    position: 5 + 1_000_000_000_000,
+                    entry: Some(data(EntryKind::Data)),
+                    repair: false,
+                }),
+            ),
             "above the log's tail",
         ),
         (
-            req(4, request::Body::Write(Write { position: 5 + 5000, entry: Some(data(EntryKind::Hole)) })),
+            req(
+                4,
+                request::Body::Write(Write { position: 5 + 5000, entry: Some(data(EntryKind::Hole)), repair: false }),
+            ),
             "above the log's tail",
         ),
         (req(5, request::Body::Seal(Seal { epoch: u64::MAX })), "ahead of every epoch"),
@@ -428,6 +445,7 @@ fn holes_written_just_ahead_of_the_tail_cost_appends_new_tokens_not_errors() {
         body: Some(request::Body::Write(Write {
             position: p,
             entry: Some(Entry { kind: EntryKind::Hole as i32, ..Default::default() }),
+            repair: false,
         })),
         ..Default::default()
     };

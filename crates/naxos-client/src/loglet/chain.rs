@@ -118,7 +118,7 @@ impl ChainLoglet {
         pos: Position,
         entry: &Entry,
     ) -> Result<(), rpc::Error> {
-        let body = request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) });
+        let body = request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()), repair: false });
         vlog.call(addr, layout, body).await.map(|_| ())
     }
 
@@ -379,7 +379,9 @@ impl ChainLoglet {
         writes: impl Iterator<Item = (Position, &'a Entry)>,
     ) -> Vec<Result<(), rpc::Error>> {
         let mut bodies: Vec<request::Body> = writes
-            .map(|(pos, entry)| request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()) }))
+            .map(|(pos, entry)| {
+                request::Body::Write(Write { position: pos.0, entry: Some(entry.clone()), repair: false })
+            })
             .collect();
         let count = bodies.len();
         if count == 1 {

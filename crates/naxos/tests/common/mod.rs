@@ -119,7 +119,9 @@ pub async fn raw_read(pool: &Pool, layout: &Layout, addr: &str, p: Position) -> 
 
 /// Writes one replica directly.
 pub async fn raw_write(pool: &Pool, layout: &Layout, addr: &str, p: Position, entry: Entry) -> Result<(), rpc::Error> {
-    pool.call(addr, req(layout, request::Body::Write(Write { position: p.0, entry: Some(entry) }))).await.map(|_| ())
+    pool.call(addr, req(layout, request::Body::Write(Write { position: p.0, entry: Some(entry), repair: false })))
+        .await
+        .map(|_| ())
 }
 
 /// A data entry.

@@ -325,8 +325,10 @@ impl ChainLoglet {
         if batch.is_empty() {
             return Ok(());
         }
-        let bodies: Vec<request::Body> =
-            batch.iter().map(|(p, e)| request::Body::Write(Write { position: *p, entry: Some(e.clone()) })).collect();
+        let bodies: Vec<request::Body> = batch
+            .iter()
+            .map(|(p, e)| request::Body::Write(Write { position: *p, entry: Some(e.clone()), repair: false }))
+            .collect();
         let mut last = None;
         for attempt in 0..CATCH_UP_TRIES {
             if attempt > 0 {

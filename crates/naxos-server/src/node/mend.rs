@@ -1,0 +1,109 @@
+//! The log unit's own repair of records lost to damage on its disk: every
+//! `MEND_EVERY` it asks its unit which positions read as corrupted (records
+//! that failed their checksum at start-up or on a read, the unknown positions
+//! of a damaged segment), reads each from the other replicas of its chain in
+//! the node's newest layout, and writes the first value one holds back as a
+//! repair (`Write.repair`). Any replica's value is the position's value:
+//! entries go down a chain in order and positions are write-once, so every
+//! replica that holds a value holds the same one. A position that no other
+//! replica holds is tried again later, with a growing pause; it keeps
+//! reading as corrupted, never as unwritten.
+
+use super::*;
+use naxos_wire::Position;
+use std::collections::BTreeMap;
+
+/// How often the node looks for corrupted positions to repair.
+pub(super) const MEND_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest pause before a position no replica could give is tried again.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Starts the repair loop, on nodes that run a log unit.
+pub(super) fn start_mending(ctx: &Arc<Ctx>) {
+    let Some(unit) = ctx.logunit.clone() else { return };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut shutdown = ctx.shutdown.clone();
+        // Per position: the pause before the next try, and when that is.
+        let mut waiting: BTreeMap<u64, (Duration, tokio::time::Instant)> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                biased; // deterministic polling order (the simulator replays seeds)
+                _ = until_stopped(&mut shutdown) => return,
+                _ = tokio::time::sleep(MEND_EVERY) => {}
+            }
+            let (otx, orx) = oneshot::channel();
+            if unit.send(logunit::Op::Info(otx)).is_err() {
+                return;
+            }
+            let Ok(info) = orx.await else { return };
+            waiting.retain(|p, _| info.corrupted.contains(&Position(*p)));
+            if info.corrupted.is_empty() {
+                continue;
+            }
+            let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
+            let now = tokio::time::Instant::now();
+            for p in info.corrupted {
+                if waiting.get(&p.0).is_some_and(|(_, at)| *at > now) {
+                    continue;
+                }
+                match mend_one(&ctx, &unit, &layout, p).await {
+                    Ok(from) => {
+                        tracing::info!(position = %p, %from, "repaired a record lost to damage from a replica's copy");
+                        waiting.remove(&p.0);
+                    }
+                    Err(why) => {
+                        let pause = waiting.get(&p.0).map_or(MEND_EVERY, |(d, _)| (*d * 2).min(RETRY_MAX));
+                        tracing::warn!(position = %p, %why, retry_in = ?pause, "a corrupted record is not repaired yet");
+                        waiting.insert(p.0, (pause, now + pause));
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Repairs position `p` from another replica of its chain in `layout`;
+/// returns the replica it came from.
+async fn mend_one(
+    ctx: &Arc<Ctx>,
+    unit: &mpsc::UnboundedSender<logunit::Op>,
+    layout: &Layout,
+    p: Position,
+) -> Result<String, String> {
+    let place = layout.placement(p).ok_or_else(|| format!("the layout of epoch {} does not place it", layout.epoch))?;
+    let mut last = String::from("no other replica in its chain");
+    for addr in place.chain.iter().filter(|a| **a != ctx.advertise) {
+        let req = Request {
+            id: 0,
+            cluster_id: layout.cluster_id.clone(),
+            epoch: layout.epoch,
+            body: Some(request::Body::Read(proto::Read { position: p.0 })),
+        };
+        let entry = match ctx.pool.call(addr, req).await {
+            Ok(response::Body::Read(proto::ReadOk { entry: Some(entry) })) => entry,
+            Ok(other) => {
+                last = format!("{addr} answered {other:?}");
+                continue;
+            }
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        let req = Request {
+            id: 0,
+            cluster_id: layout.cluster_id.clone(),
+            epoch: layout.epoch.max(ctx.fence.get().0),
+            body: Some(request::Body::Write(proto::Write { position: p.0, entry: Some(entry), repair: true })),
+        };
+        let (reply, rx) = Reply::once(0);
+        unit.send(logunit::Op::Request(req, reply)).map_err(|_| "the log unit stopped".to_string())?;
+        return match rx.await.map_err(|_| "the log unit stopped".to_string())?.body {
+            Some(response::Body::Error(e)) => Err(format!("the log unit refused the repair: {}", e.message)),
+            _ => Ok(addr.clone()),
+        };
+    }
+    Err(last)
+}
