@@ -88,6 +88,10 @@ pub struct Config {
     pub frame_stall_timeout: std::time::Duration,
     /// What to do when the data directory is damaged at start.
     pub damaged_data: DamagedData,
+    /// Whether the node repairs the records its disk lost (they read as
+    /// corrupted) from its chains' other replicas (default true). Off keeps
+    /// a damaged record for inspection; reads are still served around it.
+    pub repair_damaged: bool,
     /// Most payload bytes one bulk read returns (default 16 MiB).
     pub read_range_bytes_max: usize,
     /// Positions per segment file (default 65536).
@@ -152,6 +156,7 @@ impl Config {
             connections_max: 4096,
             frame_stall_timeout: std::time::Duration::from_secs(10),
             damaged_data: DamagedData::Refuse,
+            repair_damaged: true,
             read_range_bytes_max: 16 << 20,
             segment_positions: 1 << 16,
             sync: SyncPolicy::Durable,

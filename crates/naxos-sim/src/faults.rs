@@ -6,10 +6,13 @@
 //! (the next epoch, removing a log unit and adding it back later, moving the
 //! primary sequencer, a new segment over the servers in another order), two
 //! of which may race; each chosen by the run's seeded RNG and undone after a
-//! seeded while.
+//! seeded while; and bit rot: a byte of a synced record flips on a crashed
+//! server's disk before it starts again (at most once a run).
 //! `heal` undoes everything for the quiescent phase.
 
 use crate::rng::Rng;
+use crate::rot::Rot;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Something to undo later.
@@ -52,12 +55,26 @@ pub struct Faults {
     readd: Vec<String>,
     /// What happened, with the simulated time: part of the run's trace.
     pub log: Vec<String>,
+    /// Bit rot, applied by a server's host when it starts again.
+    rot: Arc<Rot>,
+    /// Its own stream of draws, so that the rest of the schedule of a
+    /// seed is what it was before rot existed.
+    rot_rng: Rng,
 }
 
 impl Faults {
     /// A schedule over these hosts.
-    pub fn new(seed: u64, servers: Vec<String>, clients: Vec<String>, addrs: Vec<String>, churn: bool) -> Faults {
+    pub fn new(
+        seed: u64,
+        servers: Vec<String>,
+        clients: Vec<String>,
+        addrs: Vec<String>,
+        churn: bool,
+        rot: Arc<Rot>,
+    ) -> Faults {
         Faults {
+            rot,
+            rot_rng: Rng::new(seed, 13),
             rng: Rng::new(seed, 7),
             servers,
             clients,
@@ -103,6 +120,13 @@ impl Faults {
         for u in due {
             self.undo(sim, u, now);
         }
+        if self.rot.take_fresh() {
+            self.next_at = self.next_at.max(now + crate::rot::REPAIR_GRACE);
+            self.note(
+                now,
+                format!("rot applied: no new fault for {:?}, the node's time to repair it", crate::rot::REPAIR_GRACE),
+            );
+        }
         if now < self.next_at {
             return;
         }
@@ -132,6 +156,18 @@ impl Faults {
                     let manager = if s == servers[0] { servers[1].clone() } else { servers[0].clone() };
                     let at = later(&mut self.rng, 1000, 1300);
                     self.pending.push((at, Undo::Crash(manager)));
+                }
+                // Sometimes a synced byte flips on its disk while it is down
+                // (not with the churn script, which leaves a unit alone
+                // with the log on purpose). Only when this crash is the one
+                // fault in progress, and no new one starts until the repair
+                // grace after its restart: rot while every other replica is
+                // lost too is a real loss. Tried again at a later crash if
+                // no record qualified (see `rot`).
+                if !self.churn && self.pending.len() == 1 && self.rot.wanted() && self.rot_rng.chance(0.3) {
+                    self.rot.schedule(&s, self.rot_rng.next_u64());
+                    self.next_at = self.next_at.max(at + crate::rot::REPAIR_GRACE);
+                    self.note(now, format!("rot {s}: a byte of a synced record flips on its disk while it is down"));
                 }
             }
             20..=23 if self.down.is_empty() => {

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod net;
 pub mod objects;
 pub mod rng;
+pub mod rot;
 pub mod settle;
 pub mod workload;
 
@@ -144,11 +145,23 @@ impl Report {
     }
 }
 
+/// Positions per segment file on the simulated servers (small: runs cross
+/// many segments, evict them and load them back).
+pub const SEGMENT_POSITIONS: u64 = 64;
+
 fn server_host(i: usize) -> String {
     format!("n{i}")
 }
 
-async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>, join: Option<String>) -> turmoil::Result {
+async fn server(
+    i: usize,
+    seed: u64,
+    io: Arc<fs::IoFaults>,
+    rot: Arc<rot::Rot>,
+    seeds: Vec<String>,
+    join: Option<String>,
+) -> turmoil::Result {
+    rot.apply(&server_host(i), &format!("{}:{PORT}", server_host(i)), std::path::Path::new("/data"), &seeds).await;
     let mut config = naxos_server::Config::new(format!("0.0.0.0:{PORT}"), "/data");
     config.join = join;
     // Spares step in after 2 s (10 s by default), so that runs use them.
@@ -156,7 +169,7 @@ async fn server(i: usize, seed: u64, io: Arc<fs::IoFaults>, join: Option<String>
     config.advertise = Some(format!("{}:{PORT}", server_host(i)));
     config.storage_thread = false;
     config.clock = || 0;
-    config.segment_positions = 64;
+    config.segment_positions = SEGMENT_POSITIONS;
     // Small preallocation steps: records land in and past the zeros under every fault.
     config.preallocate_bytes = 4096;
     // Few resident segments: older ones are evicted and reloaded from their index files.
@@ -234,15 +247,18 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     let servers: Vec<String> = (0..config.servers).map(server_host).collect();
     let addrs: Vec<String> = servers.iter().map(|h| format!("{h}:{PORT}")).collect();
     let io = fs::IoFaults::new(seed, config.io_error_probability);
+    let rot = Arc::new(rot::Rot::default());
     for (i, host) in servers.iter().enumerate() {
-        let io = io.clone();
-        sim.host(host.as_str(), move || server(i, seed, io.clone(), None));
+        let (io, rot, seeds) = (io.clone(), rot.clone(), addrs.clone());
+        sim.host(host.as_str(), move || server(i, seed, io.clone(), rot.clone(), seeds.clone(), None));
     }
     if config.spare {
         let i = config.servers;
-        let io = io.clone();
+        let (io, rot, seeds) = (io.clone(), rot.clone(), addrs.clone());
         let join = Some(addrs[0].clone());
-        sim.host(server_host(i).as_str(), move || server(i, seed, io.clone(), join.clone()));
+        sim.host(server_host(i).as_str(), move || {
+            server(i, seed, io.clone(), rot.clone(), seeds.clone(), join.clone())
+        });
     }
     let layout = Layout::initial(
         &format!("sim-{seed}"),
@@ -286,7 +302,8 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
         sim.client("byz", byzantine::run(shared.clone(), seed, addrs.clone(), found.clone()));
     }
 
-    let mut faults = faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone(), config.churn);
+    let mut faults =
+        faults::Faults::new(seed, servers.clone(), clients.clone(), addrs.clone(), config.churn, rot.clone());
     if config.spare {
         faults.extra.push(server_host(config.servers));
     }
@@ -322,6 +339,7 @@ fn run_inner(config: &SimConfig) -> Result<Report, String> {
     }
     let events: Vec<_> = order.iter().map(|&i| pushed[i].clone()).collect();
     let mut trace = faults.log.clone();
+    trace.extend(rot.applied.lock().map(|a| a.clone()).unwrap_or_default());
     trace.extend(events.iter().map(|e| format!("{e:?}")));
     let history = History::from(events);
     let mut violations = naxos_check::check_all(&history);

@@ -157,3 +157,26 @@ fn a_catch_up_that_decides_a_value_before_the_seal_is_caught() {
     let r = run(&clean).expect("the simulation runs");
     assert!(r.violations.is_empty(), "seed 712375 fails without the mutation:\n{}", r.explain());
 }
+
+#[test]
+fn a_damaged_record_served_as_unwritten_is_caught() {
+    // Bit rot flips a byte of a synced record on a crashed server's disk.
+    // With the mutation the server's start-up scan leaves that position
+    // empty, as every store did before issue 12: it reads as unwritten (a
+    // hole's place), nothing repairs it, and the check of every replica after
+    // the faults finds the acknowledged append missing there.
+    let (seed, why, broken) = caught_by(Mutation::DamageReadsUnwritten, |_| {});
+    assert!(broken.contains(&naxos_sim::settle::REPLICAS), "the replica check missed the lost record:\n{why}");
+    eprintln!("DamageReadsUnwritten caught at seed {seed}:\n{why}");
+}
+
+#[test]
+fn a_damaged_record_left_unrepaired_is_caught() {
+    // Reads go around a record the disk lost, but the replica itself must
+    // get it back from its chain: left corrupted, the check of every replica
+    // after the faults finds a replica that cannot serve its acknowledged
+    // appends.
+    let (seed, why, broken) = caught_by(Mutation::NoMend, |_| {});
+    assert!(broken.contains(&naxos_sim::settle::HEALING), "the replica check missed the unrepaired record:\n{why}");
+    eprintln!("NoMend caught at seed {seed}:\n{why}");
+}

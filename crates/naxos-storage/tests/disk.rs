@@ -957,3 +957,29 @@ fn the_unknown_positions_of_a_damaged_segment_take_repairs() {
     assert_eq!(store.read(p(2)).expect("read"), Some(data(&payload(3), &[])));
     assert!(!store.corrupted_positions(100).contains(&p(1)));
 }
+
+#[test]
+fn with_strict_sync_the_last_batch_before_a_crash_is_claimed_and_its_damage_reported() {
+    // The same crash and the same flipped last record: without strict sync
+    // the batch's claim rides with the next batch, so the record looks like
+    // an unfinished write and is cut; with it, it is damage.
+    for strict in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = seg_path(dir.path(), 0, "log");
+        let sync = if strict { SyncPolicy::Strict } else { SyncPolicy::Durable };
+        let mut store = DiskStore::open(dir.path(), Options { sync, ..options(16) }).expect("open");
+        write_tagged(&mut store, 0, &[1]);
+        write_tagged(&mut store, 1, &[2, 3]);
+        store.simulate_crash();
+        flip_byte(&log, find(&log, &payload(3)) + 5);
+        let mut store = open(dir.path(), 16);
+        if strict {
+            assert_corrupted(store.read(p(2)), 2);
+            assert_eq!(store.tail(), p(3));
+        } else {
+            assert_eq!(store.read(p(2)).expect("read"), None, "cut as a torn tail");
+            assert_eq!(store.tail(), p(2));
+        }
+        assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
+    }
+}

@@ -47,6 +47,9 @@ pub enum Mutation {
     /// its checksum empty (it reads as unwritten, a hole's place) instead of
     /// corrupted, as every store did before issue 12.
     DamageReadsUnwritten = 14,
+    /// Nodes never repair the records their disks lost from their chains'
+    /// other replicas (reads are still served around them).
+    NoMend = 15,
 }
 
 #[cfg(feature = "mutations")]

@@ -22,11 +22,13 @@ pub struct FileConfig {
     metrics_listen: Option<String>,
     log_format: Option<crate::cli::LogFormat>,
     damaged_data: Option<crate::server_cmd::DamagedDataArg>,
+    repair_damaged: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     entry_bytes_max: Option<usize>,
     unsafe_no_fsync: Option<bool>,
+    strict_sync: Option<bool>,
     preallocate_bytes: Option<u64>,
     resident_segments: Option<usize>,
     connections_max: Option<usize>,
@@ -103,11 +105,13 @@ pub fn apply(
     take_some!(metrics_listen, a.metrics_listen);
     take!(log_format, a.log_format);
     take!(damaged_data, a.damaged_data);
+    take!(repair_damaged, a.repair_damaged);
     take_some!(tls_cert, a.tls.tls_cert);
     take_some!(tls_key, a.tls.tls_key);
     take_some!(tls_ca, a.tls.tls_ca);
     take!(entry_bytes_max, a.tuning.entry_bytes_max);
     take!(unsafe_no_fsync, a.tuning.unsafe_no_fsync);
+    take!(strict_sync, a.tuning.strict_sync);
     take!(preallocate_bytes, a.tuning.preallocate_bytes);
     take!(resident_segments, a.tuning.resident_segments);
     take!(connections_max, a.tuning.connections_max);

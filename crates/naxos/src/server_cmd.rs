@@ -75,6 +75,12 @@ pub struct ServerArgs {
     /// replicas). Only for a node of a replicated cluster.
     #[arg(long, env = "NAXOS_DAMAGED_DATA", value_enum, default_value_t = DamagedDataArg::Refuse)]
     pub damaged_data: DamagedDataArg,
+    /// Repair records lost to damage on this node's disk (they read as
+    /// corrupted) from its chains' other replicas, within about a second of
+    /// finding them. `false` keeps a damaged record for inspection; clients
+    /// still read that position from other replicas.
+    #[arg(long, env = "NAXOS_REPAIR_DAMAGED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub repair_damaged: bool,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -157,8 +163,16 @@ pub struct Tuning {
     pub entry_bytes_max: usize,
     /// UNSAFE, for experiments only: acknowledge writes without fsync. A crash
     /// or power loss then loses acknowledged entries.
-    #[arg(long, env = "NAXOS_UNSAFE_NO_FSYNC")]
+    #[arg(long, env = "NAXOS_UNSAFE_NO_FSYNC", conflicts_with = "strict_sync")]
     pub unsafe_no_fsync: bool,
+    /// Make each segment file's record of how much of it is synced durable
+    /// before a write is acknowledged (a second, small fdatasync per batch).
+    /// A flipped record of the very last batch before a crash is then
+    /// reported as damage and repaired from replicas, never cut as an
+    /// unfinished write. Without it that holds for every batch but those of
+    /// the last ~2 ms before a crash. Costs append throughput (docs/operations.md).
+    #[arg(long, env = "NAXOS_STRICT_SYNC")]
+    pub strict_sync: bool,
     /// Zeros (in bytes) each log segment file is extended by ahead of its
     /// records while the log unit is idle; syncs inside preallocated space
     /// skip the file system's journal commit. 0 turns it off.
@@ -312,6 +326,9 @@ fn config(listen: &str, data_dir: PathBuf, roles: Roles, tuning: &Tuning) -> Con
         tracing::warn!("--unsafe-no-fsync: writes are acknowledged before they are durable; a crash loses them");
         c.sync = SyncPolicy::UnsafeNoSync;
     }
+    if tuning.strict_sync {
+        c.sync = SyncPolicy::Strict;
+    }
     c
 }
 
@@ -349,6 +366,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut c = config(&a.listen, data_dir.clone(), roles, &a.tuning);
     c.advertise = a.advertise.clone();
     c.join = a.join.clone();
+    c.repair_damaged = a.repair_damaged;
     c.damaged_data = match a.damaged_data {
         DamagedDataArg::Refuse => naxos_server::DamagedData::Refuse,
         DamagedDataArg::MoveAside => naxos_server::DamagedData::MoveAside,

@@ -19,19 +19,25 @@ pub(super) const MEND_EVERY: Duration = Duration::from_secs(1);
 /// The longest pause before a position no replica could give is tried again.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Starts the repair loop, on nodes that run a log unit.
+/// Starts the repair loop, on nodes that run a log unit (unless
+/// `Config::repair_damaged` is off).
 pub(super) fn start_mending(ctx: &Arc<Ctx>) {
-    let Some(unit) = ctx.logunit.clone() else { return };
+    let Some(unit) = ctx.logunit.clone().filter(|_| ctx.config.repair_damaged) else { return };
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let mut shutdown = ctx.shutdown.clone();
         // Per position: the pause before the next try, and when that is.
         let mut waiting: BTreeMap<u64, (Duration, tokio::time::Instant)> = BTreeMap::new();
+        let mut first = true;
         loop {
-            tokio::select! {
-                biased; // deterministic polling order (the simulator replays seeds)
-                _ = until_stopped(&mut shutdown) => return,
-                _ = tokio::time::sleep(MEND_EVERY) => {}
+            // The first look is at once: the start-up scan's findings are
+            // repaired before the chain can change.
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    biased; // deterministic polling order (the simulator replays seeds)
+                    _ = until_stopped(&mut shutdown) => return,
+                    _ = tokio::time::sleep(MEND_EVERY) => {}
+                }
             }
             let (otx, orx) = oneshot::channel();
             if unit.send(logunit::Op::Info(otx)).is_err() {
@@ -39,10 +45,16 @@ pub(super) fn start_mending(ctx: &Arc<Ctx>) {
             }
             let Ok(info) = orx.await else { return };
             waiting.retain(|p, _| info.corrupted.contains(&Position(*p)));
-            if info.corrupted.is_empty() {
+            if info.corrupted.is_empty() || naxos_wire::mutation::active(naxos_wire::mutation::Mutation::NoMend) {
                 continue;
             }
-            let Some(layout) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
+            let Some(held) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
+            // A node taken out of its chains (away, or fenced) holds an old
+            // layout, whose epoch the chain's replicas refuse: ask the layout
+            // servers for the newest.
+            let servers = held.layout_servers.clone();
+            let layout =
+                naxos_control::reconfig::newest_layout(&ctx.pool, &servers, Some(held.clone())).await.unwrap_or(held);
             let now = tokio::time::Instant::now();
             for p in info.corrupted {
                 if waiting.get(&p.0).is_some_and(|(_, at)| *at > now) {

@@ -102,6 +102,14 @@ fn decode(b: &[u8]) -> Option<SyncHeader> {
     Some(SyncHeader { seq: u64_at(8), synced: u64_at(16), salt })
 }
 
+/// The newest valid slot among a file's first bytes, if any.
+pub(crate) fn from_bytes(file: &[u8]) -> Option<SyncHeader> {
+    SLOT_OFFSETS
+        .iter()
+        .filter_map(|at| file.get(*at as usize..*at as usize + SLOT_BYTES).and_then(decode))
+        .max_by_key(|h| h.seq)
+}
+
 /// What the start of a segment file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Found {

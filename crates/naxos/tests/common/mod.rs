@@ -18,6 +18,9 @@ pub struct Cluster {
     pub dirs: Vec<TempDir>,
     pub addrs: Vec<String>,
     pub layout: Layout,
+    /// Whether restarted nodes repair records their disks lost (default
+    /// true); off for tests of reads around a damaged record.
+    pub repair: bool,
 }
 
 impl Cluster {
@@ -43,7 +46,7 @@ impl Cluster {
             vec![addrs[0].clone()],
         );
         naxos_client::admin::bootstrap(Arc::new(TcpNet), &layout).await.expect("bootstrap");
-        Cluster { servers, dirs, addrs, layout }
+        Cluster { servers, dirs, addrs, layout, repair: true }
     }
 
     /// A new client (own connections).
@@ -63,9 +66,9 @@ impl Cluster {
     /// Restarts node `i` on its old address.
     pub async fn restart(&mut self, i: usize) {
         self.stop(i).await;
-        let h = naxos_server::start(config(&self.addrs[i], self.dirs[i].path()), Arc::new(TcpNet))
-            .await
-            .expect("server restarts");
+        let mut c = config(&self.addrs[i], self.dirs[i].path());
+        c.repair_damaged = self.repair;
+        let h = naxos_server::start(c, Arc::new(TcpNet)).await.expect("server restarts");
         self.servers[i] = Some(h);
     }
 

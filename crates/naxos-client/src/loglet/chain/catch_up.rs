@@ -2,7 +2,7 @@
 //! lacks is read from its chain and written to it in large batches; what it
 //! holds is checked against the chain first.
 
-use super::{overwritten, rpc_to_error, ChainLoglet, HeadWrite};
+use super::{corrupted, overwritten, rpc_to_error, ChainLoglet, HeadWrite};
 use crate::loglet::{CatchUp, Extras, Throttle};
 use crate::{Client, Error};
 use naxos_wire::proto::{request, response, Entry, ReadRange, Trim, Write};
@@ -342,6 +342,15 @@ impl ChainLoglet {
                             Ok(_) => {}
                             Err(err) if overwritten(&err).is_some() => {
                                 self.check_holds(vlog, replica, &self.layout, Position(*p), e).await?;
+                            }
+                            // The replica's own record of the position is lost
+                            // to damage on its disk: the copy's value is the
+                            // chain's, so it is written back as a repair.
+                            Err(err) if corrupted(&err) => {
+                                let repair = Write { position: *p, entry: Some(e.clone()), repair: true };
+                                vlog.call(replica, &self.layout, request::Body::Write(repair))
+                                    .await
+                                    .map_err(rpc_to_error)?;
                             }
                             Err(err) => return Err(rpc_to_error(err)),
                         }
