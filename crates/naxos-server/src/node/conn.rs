@@ -48,6 +48,9 @@ fn needs_admin(body: &request::Body) -> bool {
         | B::Trim(_)
         | B::SeqBootstrap(_)
         | B::StoreCeiling(_) => true,
+        // A repair replaces a damaged record without the write-once check a
+        // client's write gets: the node's own mender and a catch-up send it.
+        B::Write(w) => w.repair,
         B::Heartbeat(h) => h.spare,
         B::Batch(b) => b.requests.iter().any(|r| r.body.as_ref().is_some_and(needs_admin)),
         _ => false,
@@ -213,4 +216,24 @@ pub(super) async fn serve_conn(ctx: Arc<Ctx>, stream: BoxStream, peer: SocketAdd
     drop(outbox);
     // Let answers already produced reach the peer; bounded, as the peer may be gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_admin;
+    use naxos_wire::proto::{request, Batch, Entry, Request, Write};
+
+    #[test]
+    fn a_repair_write_needs_admin_rights_and_a_plain_write_does_not() {
+        let write = |repair| request::Body::Write(Write { position: 3, entry: Some(Entry::default()), repair });
+        assert!(!needs_admin(&write(false)));
+        assert!(needs_admin(&write(true)));
+        let batch = request::Body::Batch(Batch {
+            requests: vec![
+                Request { body: Some(write(false)), ..Default::default() },
+                Request { body: Some(write(true)), ..Default::default() },
+            ],
+        });
+        assert!(needs_admin(&batch), "a repair inside a batch needs admin rights too");
+    }
 }
