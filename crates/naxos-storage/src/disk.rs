@@ -504,6 +504,32 @@ impl DiskStore {
         Err(Error::Corrupted { position: Position(position), reason })
     }
 
+    /// The checks before a write or a repair of `entry` at `position`; returns
+    /// the entry's kind and its segment's number, made resident if it exists.
+    fn admit(&mut self, position: Position, entry: &Entry) -> Result<(EntryKind, u64)> {
+        self.check_failed()?;
+        let kind = validate_entry(entry, self.options.entry_bytes_max)?;
+        query::check_position(position)?;
+        if position < self.meta.trim_mark {
+            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
+        }
+        let n = self.segment_number(position.0);
+        self.make_resident(n)?;
+        Ok((kind, n))
+    }
+
+    /// Books a record appended to segment `n` for position `p`: stream
+    /// index, tail, and what the next sync and index write must cover.
+    fn written(&mut self, n: u64, p: u64, entry: &Entry) {
+        for s in &entry.streams {
+            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
+            self.streams.insert(id, p);
+        }
+        self.high = self.high.max(p + 1);
+        self.touched.insert(n);
+        self.index_dirty.insert(n);
+    }
+
     /// Up to `limit` positions of the stripe in `[from, end)` that hold nothing.
     fn unwritten(&mut self, from: u64, end: u64, stripe: StripeFilter, limit: usize) -> Result<Vec<u64>> {
         let step = query::stripe_step(stripe);
@@ -591,15 +617,8 @@ fn highest_possible(seg: &Segment) -> Option<u64> {
 
 impl Store for DiskStore {
     fn write(&mut self, position: Position, entry: &Entry) -> Result<()> {
-        self.check_failed()?;
-        let kind = validate_entry(entry, self.options.entry_bytes_max)?;
-        query::check_position(position)?;
-        if position < self.meta.trim_mark {
-            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
-        }
+        let (kind, n) = self.admit(position, entry)?;
         let p = position.0;
-        let n = self.segment_number(p);
-        self.make_resident(n)?;
         match self.segments.get(&n) {
             Some(seg) => match seg.kind(p) {
                 SlotKind::Empty => {}
@@ -614,26 +633,13 @@ impl Store for DiskStore {
             seg.flush()?;
         }
         seg.append(p, kind, entry)?;
-        for s in &entry.streams {
-            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
-            self.streams.insert(id, p);
-        }
-        self.high = self.high.max(p + 1);
-        self.touched.insert(n);
-        self.index_dirty.insert(n);
+        self.written(n, p, entry);
         Ok(())
     }
 
     fn repair(&mut self, position: Position, entry: &Entry) -> Result<()> {
-        self.check_failed()?;
-        let kind = validate_entry(entry, self.options.entry_bytes_max)?;
-        query::check_position(position)?;
-        if position < self.meta.trim_mark {
-            return Err(Error::Trimmed { position, mark: self.meta.trim_mark });
-        }
+        let (kind, n) = self.admit(position, entry)?;
         let p = position.0;
-        let n = self.segment_number(p);
-        self.make_resident(n)?;
         let Some(seg) = self.segments.get(&n) else {
             return Err(Error::Invalid(format!("position {position} holds nothing to repair; write it instead")));
         };
@@ -666,15 +672,9 @@ impl Store for DiskStore {
             seg.flush()?;
         }
         seg.append_repair(p, kind, entry)?;
-        for s in &entry.streams {
-            let id = StreamId::from_slice(s).expect("validate_entry checked that stream ids are 16 bytes");
-            self.streams.insert(id, p);
-        }
         tracing::info!(%position, file = %seg.file_name(), "a corrupted record is repaired from a replica's copy");
         self.corruptions.retain(|c| c.position != Some(position));
-        self.high = self.high.max(p + 1);
-        self.touched.insert(n);
-        self.index_dirty.insert(n);
+        self.written(n, p, entry);
         Ok(())
     }
 
