@@ -530,7 +530,12 @@ impl DiskStore {
         self.index_dirty.insert(n);
     }
 
-    /// Up to `limit` positions of the stripe in `[from, end)` that hold nothing.
+    /// Up to `limit` positions of the stripe in `[from, end)` that hold
+    /// nothing, or whose record failed its checksum (a corrupted slot):
+    /// which streams such an entry belonged to is unknown here, so a stream
+    /// reader reads it (from another replica) to find out (soak seed 852910:
+    /// a stream read missed an entry whose record had rotted on the head it
+    /// asked).
     fn unwritten(&mut self, from: u64, end: u64, stripe: StripeFilter, limit: usize) -> Result<Vec<u64>> {
         let step = query::stripe_step(stripe);
         let mut out = Vec::new();
@@ -542,14 +547,22 @@ impl DiskStore {
             }
             let n = self.segment_number(p);
             if let Some(seg) = self.segments.get(&n).filter(|seg| seg.is_full()) {
-                next = query::stripe_at_or_after(stripe, seg.end());
-                continue;
+                let lost =
+                    self.corruptions.iter().any(|c| c.position.is_some_and(|q| q.0 >= seg.first && q.0 < seg.end()));
+                if !lost {
+                    next = query::stripe_at_or_after(stripe, seg.end());
+                    continue;
+                }
             }
             if resident != Some(n) {
                 self.make_resident(n)?;
                 resident = Some(n);
             }
             match self.segments.get(&n) {
+                // A damaged segment's unknown positions (`kind` says
+                // corrupted, the slot is empty) are not listed: most were
+                // never written, and a reader cannot fill them there.
+                Some(seg) if seg.slot(p).kind() == SlotKind::Corrupted => out.push(p),
                 Some(seg) if seg.kind(p) != SlotKind::Empty => {}
                 _ => out.push(p),
             }

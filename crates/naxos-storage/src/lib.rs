@@ -128,7 +128,8 @@ impl StripeFilter {
 pub struct StreamQuery {
     /// The stream's positions in the examined range, ascending.
     pub positions: Vec<Position>,
-    /// The stripe's positions in the examined range that hold nothing yet, ascending.
+    /// The stripe's positions in the examined range that hold nothing yet,
+    /// or whose record failed its checksum (its streams are unknown), ascending.
     pub unwritten: Vec<Position>,
     /// The first position not examined (the range's end if all of it was).
     pub next: Position,
@@ -217,7 +218,8 @@ pub trait Store: Send + 'static {
     fn streams_last(&self) -> Vec<(StreamId, Position)>;
 
     /// The stream's positions in `[from, to)` and the stripe's unwritten
-    /// positions there (below `tail()` only), returning at most `limit` of them
+    /// positions there (below `tail()` only; with those whose record failed
+    /// its checksum), returning at most `limit` of them
     /// together; `next` says where the examination stopped.
     fn stream_query(
         &mut self,

@@ -362,7 +362,9 @@ fn corrupted_middle_record_is_reported_and_not_served() {
     assert_corrupted(store.write(p(1), &hole()), 1);
     assert_eq!(store.tail(), p(4));
     let q = store.stream_query(a, p(0), p(10), StripeFilter::ALL, 10).expect("query");
-    assert!(q.unwritten.is_empty(), "a corrupted position is not unwritten: {q:?}");
+    // Its streams are unknown: listed for a stream reader to read it (a
+    // read answers Corrupted, never unwritten, so nobody fills it).
+    assert_eq!(q.unwritten, vec![p(1)], "a corrupted position is listed, never skipped: {q:?}");
     let (entries, next) = store.read_range(p(0), p(4), usize::MAX).expect("range up to the corruption");
     assert_eq!((entries.len(), next), (1, p(1)));
     assert_corrupted(store.read_range(p(1), p(4), usize::MAX), 1);
@@ -893,10 +895,16 @@ fn a_corrupted_record_is_repaired_from_a_replicas_copy_and_stays_repaired() {
     // Only a lost record takes a repair.
     assert!(matches!(store.repair(p(0), &data(&payload(1), &[])), Err(Error::Overwritten { .. })));
     assert!(matches!(store.repair(p(5), &data(b"x", &[])), Err(Error::Invalid(_))));
+    // Which streams the lost entry was in is unknown: a stream query lists
+    // the position for the reader to read (elsewhere) and find out.
+    let q = store.stream_query(StreamId(1), p(0), p(3), StripeFilter::ALL, 100).expect("query");
+    assert_eq!(q.unwritten, vec![p(1)], "a corrupted position is listed, never skipped");
     store.repair(p(1), &data(&payload(2), &[])).expect("repair");
     store.sync().expect("sync");
     assert_eq!(store.read(p(1)).expect("read"), Some(data(&payload(2), &[])));
     assert!(store.corrupted_positions(10).is_empty());
+    let q = store.stream_query(StreamId(1), p(0), p(3), StripeFilter::ALL, 100).expect("query");
+    assert!(q.unwritten.is_empty(), "repaired: {q:?}");
     assert!(store.corruptions().is_empty(), "{:?}", store.corruptions());
     assert!(matches!(store.write(p(1), &hole()), Err(Error::Overwritten { .. })), "write-once holds");
     assert!(matches!(store.repair(p(1), &hole()), Err(Error::Overwritten { .. })), "a repair is made once");
