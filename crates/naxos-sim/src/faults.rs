@@ -60,6 +60,9 @@ pub struct Faults {
     /// Its own stream of draws, so that the rest of the schedule of a
     /// seed is what it was before rot existed.
     rot_rng: Rng,
+    /// When the last reconfiguration driver started (it may retry for a
+    /// while): no rot soon after one.
+    last_drive: Option<Duration>,
 }
 
 impl Faults {
@@ -75,6 +78,7 @@ impl Faults {
         Faults {
             rot,
             rot_rng: Rng::new(seed, 13),
+            last_drive: None,
             rng: Rng::new(seed, 7),
             servers,
             clients,
@@ -160,11 +164,13 @@ impl Faults {
                 // Sometimes a synced byte flips on its disk while it is down
                 // (not with the churn script, which leaves a unit alone
                 // with the log on purpose). Only when this crash is the one
-                // fault in progress, and no new one starts until the repair
+                // fault in progress (and no reconfiguration driver started
+                // in the last 10 s), and no new one starts until the repair
                 // grace after its restart: rot while every other replica is
                 // lost too is a real loss. Tried again at a later crash if
                 // no record qualified (see `rot`).
-                if !self.churn && self.pending.len() == 1 && self.rot.wanted() && self.rot_rng.chance(0.3) {
+                let driving = self.last_drive.is_some_and(|t| now < t + Duration::from_secs(10));
+                if !self.churn && !driving && self.pending.len() == 1 && self.rot.wanted() && self.rot_rng.chance(0.3) {
                     self.rot.schedule(&s, self.rot_rng.next_u64());
                     self.next_at = self.next_at.max(at + crate::rot::REPAIR_GRACE);
                     self.note(now, format!("rot {s}: a byte of a synced record flips on its disk while it is down"));
@@ -291,6 +297,7 @@ impl Faults {
     fn drive(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, change: naxos_control::Change) {
         use naxos_control::reconfig::Abandon;
         self.seals += 1;
+        self.last_drive = Some(now);
         let name = format!("driver{}", self.seals);
         let abandon = match self.rng.range(0, 10) {
             _ if self.healing => None,

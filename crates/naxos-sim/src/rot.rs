@@ -11,7 +11,8 @@
 //! what its segment's index file covers, whose records are verified only when
 //! read) and that every other replica of its chain holds, with the same
 //! bytes, in the newest layout the layout servers give, while that layout is
-//! whole (nobody away, every chain at full replication); and the fault
+//! whole (nobody away, every chain at full replication) and every other
+//! server holds it; and the fault
 //! schedule then starts no new fault for `REPAIR_GRACE`, the time the node
 //! has to repair it (rot and the loss of every other replica within that
 //! window would be a real loss too).
@@ -130,7 +131,15 @@ async fn flip(dir: &Path, addr: &str, seeds: &[String], draw: u64) -> io::Result
     let net: Arc<dyn naxos_wire::net::Net> = Arc::new(crate::net::TurmoilNet);
     let pool = Pool::new(net, rpc::Options { timeout_call: Duration::from_millis(300), ..Default::default() });
     let others: Vec<String> = seeds.iter().filter(|s| *s != addr).cloned().collect();
+    // Every other server must answer with that same newest layout (one
+    // that is down or behind may be about to be taken out).
     let Ok(layout) = naxos_control::reconfig::newest_layout(&pool, &others, None).await else { return Ok(None) };
+    for other in &others {
+        match naxos_control::reconfig::newest_layout(&pool, std::slice::from_ref(other), None).await {
+            Ok(l) if l.epoch == layout.epoch => {}
+            _ => return Ok(None),
+        }
+    }
     if !layout.away.is_empty() || !layout.under_replicated().is_empty() {
         return Ok(None);
     }

@@ -60,7 +60,22 @@ pub(super) fn start_mending(ctx: &Arc<Ctx>) {
                 if waiting.get(&p.0).is_some_and(|(_, at)| *at > now) {
                     continue;
                 }
-                match mend_one(&ctx, &unit, &layout, p).await {
+                let mut result = mend_one(&ctx, &unit, &layout, p).await;
+                // A reconfiguration moved the chain on meanwhile: at once
+                // again with the newest layout (a pause would give the
+                // chain time to lose its other replicas too).
+                for _ in 0..STALE_RETRIES {
+                    match &result {
+                        Err(Stale(_)) => {}
+                        _ => break,
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let fresh = naxos_control::reconfig::newest_layout(&ctx.pool, &servers, Some(layout.clone()))
+                        .await
+                        .unwrap_or_else(|_| layout.clone());
+                    result = mend_one(&ctx, &unit, &fresh, p).await;
+                }
+                match result.map_err(|(Stale(why) | Failed(why))| why) {
                     Ok(from) => {
                         tracing::info!(position = %p, %from, "repaired a record lost to damage from a replica's copy");
                         waiting.remove(&p.0);
@@ -76,6 +91,19 @@ pub(super) fn start_mending(ctx: &Arc<Ctx>) {
     });
 }
 
+/// Tries made at once, with the newest layout, when a replica refused the
+/// epoch of the layout a try used.
+const STALE_RETRIES: usize = 5;
+
+/// Why a repair did not happen.
+enum NotMended {
+    /// A replica refused the layout's epoch: try again with a newer one.
+    Stale(String),
+    /// Anything else (no replica holds it, none answered, the unit refused).
+    Failed(String),
+}
+use NotMended::{Failed, Stale};
+
 /// Repairs position `p` from another replica of its chain in `layout`;
 /// returns the replica it came from.
 async fn mend_one(
@@ -83,9 +111,11 @@ async fn mend_one(
     unit: &mpsc::UnboundedSender<logunit::Op>,
     layout: &Layout,
     p: Position,
-) -> Result<String, String> {
-    let place = layout.placement(p).ok_or_else(|| format!("the layout of epoch {} does not place it", layout.epoch))?;
+) -> Result<String, NotMended> {
+    let place =
+        layout.placement(p).ok_or_else(|| Failed(format!("the layout of epoch {} does not place it", layout.epoch)))?;
     let mut last = String::from("no other replica in its chain");
+    let mut stale = false;
     for addr in place.chain.iter().filter(|a| **a != ctx.advertise) {
         let req = Request {
             id: 0,
@@ -100,6 +130,7 @@ async fn mend_one(
                 continue;
             }
             Err(e) => {
+                stale |= e.server().is_some_and(|s| s.code == ErrorCode::WrongEpoch);
                 last = format!("{addr}: {e}");
                 continue;
             }
@@ -111,11 +142,11 @@ async fn mend_one(
             body: Some(request::Body::Write(proto::Write { position: p.0, entry: Some(entry), repair: true })),
         };
         let (reply, rx) = Reply::once(0);
-        unit.send(logunit::Op::Request(req, reply)).map_err(|_| "the log unit stopped".to_string())?;
-        return match rx.await.map_err(|_| "the log unit stopped".to_string())?.body {
-            Some(response::Body::Error(e)) => Err(format!("the log unit refused the repair: {}", e.message)),
+        unit.send(logunit::Op::Request(req, reply)).map_err(|_| Failed("the log unit stopped".to_string()))?;
+        return match rx.await.map_err(|_| Failed("the log unit stopped".to_string()))?.body {
+            Some(response::Body::Error(e)) => Err(Failed(format!("the log unit refused the repair: {}", e.message))),
             _ => Ok(addr.clone()),
         };
     }
-    Err(last)
+    Err(if stale { Stale(last) } else { Failed(last) })
 }
