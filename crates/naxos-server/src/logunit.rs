@@ -34,6 +34,9 @@ pub enum Op {
     SetCluster(String, oneshot::Sender<Result<(), ServerError>>),
     /// Report the unit's tail, node id and sealed epoch.
     Info(oneshot::Sender<Info>),
+    /// List the positions whose records were lost to damage (at most
+    /// `CORRUPTED_LISTED_MAX`): what a repair from replicas can put back.
+    Corrupted(oneshot::Sender<Vec<Position>>),
 }
 
 /// A snapshot of the log unit for `Status`.
@@ -47,12 +50,9 @@ pub struct Info {
     pub failed: Option<String>,
     /// Entries served to reads since start.
     pub entries_read: u64,
-    /// Positions whose records were lost to damage (at most
-    /// `CORRUPTED_LISTED_MAX`): what a repair from replicas can put back.
-    pub corrupted: Vec<Position>,
 }
 
-/// Most corrupted positions one `Info` lists.
+/// Most corrupted positions one `Op::Corrupted` lists.
 pub const CORRUPTED_LISTED_MAX: usize = 1024;
 
 /// The log unit's protocol logic over a store.
@@ -440,8 +440,10 @@ impl LogUnit {
                             tail: self.store.tail(),
                             failed: self.failed.clone(),
                             entries_read: self.entries_read,
-                            corrupted: self.store.corrupted_positions(CORRUPTED_LISTED_MAX),
                         });
+                    }
+                    Op::Corrupted(tx) => {
+                        let _ = tx.send(self.store.corrupted_positions(CORRUPTED_LISTED_MAX));
                     }
                 }
             }

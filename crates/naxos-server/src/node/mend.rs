@@ -40,12 +40,12 @@ pub(super) fn start_mending(ctx: &Arc<Ctx>) {
                 }
             }
             let (otx, orx) = oneshot::channel();
-            if unit.send(logunit::Op::Info(otx)).is_err() {
+            if unit.send(logunit::Op::Corrupted(otx)).is_err() {
                 return;
             }
-            let Ok(info) = orx.await else { return };
-            waiting.retain(|p, _| info.corrupted.contains(&Position(*p)));
-            if info.corrupted.is_empty() || naxos_wire::mutation::active(naxos_wire::mutation::Mutation::NoMend) {
+            let Ok(corrupted) = orx.await else { return };
+            waiting.retain(|p, _| corrupted.contains(&Position(*p)));
+            if corrupted.is_empty() || naxos_wire::mutation::active(naxos_wire::mutation::Mutation::NoMend) {
                 continue;
             }
             let Some(held) = ctx.layout.lock().ok().and_then(|l| l.get().cloned()) else { continue };
@@ -56,7 +56,7 @@ pub(super) fn start_mending(ctx: &Arc<Ctx>) {
             let layout =
                 naxos_control::reconfig::newest_layout(&ctx.pool, &servers, Some(held.clone())).await.unwrap_or(held);
             let now = tokio::time::Instant::now();
-            for p in info.corrupted {
+            for p in corrupted {
                 if waiting.get(&p.0).is_some_and(|(_, at)| *at > now) {
                     continue;
                 }
